@@ -1,0 +1,81 @@
+"""Settings from command-line options and ``CDV_*`` environment variables.
+
+Every setting has a default that works out of the box in a clone of the project.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+def _env_path(name: str, default: Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value).expanduser() if value else default
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where things live and the limits the pipeline works within."""
+
+    warehouse: Path = field(default_factory=lambda: Path("warehouse/cdv.duckdb"))
+    """The writable warehouse (``CDV_WAREHOUSE``)."""
+    published: Path | None = None
+    """Read-only copy for analysts (``CDV_PUBLISHED``); default: ``<warehouse>.published.duckdb``
+    beside the warehouse."""
+    inbox: Path = field(default_factory=lambda: Path("inbox"))
+    """Where partners' exports arrive (``CDV_INBOX``)."""
+    archive: Path | None = None
+    """Processed files, by partner (``CDV_ARCHIVE``); default ``archive/`` beside the inbox."""
+    rejected: Path | None = None
+    """Refused files with a reason file (``CDV_REJECTED``); default ``rejected/`` beside the inbox."""
+    specs_dir: Path | None = None
+    """Partner specs (``CDV_SPECS``); default: the project's ``schemas/partners``."""
+    lock_timeout_s: float = 60.0
+    """How long to wait for the warehouse's write lock (``CDV_LOCK_TIMEOUT``)."""
+    max_file_mb: float = 2048.0
+    """Files larger than this are refused unread (``CDV_MAX_FILE_MB``)."""
+    memory_limit: str = "1GB"
+    """DuckDB memory limit while loading (``CDV_MEMORY_LIMIT``)."""
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        def opt(name: str) -> Path | None:
+            v = os.environ.get(name)
+            return Path(v).expanduser() if v else None
+
+        return cls(
+            warehouse=_env_path("CDV_WAREHOUSE", Path("warehouse/cdv.duckdb")),
+            published=opt("CDV_PUBLISHED"),
+            inbox=_env_path("CDV_INBOX", Path("inbox")),
+            archive=opt("CDV_ARCHIVE"),
+            rejected=opt("CDV_REJECTED"),
+            specs_dir=opt("CDV_SPECS"),
+            lock_timeout_s=_env_float("CDV_LOCK_TIMEOUT", 60.0),
+            max_file_mb=_env_float("CDV_MAX_FILE_MB", 2048.0),
+            memory_limit=os.environ.get("CDV_MEMORY_LIMIT", "1GB"),
+        )
+
+    def with_(self, **changes: object) -> Settings:
+        """A copy with the given settings changed; ``None`` values are ignored."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+
+    @property
+    def published_path(self) -> Path:
+        if self.published is not None:
+            return self.published
+        return self.warehouse.with_name(self.warehouse.stem + ".published.duckdb")
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.archive or self.inbox.parent / "archive"
+
+    @property
+    def rejected_dir(self) -> Path:
+        return self.rejected or self.inbox.parent / "rejected"

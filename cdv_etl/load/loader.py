@@ -1,0 +1,241 @@
+"""Load stage: one file, one transaction.
+
+The file's ledger row, its loaded rows and its quarantined rows commit together or not at
+all, and only once the loader has checked that every row read ends in exactly one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from cdv_etl.errors import ReconciliationError
+from cdv_etl.read import STAGING_TABLE, RawExport
+from cdv_etl.specs import SHEET_COLUMN, PartnerSpec
+from cdv_etl.validate.parse import CANONICAL_TABLE
+from schemas.canonical import RULES
+
+# Canonical field → the canonical table's column holding the value as the partner wrote it.
+RAW_VALUE_COLUMN = {
+    "insee_code": "insee_raw",
+    "category": "category",
+    "amount_eur": "amount_raw",
+    "engagement_date": "date_raw",
+    "year": "year_raw",
+    "status": "status",
+    "instrument": "instrument_label",
+    "operation_id": "operation_id",
+}
+
+
+@dataclass
+class LoadResult:
+    """What happened to one file; printed by the CLI, shown in Prefect artifacts."""
+
+    file_name: str
+    partner: str | None
+    status: str  # loaded | duplicate | rejected
+    file_id: int | None = None
+    rows_read: int = 0
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    loaded_amount_eur: Decimal | None = None
+    engaged_amount_eur: Decimal | None = None
+    control_total_eur: Decimal | None = None
+    control_total_diff_eur: Decimal | None = None
+    extraction_date: date | None = None
+    reason: str | None = None
+    message: str = ""
+    already_recorded: bool = False
+    """True when nothing was written: these bytes were already in the ledger."""
+    quarantine_by_rule: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def control_total_ok(self) -> bool | None:
+        if self.control_total_eur is None or self.control_total_diff_eur is None:
+            return None
+        return self.control_total_diff_eur == 0
+
+
+def _rule_table(con: duckdb.DuckDBPyConnection, spec: PartnerSpec) -> None:
+    rows = []
+    for r in RULES.values():
+        f = spec.fields.get(r.field)
+        cols = f.source_columns if f else []
+        column = " | ".join("sheet" if c == SHEET_COLUMN else c for c in cols) or None
+        rows.append((r.id, r.order, RAW_VALUE_COLUMN.get(r.field, "operation_id"), column,
+                     r.message))
+    con.execute("CREATE OR REPLACE TEMP TABLE stg_rules (rule VARCHAR, rule_order TINYINT, "
+                "value_column VARCHAR, column_name VARCHAR, template VARCHAR)")
+    con.executemany("INSERT INTO stg_rules VALUES (?, ?, ?, ?, ?)", rows)
+
+
+_VALUE_CASE = "CASE r.value_column " + " ".join(
+    f"WHEN '{c}' THEN CAST(c.{c} AS VARCHAR)" for c in sorted(set(RAW_VALUE_COLUMN.values()))
+) + " END"
+
+
+def record_rejected(con: duckdb.DuckDBPyConnection, *, partner: str | None, path: Path, sha: str,
+                    size: int, reason: str, message: str,
+                    replace_file_id: int | None = None) -> int:
+    """The ledger row of a file refused whole (nothing of it is loaded)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if replace_file_id is not None:
+            _delete_rows(con, replace_file_id)
+            con.execute(
+                "UPDATE files SET status = 'rejected', reason = ?, message = ?, rows_read = 0, "
+                "rows_loaded = 0, rows_quarantined = 0, loaded_amount_eur = NULL, "
+                "engaged_amount_eur = NULL, control_total_eur = NULL, "
+                "control_total_diff_eur = NULL, loaded_at = current_timestamp, "
+                "forced_reloads = forced_reloads + 1 WHERE file_id = ?",
+                [reason, message, replace_file_id])
+            file_id = replace_file_id
+        else:
+            row = con.execute(
+                "INSERT INTO files (partner, file_name, sha256, size_bytes, status, reason, message)"
+                " VALUES (?, ?, ?, ?, 'rejected', ?, ?) RETURNING file_id",
+                [partner, path.name, sha, size, reason, message]).fetchone()
+            assert row is not None
+            file_id = int(row[0])
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return file_id
+
+
+def record_duplicate(con: duckdb.DuckDBPyConnection, *, partner: str | None, path: Path,
+                     sha: str, size: int, original_id: int, original_name: str) -> int:
+    message = (f"same bytes as file {original_id} ({original_name}), already in the ledger; "
+               "nothing loaded")
+    row = con.execute(
+        "INSERT INTO files (partner, file_name, sha256, size_bytes, status, reason, message, "
+        "duplicate_of) VALUES (?, ?, ?, ?, 'duplicate', 'same_bytes', ?, ?) RETURNING file_id",
+        [partner, path.name, sha, size, message, original_id]).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _delete_rows(con: duckdb.DuckDBPyConnection, file_id: int) -> None:
+    for table in ("engagement_rows", "quarantine_rows", "quarantine_failures"):
+        con.execute(f"DELETE FROM {table} WHERE file_id = ?", [file_id])  # noqa: S608
+
+
+def load_export(con: duckdb.DuckDBPyConnection, *, spec: PartnerSpec, path: Path, sha: str,
+                size: int, extraction_date: date, raw: RawExport, failures: pd.DataFrame,
+                replace_file_id: int | None = None) -> LoadResult:
+    """Write one validated file: ledger row, loaded rows, quarantine — in one transaction."""
+    _rule_table(con, spec)
+    con.execute("CREATE OR REPLACE TEMP TABLE stg_failures (row_key BIGINT, rule VARCHAR)")
+    if len(failures):
+        con.register("failures_frame", failures)
+        con.execute("INSERT INTO stg_failures SELECT row_key, rule FROM failures_frame")
+        con.unregister("failures_frame")
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if replace_file_id is not None:
+            _delete_rows(con, replace_file_id)
+            con.execute(
+                "UPDATE files SET status = 'loaded', reason = NULL, message = NULL, "
+                "partner = ?, extraction_date = ?, loaded_at = current_timestamp, "
+                "forced_reloads = forced_reloads + 1 WHERE file_id = ?",
+                [spec.partner, extraction_date, replace_file_id])
+            file_id = replace_file_id
+        else:
+            row = con.execute(
+                "INSERT INTO files (partner, file_name, sha256, size_bytes, extraction_date, status)"
+                " VALUES (?, ?, ?, ?, ?, 'loaded') RETURNING file_id",
+                [spec.partner, path.name, sha, size, extraction_date]).fetchone()
+            assert row is not None
+            file_id = int(row[0])
+
+        con.execute(
+            f"""INSERT INTO quarantine_failures
+            SELECT ?, f.row_key, f.rule, r.rule_order, r.column_name, {_VALUE_CASE},
+                   replace(replace(r.template, '{{value}}', coalesce({_VALUE_CASE}, '')),
+                           '{{extraction_date}}', CAST(?::DATE AS VARCHAR))
+            FROM stg_failures AS f
+            JOIN stg_rules AS r USING (rule)
+            JOIN {CANONICAL_TABLE} AS c USING (row_key)""",  # noqa: S608 - constant SQL
+            [file_id, extraction_date])
+        con.execute(
+            f"""INSERT INTO quarantine_rows
+            SELECT ?, s._row_key, s._source_row, s._sheet,
+                   json_merge_patch(to_json(s),
+                                    '{{"_row_key": null, "_source_row": null, "_sheet": null}}')
+            FROM {STAGING_TABLE} AS s
+            WHERE s._row_key IN (SELECT row_key FROM stg_failures)""",  # noqa: S608
+            [file_id])
+        con.execute(
+            f"""INSERT INTO engagement_rows
+            SELECT ?, c.row_key, c.source_row, c.sheet, ?, c.operation_id, c.insee_code, c.commune_label, c.axis,
+                   c.category, c.year, c.engagement_date, c.instrument, c.instrument_label,
+                   c.scheme, c.project_label, c.amount_eur, c.status, c.counts_as_engaged
+            FROM {CANONICAL_TABLE} AS c
+            WHERE c.row_key NOT IN (SELECT row_key FROM stg_failures)""",  # noqa: S608
+            [file_id, spec.partner])
+
+        totals = con.execute(
+            """SELECT
+                 (SELECT count(*) FROM engagement_rows WHERE file_id = $1),
+                 (SELECT count(*) FROM quarantine_rows WHERE file_id = $1),
+                 (SELECT sum(amount_eur) FROM engagement_rows WHERE file_id = $1),
+                 (SELECT sum(amount_eur) FILTER (WHERE counts_as_engaged)
+                    FROM engagement_rows WHERE file_id = $1)""",
+            [file_id]).fetchone()
+        assert totals is not None
+        loaded, quarantined = int(totals[0]), int(totals[1])
+        loaded_eur = totals[2] if totals[2] is not None else Decimal("0.00")
+        engaged_eur = totals[3] if totals[3] is not None else Decimal("0.00")
+        if loaded + quarantined != raw.rows_read:
+            raise ReconciliationError(
+                f"{path.name}: {raw.rows_read} rows read but {loaded} loaded + {quarantined} "
+                "quarantined; the load was rolled back",
+                "this is a bug in cdv-etl: please report it with the file",
+            )
+        diff = None
+        if raw.control_total is not None:
+            read_sum = con.execute(
+                f"SELECT coalesce(sum(amount_eur), 0) FROM {CANONICAL_TABLE}"  # noqa: S608
+            ).fetchone()
+            assert read_sum is not None
+            diff = (raw.control_total - read_sum[0]).quantize(Decimal("0.01"))
+        message = _message(raw, diff)
+        con.execute(
+            """UPDATE files SET rows_read = ?, rows_loaded = ?, rows_quarantined = ?,
+                 loaded_amount_eur = ?, engaged_amount_eur = ?, control_total_eur = ?,
+                 control_total_diff_eur = ?, message = ? WHERE file_id = ?""",
+            [raw.rows_read, loaded, quarantined, loaded_eur, engaged_eur, raw.control_total,
+             diff, message, file_id])
+        by_rule = dict(con.execute(
+            """SELECT rule, count(*) FROM (
+                 SELECT file_id, row_key, arg_min(rule, rule_order) AS rule
+                 FROM quarantine_failures WHERE file_id = ? GROUP BY ALL)
+               GROUP BY rule ORDER BY rule""", [file_id]).fetchall())
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return LoadResult(
+        file_name=path.name, partner=spec.partner, status="loaded", file_id=file_id,
+        rows_read=raw.rows_read, rows_loaded=loaded, rows_quarantined=quarantined,
+        loaded_amount_eur=loaded_eur, engaged_amount_eur=engaged_eur,
+        control_total_eur=raw.control_total, control_total_diff_eur=diff,
+        extraction_date=extraction_date, message=message,
+        quarantine_by_rule={str(k): int(v) for k, v in by_rule.items()},
+    )
+
+
+def _message(raw: RawExport, diff: Decimal | None) -> str:
+    if raw.control_total is None:
+        return "loaded"
+    if diff == 0:
+        return f"loaded; control total {raw.control_total} matches the amounts read"
+    return (f"loaded; control total {raw.control_total} differs from the sum of the amounts "
+            f"read by {diff} €: ask the partner which is right")

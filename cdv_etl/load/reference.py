@@ -1,0 +1,117 @@
+"""The ANCT reference of ACV communes (GeoJSON, or CSV with the same property names).
+
+Real data, real quirks: codes given as numbers lose their leading zero (1004 is 01004),
+Corsica is 2A/2B, overseas codes are 97xxx, department codes may be numbers, and several
+communes share one convention (ACV113 = Lens + Liévin). A newer vintage replaces the
+reference; loaded financing and its history stay as they are.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from cdv_etl.errors import CdvError
+from cdv_etl.read import sha256_of
+
+SAMPLE_REFERENCE = Path(__file__).resolve().parent.parent / "sample" / "acv_communes_sample.csv"
+REQUIRED = ("insee_com", "id_acv", "lib_com", "insee_dep")
+
+
+@dataclass
+class ReferenceResult:
+    file_name: str
+    communes: int
+    conventions: int
+    changed: bool
+
+
+def _code(series: pd.Series, width: int) -> pd.Series:
+    """Numbers that lost their leading zeros regain them; 2a004 → 2A004."""
+    text = series.astype("string").str.strip().str.replace(r"\.0+$", "", regex=True).str.upper()
+    digits = text.str.fullmatch(r"\d+").fillna(False).astype(bool)
+    return text.where(~digits, text.str.zfill(width))
+
+
+def read_reference(path: Path) -> pd.DataFrame:
+    """The reference as a frame of normalised text columns, or a CdvError naming the problem."""
+    hint = "use the ANCT list of ACV communes (GeoJSON or CSV with its property names)"
+    try:
+        if path.suffix.lower() in (".geojson", ".json"):
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            props = [f.get("properties") or {} for f in doc.get("features", [])]
+            frame = pd.DataFrame(props, dtype=object)
+        else:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig",
+                                sep=None, engine="python")
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise CdvError(f"{path.name}: cannot read the reference: {exc}", hint) from exc
+    missing = [c for c in REQUIRED if c not in frame.columns]
+    if missing:
+        raise CdvError(f"{path.name}: reference columns missing: {', '.join(missing)}", hint)
+    out = pd.DataFrame({
+        "insee_code": _code(frame["insee_com"], 5),
+        "convention_id": frame["id_acv"].astype("string").str.strip(),
+        "name": frame["lib_com"].astype("string").str.strip(),
+        "department": _code(frame["insee_dep"], 2),
+        "region_code": _code(frame["insee_reg"], 2) if "insee_reg" in frame else None,
+        "region": frame["lib_reg"].astype("string").str.strip() if "lib_reg" in frame else None,
+        "epci_siren": _code(frame["siren_epci"], 9) if "siren_epci" in frame else None,
+        "population": (pd.to_numeric(frame["pop"], errors="coerce").astype("Int64")
+                       if "pop" in frame else None),
+    })
+    bad = out[~out["insee_code"].fillna("").str.fullmatch(r"[0-9]{5}|2[AB][0-9]{3}")]
+    if len(bad):
+        raise CdvError(
+            f"{path.name}: {len(bad)} invalid INSEE code(s), e.g. {bad['insee_code'].iloc[0]!r} "
+            f"(feature {int(bad.index[0]) + 1}); the reference was not loaded", hint)
+    dupes = out[out["insee_code"].duplicated()]
+    if len(dupes):
+        raise CdvError(f"{path.name}: INSEE code {dupes['insee_code'].iloc[0]} appears twice; "
+                       "the reference was not loaded", hint)
+    if out["convention_id"].isna().any() or out["name"].isna().any():
+        raise CdvError(f"{path.name}: a commune has no id_acv or no name; not loaded", hint)
+    return out
+
+
+def load_reference(con: duckdb.DuckDBPyConnection, path: Path) -> ReferenceResult:
+    """Replace the reference communes and conventions, in one transaction."""
+    sha = sha256_of(path)
+    last = con.execute(
+        "SELECT sha256 FROM reference_loads ORDER BY reference_load_id DESC LIMIT 1"
+    ).fetchone()
+    frame = read_reference(path)
+    n_conv = int(frame["convention_id"].nunique())
+    if last and last[0] == sha:
+        return ReferenceResult(path.name, len(frame), n_conv, changed=False)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        row = con.execute(
+            "INSERT INTO reference_loads (file_name, sha256, communes, conventions) "
+            "VALUES (?, ?, ?, ?) RETURNING reference_load_id",
+            [path.name, sha, len(frame), n_conv],
+        ).fetchone()
+        assert row is not None
+        con.register("ref_frame", frame)
+        con.execute("DELETE FROM communes")
+        con.execute(
+            "INSERT INTO communes SELECT insee_code, name, convention_id, department, region_code,"
+            " region, epci_siren, population, ? FROM ref_frame", [row[0]])
+        con.execute("DELETE FROM conventions")
+        con.execute(
+            "INSERT INTO conventions SELECT convention_id, string_agg(name, ' + ' ORDER BY name) "
+            "FROM ref_frame GROUP BY convention_id")
+        con.unregister("ref_frame")
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return ReferenceResult(path.name, len(frame), n_conv, changed=True)
+
+
+def reference_codes(con: duckdb.DuckDBPyConnection) -> frozenset[str]:
+    return frozenset(r[0] for r in con.execute("SELECT insee_code FROM communes").fetchall())

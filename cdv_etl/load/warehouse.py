@@ -1,0 +1,213 @@
+"""The DuckDB warehouse: opening it (one writer at a time), migrating it, its views."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import yaml
+
+from cdv_etl.errors import WarehouseBusy
+from cdv_etl.specs import PartnerSpec
+
+PUBLIC_VIEWS = (
+    "financing",
+    "financing_history",
+    "file_loads",
+    "quarantine",
+    "quarantine_all_failures",
+    "v_quarantine_summary",
+    "current_files",
+    "v_financing_by_axis",
+    "v_financing_by_partner",
+    "v_financing_by_year",
+    "v_financing_axis_partner_year",
+    "v_financing_by_convention",
+    "v_financing_by_commune",
+    "v_envelope_consumption",
+)
+"""The stable SQL interface analysts use (documented in the README and by ``cdv-etl docs``)."""
+
+
+def sql_dir() -> Path:
+    """``warehouse/`` of the project (or its copy inside an installed wheel)."""
+    here = Path(__file__).resolve().parent.parent
+    repo = here.parent / "warehouse"
+    return repo if (repo / "migrations").is_dir() else here / "_sql"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def migrations() -> list[Migration]:
+    found = []
+    for path in sorted((sql_dir() / "migrations").glob("[0-9][0-9][0-9]_*.sql")):
+        version = int(path.name[:3])
+        found.append(Migration(version, path.stem, path.read_text(encoding="utf-8")))
+    return found
+
+
+def _views_sql() -> str:
+    return "\n".join(
+        p.read_text(encoding="utf-8") for p in sorted((sql_dir() / "views").glob("*.sql"))
+    )
+
+
+def _column_docs() -> dict[str, str]:
+    path = sql_dir().parent / "warehouse" / "columns.yaml"
+    if not path.exists():
+        path = sql_dir() / "columns.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def _sql_literal(text: str) -> str:
+    # COMMENT ON takes no parameters; the text comes from the project's own columns.yaml.
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def connect(path: Path, *, read_only: bool = False, timeout_s: float = 60.0,
+            memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse, waiting up to ``timeout_s`` for another writer to finish.
+
+    DuckDB lets one process write a file; a second one gets "Could not set lock". We retry
+    with a growing pause, then fail with a message that says who holds the lock.
+    """
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout_s
+    pause = 0.05
+    config = {"memory_limit": memory_limit} if memory_limit else {}
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only, config=config)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                if "lock" in str(exc).lower():
+                    raise WarehouseBusy(
+                        f"the warehouse {path} is locked by another process "
+                        f"(waited {timeout_s:.0f} s): {exc}",
+                        "another load is running; wait for it to finish, or raise "
+                        "CDV_LOCK_TIMEOUT / --lock-timeout. Nothing was changed.",
+                    ) from exc
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+
+@contextmanager
+def open_warehouse(path: Path, *, timeout_s: float = 60.0,
+                   memory_limit: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = connect(path, timeout_s=timeout_s, memory_limit=memory_limit)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def applied_versions(con: duckdb.DuckDBPyConnection) -> dict[int, str]:
+    con.execute(
+        """CREATE TABLE IF NOT EXISTS schema_migrations (
+               version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,
+               checksum VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)"""
+    )
+    rows = con.execute("SELECT version, checksum FROM schema_migrations").fetchall()
+    return {int(v): str(c) for v, c in rows}
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Apply pending migrations, each in its own transaction, then (re)create the views.
+
+    Idempotent: a warehouse that is up to date is left untouched. Returns what was applied.
+    """
+    done = applied_versions(con)
+    applied: list[str] = []
+    for m in migrations():
+        if m.version in done:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(m.sql)
+            con.execute(
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES (?, ?, ?)",
+                [m.version, m.name, m.checksum],
+            )
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        applied.append(m.name)
+    if apply_views(con):
+        applied.append("views")
+    return applied
+
+
+def apply_views(con: duckdb.DuckDBPyConnection, *, force: bool = False) -> bool:
+    """(Re)create the public views and their comments when their SQL or docs changed."""
+    views_sql = _views_sql()
+    docs = _column_docs()
+    checksum = hashlib.sha256((views_sql + repr(sorted(docs.items()))).encode()).hexdigest()
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_views (checksum VARCHAR NOT NULL, "
+        "applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)"
+    )
+    current = con.execute("SELECT checksum FROM schema_views").fetchone()
+    if current and current[0] == checksum and not force:
+        return False
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(views_sql)
+        cols = con.execute(
+            "SELECT table_name, column_name FROM duckdb_columns() "
+            "WHERE schema_name = 'main' AND table_name IN (SELECT unnest(?))",
+            [list(PUBLIC_VIEWS)],
+        ).fetchall()
+        for view, column in cols:
+            doc = docs.get(f"{view}.{column}") or docs.get(column)
+            if doc:
+                con.execute(
+                    f"COMMENT ON COLUMN {_quote_ident(view)}.{_quote_ident(column)} "
+                    f"IS {_sql_literal(doc)}"
+                )
+        con.execute("DELETE FROM schema_views")
+        con.execute("INSERT INTO schema_views (checksum) VALUES (?)", [checksum])
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return True
+
+
+def sync_partners(con: duckdb.DuckDBPyConnection, specs: dict[str, PartnerSpec]) -> None:
+    """A partner added by a new spec file appears in the reference data."""
+    rows = [(s.partner, s.name) for s in specs.values()]
+    con.executemany(
+        "INSERT INTO partners (partner, name) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        rows,
+    )
+
+
+def init_warehouse(path: Path, specs: dict[str, PartnerSpec], *, timeout_s: float = 60.0
+                   ) -> list[str]:
+    with open_warehouse(path, timeout_s=timeout_s) as con:
+        applied = migrate(con)
+        sync_partners(con, specs)
+        con.execute("CHECKPOINT")
+        return applied

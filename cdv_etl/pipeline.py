@@ -1,0 +1,204 @@
+"""The data's way, end to end: read → validate → load → publish.
+
+``Pipeline`` holds the warehouse connection for a run (one writer at a time) and ingests
+files one after the other; the CLI and the Prefect flows both drive it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+
+import duckdb
+
+from cdv_etl.config import Settings
+from cdv_etl.errors import CdvError, FileRejected, SpecError
+from cdv_etl.load.loader import LoadResult, load_export, record_duplicate, record_rejected
+from cdv_etl.load.reference import ReferenceResult, load_reference, reference_codes
+from cdv_etl.load.warehouse import connect, migrate, sync_partners
+from cdv_etl.publish.snapshot import publish
+from cdv_etl.read import check_size, extraction_date, read_export, sha256_of
+from cdv_etl.specs import PartnerSpec, load_specs, recognise
+from cdv_etl.validate.parse import build_canonical
+from cdv_etl.validate.rules import find_failures
+from schemas.canonical import RuleContext
+from schemas.raw import missing_columns
+
+Progress = Callable[[str], None]
+"""Called with a short description of each step (for progress bars and artifacts)."""
+
+_TEMP_TABLES = ("stg_raw", "stg_canonical", "stg_failures", "stg_rules", "stg_const",
+                "map_axis", "map_instrument", "map_status")
+
+
+class Pipeline:
+    """One run against the warehouse: opened once, files ingested one at a time."""
+
+    def __init__(self, settings: Settings, con: duckdb.DuckDBPyConnection,
+                 specs: dict[str, PartnerSpec]) -> None:
+        self.settings = settings
+        self.con = con
+        self.specs = specs
+        self.changed = False
+
+    # -- reference ---------------------------------------------------------------------
+    def load_reference(self, path: Path) -> ReferenceResult:
+        result = load_reference(self.con, path)
+        self.changed |= result.changed
+        return result
+
+    # -- exports -----------------------------------------------------------------------
+    def spec_for(self, path: Path, partner: str | None) -> PartnerSpec | None:
+        if partner is not None:
+            if partner not in self.specs:
+                raise SpecError(f"unknown partner {partner!r}",
+                                f"known partners: {', '.join(sorted(self.specs))}")
+            return self.specs[partner]
+        return recognise(path.name, self.specs)
+
+    def seen(self, sha: str) -> tuple[int, str, str, str | None] | None:
+        """The first ledger row with these bytes: (file_id, file_name, status, partner)."""
+        row = self.con.execute(
+            "SELECT file_id, file_name, status, partner FROM files WHERE sha256 = ? "
+            "ORDER BY (status = 'loaded') DESC, file_id LIMIT 1", [sha]).fetchone()
+        return (int(row[0]), str(row[1]), str(row[2]), row[3]) if row else None
+
+    def ingest(self, path: Path, *, partner: str | None = None, force: bool = False,
+               progress: Progress | None = None, today: date | None = None) -> LoadResult:
+        """Ingest one file. Bad input ends in a ``rejected`` result, never an exception."""
+        step = progress or (lambda _msg: None)
+        path = Path(path)
+        step(f"{path.name}: checking")
+        spec = self.spec_for(path, partner)
+        size = path.stat().st_size
+        sha = sha256_of(path)
+        known = self.seen(sha)
+        same_name = self.con.execute(
+            "SELECT file_id, status FROM files WHERE sha256 = ? AND file_name = ? "
+            "ORDER BY file_id LIMIT 1", [sha, path.name]).fetchone()
+        replace_id = int(same_name[0]) if (force and same_name) else None
+        if known and not force:
+            if same_name:
+                return self._already(path, int(same_name[0]))
+            if known[2] == "loaded":
+                fid = record_duplicate(self.con, partner=spec.partner if spec else known[3],
+                                       path=path, sha=sha, size=size,
+                                       original_id=known[0], original_name=known[1])
+                self.changed = True
+                return self._already(path, fid, already=False)
+        if spec is None:
+            names = ", ".join(sorted(self.specs))
+            return self._reject(path, None, sha, size, FileRejected(
+                "unknown_partner",
+                f"{path.name}: no partner spec recognises this file name",
+                f"pass --partner ({names}) or add a spec under schemas/partners/"), replace_id)
+        with tempfile.TemporaryDirectory(prefix="cdv-") as tmp:
+            try:
+                check_size(path, self.settings.max_file_mb)
+                step(f"{path.name}: reading ({spec.partner})")
+                raw = read_export(self.con, path, spec, Path(tmp))
+                missing = missing_columns(spec, raw.columns)
+                if missing:
+                    raise FileRejected(
+                        "missing_columns",
+                        f"{path.name}: required column(s) missing: "
+                        f"{', '.join(repr(c) for c in missing)} (found: "
+                        f"{', '.join(repr(c) for c in raw.columns)}); nothing was loaded",
+                        "ask the partner for the usual columns, or update the mapping in "
+                        f"schemas/partners/{spec.partner}.yaml")
+                extracted = extraction_date(path, spec, raw, today or date.today())
+            except FileRejected as exc:
+                self._drop_temp()
+                return self._reject(path, spec.partner, sha, size, exc, replace_id)
+            step(f"{path.name}: validating {raw.rows_read} rows")
+            build_canonical(self.con, spec)
+            ctx = RuleContext(
+                communes=reference_codes(self.con),
+                extraction_date=extracted,
+                statuses=frozenset(spec.status_counts()),
+                has_date="engagement_date" in spec.fields,
+                has_year="year" in spec.fields,
+                names_instrument="instrument" in spec.fields,
+            )
+            failures = find_failures(self.con, ctx)
+            step(f"{path.name}: loading")
+            try:
+                result = load_export(self.con, spec=spec, path=path, sha=sha, size=size,
+                                     extraction_date=extracted, raw=raw, failures=failures,
+                                     replace_file_id=replace_id)
+            finally:
+                self._drop_temp()
+        self.changed = True
+        return result
+
+    def _already(self, path: Path, file_id: int, already: bool = True) -> LoadResult:
+        row = self.con.execute(
+            "SELECT partner, status, rows_read, rows_loaded, rows_quarantined, "
+            "loaded_amount_eur, engaged_amount_eur, control_total_eur, control_total_diff_eur, "
+            "extraction_date, reason, message, duplicate_of FROM files WHERE file_id = ?",
+            [file_id]).fetchone()
+        assert row is not None
+        status = "duplicate" if already and row[1] == "loaded" else str(row[1])
+        message = (f"already ingested as file {file_id} ({row[1]}); nothing changed "
+                   "(use --force to re-ingest after a spec fix)") if already else str(row[11])
+        return LoadResult(
+            file_name=path.name, partner=row[0], status=status, file_id=file_id,
+            rows_read=row[2], rows_loaded=row[3], rows_quarantined=row[4],
+            loaded_amount_eur=row[5], engaged_amount_eur=row[6], control_total_eur=row[7],
+            control_total_diff_eur=row[8], extraction_date=row[9], reason=row[10],
+            message=message, already_recorded=already)
+
+    def _reject(self, path: Path, partner: str | None, sha: str, size: int,
+                exc: FileRejected, replace_id: int | None) -> LoadResult:
+        message = str(exc)
+        file_id = record_rejected(self.con, partner=partner, path=path, sha=sha, size=size,
+                                  reason=exc.reason, message=message,
+                                  replace_file_id=replace_id)
+        self.changed = True
+        return LoadResult(file_name=path.name, partner=partner, status="rejected",
+                          file_id=file_id, reason=exc.reason, message=message)
+
+    def _drop_temp(self) -> None:
+        for t in _TEMP_TABLES:
+            self.con.execute(f"DROP TABLE IF EXISTS {t}")
+
+    # -- publish -----------------------------------------------------------------------
+    def publish(self) -> Path:
+        return publish(self.con, self.settings.warehouse, self.settings.published_path)
+
+
+@contextmanager
+def open_pipeline(settings: Settings, *, need_reference: bool = True) -> Iterator[Pipeline]:
+    """Open the warehouse for writing (waiting for the lock), migrate it, sync the specs.
+
+    On leaving, a run that changed something publishes the read-only copy for analysts.
+    """
+    specs = load_specs(settings.specs_dir)
+    con = connect(settings.warehouse, timeout_s=settings.lock_timeout_s,
+                  memory_limit=settings.memory_limit)
+    try:
+        migrate(con)
+        sync_partners(con, specs)
+        pipe = Pipeline(settings, con, specs)
+        if need_reference:
+            count = con.execute("SELECT count(*) FROM communes").fetchone()
+            if not count or count[0] == 0:
+                raise CdvError(
+                    f"the warehouse {settings.warehouse} has no ACV reference communes yet: "
+                    "every row would be quarantined",
+                    "load the ANCT list first: cdv-etl reference load FILE "
+                    "(or `cdv-etl reference load --sample` for the bundled sample)")
+        yield pipe
+        if pipe.changed or not settings.published_path.exists():
+            pipe.publish()
+    finally:
+        con.close()
+
+
+def ingest_files(settings: Settings, paths: Sequence[Path], *, partner: str | None = None,
+                 force: bool = False, progress: Progress | None = None) -> list[LoadResult]:
+    with open_pipeline(settings) as pipe:
+        return [pipe.ingest(p, partner=partner, force=force, progress=progress) for p in paths]

@@ -1,0 +1,199 @@
+"""Parse stage: the staging table's text cells → the canonical record, in DuckDB SQL.
+
+Each parser a spec may name is a SQL expression template over one text cell; they run
+vectorised inside DuckDB. Nothing is dropped here: a value that does not parse becomes
+NULL beside its raw text, and the rules (``schemas/canonical.py``) decide what that means.
+Values from the spec (maps, patterns, constants) travel as parameters or small tables,
+never pasted into the SQL text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+
+from cdv_etl.read import STAGING_TABLE
+from cdv_etl.specs import ROW_KEY_COLUMN, SHEET_COLUMN, SOURCE_ROW_COLUMN, FieldSpec, PartnerSpec
+
+CANONICAL_TABLE = "stg_canonical"
+
+# Space, no-break space, narrow no-break space, thin space, the euro sign and "EUR".
+_NUMBER_NOISE = r"[ \t\x{00A0}\x{202F}\x{2009}€]|EUR"
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+_ABSENT_TYPE = {"amount_eur": "DECIMAL(18, 2)", "engagement_date": "DATE", "year": "SMALLINT"}
+
+
+def _text(x: str) -> str:
+    return f"NULLIF(trim({x}), '')"
+
+
+def _insee(x: str) -> str:
+    v = f"upper(regexp_replace({_text(x)}, '\\.0+$', ''))"
+    return (f"CASE WHEN regexp_full_match({v}, '[0-9]{{1,4}}') THEN lpad({v}, 5, '0') "
+            f"ELSE {v} END")
+
+
+def _decimal(x: str, scale: int) -> str:
+    if scale == 1:
+        return f"TRY_CAST({x} AS DECIMAL(18, 2))"
+    return f"TRY_CAST(TRY_CAST({x} AS DECIMAL(18, 4)) * {int(scale)} AS DECIMAL(18, 2))"
+
+
+def parser_sql(parser: str, x: str, scale: int = 1) -> str:
+    """SQL expression turning the text expression ``x`` into the parser's value."""
+    t = _text(x)
+    if parser == "text":
+        return t
+    if parser == "upper":
+        return f"upper({t})"
+    if parser == "insee":
+        return _insee(x)
+    if parser == "insee_in_brackets":
+        code = (f"NULLIF(regexp_extract({t}, '\\(\\s*([0-9]{{4,5}}|2[AaBb][0-9]{{3}})\\s*\\)\\s*$', 1), '')")
+        return _insee(code)
+    if parser == "french_number":
+        cleaned = f"replace(regexp_replace({t}, '{_NUMBER_NOISE}', '', 'g'), ',', '.')"
+        return _decimal(cleaned, scale)
+    if parser == "decimal":
+        cleaned = f"regexp_replace({t}, '{_NUMBER_NOISE}', '', 'g')"
+        return _decimal(cleaned, scale)
+    if parser == "date_dmy":
+        return f"TRY_STRPTIME({t}, '%d/%m/%Y')::DATE"
+    if parser == "date_iso":
+        return f"coalesce(TRY_CAST({t} AS DATE), TRY_CAST({t} AS TIMESTAMP)::DATE)"
+    if parser == "date_excel":
+        serial = (f"CASE WHEN regexp_full_match({t}, '[0-9]{{1,7}}(\\.[0-9]+)?') "
+                  f"AND TRY_CAST({t} AS DOUBLE) BETWEEN 1 AND 2958465 "
+                  f"THEN DATE '1899-12-30' + CAST(floor(CAST({t} AS DOUBLE)) AS INTEGER) END")
+        return (f"coalesce(TRY_CAST({t} AS DATE), TRY_CAST({t} AS TIMESTAMP)::DATE, "
+                f"TRY_STRPTIME({t}, '%d/%m/%Y')::DATE, {serial})")
+    if parser == "year":
+        return f"TRY_CAST(NULLIF(regexp_extract({t}, '([0-9]{{4}})', 1), '') AS SMALLINT)"
+    raise ValueError(f"unknown parser {parser!r}")
+
+
+def _source_text(name: str, f: FieldSpec) -> str:
+    """The text a field is parsed from: one column, several joined, or a constant."""
+    if f.constant is not None:
+        return f"k.{_q('k_' + name)}"
+    cols = f.source_columns
+    if len(cols) == 1:
+        return _q(cols[0])
+    return "concat_ws(' | ', " + ", ".join(_text(_q(c)) for c in cols) + ")"
+
+
+def field_sql(spec: PartnerSpec, name: str) -> tuple[str, str]:
+    """(parsed expression, raw text expression) of a canonical field; NULLs when absent."""
+    f = spec.fields.get(name)
+    if f is None:
+        return f"NULL::{_ABSENT_TYPE.get(name, 'VARCHAR')}", "NULL::VARCHAR"
+    src = _source_text(name, f)
+    return parser_sql(f.parser, src, f.scale), _text(src)
+
+
+def _register_constants(con: duckdb.DuckDBPyConnection, spec: PartnerSpec) -> None:
+    """A one-row table of the spec's constants, joined to every row (no values in SQL text)."""
+    consts: dict[str, tuple[str, Any]] = {
+        "k_axis": ("INTEGER", spec.axis),
+        "k_axis_pattern": ("VARCHAR", spec.axis_pattern),
+        "k_default_instrument": ("VARCHAR", spec.default_instrument),
+        "k_default_status": ("VARCHAR", spec.default_status),
+    }
+    for name, f in spec.fields.items():
+        if f.constant is not None:
+            consts[f"k_{name}"] = ("VARCHAR", str(f.constant))
+    select = ", ".join(f"?::{typ} AS {_q(k)}" for k, (typ, _) in consts.items())
+    con.execute(f"CREATE OR REPLACE TEMP TABLE stg_const AS SELECT {select}",
+                [v for _, v in consts.values()])
+
+
+def _register_maps(con: duckdb.DuckDBPyConnection, spec: PartnerSpec) -> None:
+    """Small lookup tables from the spec: categories, instruments and statuses."""
+    con.execute("CREATE OR REPLACE TEMP TABLE map_axis (label VARCHAR, axis INTEGER)")
+    if spec.axis_map:
+        con.executemany("INSERT INTO map_axis VALUES (?, ?)",
+                        [(k.strip().lower(), v) for k, v in spec.axis_map.items()])
+    con.execute("CREATE OR REPLACE TEMP TABLE map_instrument (label VARCHAR, instrument VARCHAR)")
+    if spec.instruments:
+        con.executemany("INSERT INTO map_instrument VALUES (?, ?)",
+                        [(k.strip().lower(), v) for k, v in spec.instruments.items()])
+    con.execute("CREATE OR REPLACE TEMP TABLE map_status (label VARCHAR, counts BOOLEAN)")
+    con.executemany("INSERT INTO map_status VALUES (?, ?)",
+                    [(k.strip().lower(), v.counts_as_engaged) for k, v in spec.statuses.items()])
+
+
+def build_canonical(con: duckdb.DuckDBPyConnection, spec: PartnerSpec) -> str:
+    """Create the temporary canonical table from the staging table; return its name."""
+    _register_maps(con, spec)
+    _register_constants(con, spec)
+    parsed: dict[str, str] = {}
+    raw: dict[str, str] = {}
+    for name in ("operation_id", "insee_code", "commune_label", "category", "instrument",
+                 "amount_eur", "engagement_date", "year", "status", "project_label", "scheme"):
+        parsed[name], raw[name] = field_sql(spec, name)
+
+    if spec.axis is not None:
+        axis_expr = "k.k_axis"
+    elif spec.axis_pattern is not None:
+        axis_expr = "TRY_CAST(NULLIF(regexp_extract(s.category, k.k_axis_pattern, 1), '') AS INTEGER)"
+    else:
+        axis_expr = "ma.axis"
+    if "instrument" in spec.fields:
+        instrument_expr = ("coalesce(mi.instrument, CASE WHEN s.instrument_label IS NULL "
+                           "THEN k.k_default_instrument END)")
+    else:
+        instrument_expr = "k.k_default_instrument"
+    status_expr = "s.status_text" if "status" in spec.fields else "k.k_default_status"
+
+    con.execute(f"DROP TABLE IF EXISTS {CANONICAL_TABLE}")
+    sql = f"""
+CREATE TEMP TABLE {CANONICAL_TABLE} AS
+WITH s AS (
+    SELECT
+        {_q(ROW_KEY_COLUMN)}::BIGINT AS row_key,
+        {_q(SOURCE_ROW_COLUMN)}::BIGINT AS source_row,
+        {_q(SHEET_COLUMN)}::VARCHAR AS sheet,
+        {parsed['operation_id']} AS operation_id,
+        {parsed['insee_code']} AS insee_code,
+        {raw['insee_code']} AS insee_raw,
+        {parsed['commune_label']} AS commune_label,
+        {raw['category']} AS category,
+        {raw['instrument']} AS instrument_label,
+        {parsed['amount_eur']} AS amount_eur,
+        {raw['amount_eur']} AS amount_raw,
+        {parsed['engagement_date']} AS engagement_date,
+        {raw['engagement_date']} AS date_raw,
+        {parsed['year']} AS year_given,
+        {raw['year']} AS year_raw,
+        {raw['status']} AS status_text,
+        {parsed['project_label']} AS project_label,
+        {parsed['scheme']} AS scheme
+    FROM {STAGING_TABLE} CROSS JOIN stg_const AS k
+)
+SELECT
+    s.row_key, s.source_row, s.sheet, s.operation_id,
+    count(*) OVER (PARTITION BY s.operation_id) AS operation_id_rows,
+    s.insee_code, s.insee_raw, s.commune_label, s.category,
+    {axis_expr} AS axis,
+    s.instrument_label, {instrument_expr} AS instrument,
+    s.amount_eur, s.amount_raw, CAST(s.amount_eur * 100 AS BIGINT) AS amount_cents,
+    s.engagement_date, s.date_raw,
+    coalesce(year(s.engagement_date), s.year_given)::SMALLINT AS year,
+    s.year_given, s.year_raw,
+    lower({status_expr}) AS status,
+    ms.counts AS counts_as_engaged,
+    s.project_label, s.scheme
+FROM s
+CROSS JOIN stg_const AS k
+LEFT JOIN map_axis AS ma ON ma.label = lower(s.category)
+LEFT JOIN map_instrument AS mi ON mi.label = lower(s.instrument_label)
+LEFT JOIN map_status AS ms ON ms.label = lower({status_expr})
+"""  # noqa: S608 - identifiers quoted; spec values live in the stg_const and map_* tables
+    con.execute(sql)
+    return CANONICAL_TABLE
