@@ -36,7 +36,7 @@ def find_failures(con: duckdb.DuckDBPyConnection, ctx: RuleContext) -> pd.DataFr
     cols = ", ".join(RULE_COLUMNS)
     reader = con.execute(
         f"SELECT {cols} FROM {CANONICAL_TABLE}"  # noqa: S608 - constant identifiers
-    ).fetch_record_batch(CHUNK_ROWS)
+    ).to_arrow_reader(CHUNK_ROWS)
     found: list[pd.DataFrame] = []
     for batch in reader:
         frame = batch.to_pandas(types_mapper=_types, date_as_object=False)

@@ -1,0 +1,282 @@
+"""The ``cdv-etl`` command line."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import duckdb
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from cdv_etl.config import Settings
+from cdv_etl.errors import CdvError
+from cdv_etl.load.loader import LoadResult
+from cdv_etl.load.reference import SAMPLE_REFERENCE
+from cdv_etl.load.warehouse import init_warehouse
+from cdv_etl.pipeline import open_pipeline
+from cdv_etl.publish.tables import as_csv, as_json, euros, load_results_table, query_table
+from cdv_etl.specs import load_specs
+
+app = typer.Typer(
+    help="Consolidate Action Cœur de Ville partner exports into a DuckDB warehouse.",
+    no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich",
+)
+reference_app = typer.Typer(help="The ANCT reference of ACV communes.", no_args_is_help=True)
+app.add_typer(reference_app, name="reference")
+
+# Piped output (CI logs, files) gets a wide fixed width rather than rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+WarehouseOpt = Annotated[Path | None, typer.Option(
+    "--warehouse", "-w", help="Warehouse file [env: CDV_WAREHOUSE; default warehouse/cdv.duckdb].")]
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")]
+
+
+def settings(warehouse: Path | None = None, **changes: Any) -> Settings:
+    return Settings.from_env().with_(warehouse=warehouse, **changes)
+
+
+def fail(exc: CdvError) -> None:
+    err.print(f"[bold red]error:[/bold red] {exc.message}")
+    if exc.hint:
+        err.print(f"  [yellow]→[/yellow] {exc.hint}")
+    raise typer.Exit(2)
+
+
+def print_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str,
+               title: str | None = None) -> None:
+    if fmt == "csv":
+        sys.stdout.write(as_csv(columns, rows))
+    elif fmt == "json":
+        sys.stdout.write(as_json(columns, rows) + "\n")
+    elif fmt == "table":
+        console.print(query_table(columns, rows, title))
+    else:
+        fail(CdvError(f"unknown format {fmt!r}", "use table, csv or json"))
+
+
+@app.command()
+def init(warehouse: WarehouseOpt = None) -> None:
+    """Create the warehouse, or upgrade an older one in place (idempotent)."""
+    s = settings(warehouse)
+    try:
+        applied = init_warehouse(s.warehouse, load_specs(s.specs_dir), timeout_s=s.lock_timeout_s)
+    except CdvError as exc:
+        fail(exc)
+    done = ", ".join(applied) if applied else "nothing to do: already up to date"
+    console.print(f"warehouse [bold]{s.warehouse}[/bold]: {done}")
+
+
+@reference_app.command("load")
+def reference_load(
+    file: Annotated[Path | None, typer.Argument(help="ANCT GeoJSON, or CSV with its property names.")] = None,
+    sample: Annotated[bool, typer.Option("--sample", help="Load the bundled sample reference.")] = False,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Load (or update to a newer vintage) the reference of ACV communes and conventions."""
+    if (file is None) == (not sample):
+        fail(CdvError("give a FILE or --sample", "e.g. cdv-etl reference load acv_communes.geojson"))
+    path = SAMPLE_REFERENCE if sample else file
+    assert path is not None
+    s = settings(warehouse)
+    try:
+        with open_pipeline(s, need_reference=False) as pipe:
+            r = pipe.load_reference(path)
+    except CdvError as exc:
+        fail(exc)
+    state = "loaded" if r.changed else "unchanged (same file as the current reference)"
+    console.print(f"reference {r.file_name}: {r.communes} communes, {r.conventions} conventions — {state}")
+
+
+def run_ingest(s: Settings, files: list[Path], partner: str | None, force: bool) -> list[LoadResult]:
+    results: list[LoadResult] = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("ingesting", total=len(files))
+        with open_pipeline(s) as pipe:
+            for f in files:
+                results.append(pipe.ingest(
+                    f, partner=partner, force=force,
+                    progress=lambda m: bar.update(task, description=m)))
+                bar.advance(task)
+            bar.update(task, description="publishing")
+    return results
+
+
+def print_results(results: list[LoadResult]) -> None:
+    console.print(load_results_table(results))
+    for r in results:
+        if r.status == "rejected":
+            err.print(f"[red]✗ {r.message}[/red]")
+        elif r.quarantine_by_rule:
+            rules = ", ".join(f"{k} {v}" for k, v in r.quarantine_by_rule.items())
+            console.print(f"  {r.file_name}: quarantined by rule — {rules}")
+        if r.status == "loaded" and r.control_total_ok is False:
+            err.print(f"[yellow]! {r.file_name}: {r.message}[/yellow]")
+        if r.status == "duplicate":
+            console.print(f"  {r.file_name}: {r.message}")
+
+
+@app.command()
+def ingest(
+    files: Annotated[list[Path], typer.Argument(help="Partner export files.", exists=True, dir_okay=False)],
+    partner: Annotated[str | None, typer.Option(help="Partner code (default: recognised from the file name).")] = None,
+    force: Annotated[bool, typer.Option(help="Re-ingest files already loaded (after a spec fix).")] = False,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Read, validate and load partner exports; each file in one transaction.
+
+    Prints per file the rows read, loaded and quarantined, the engaged amount and the
+    control total check. Exit code 1 when a file was rejected whole.
+    """
+    s = settings(warehouse)
+    try:
+        results = run_ingest(s, files, partner, force)
+    except CdvError as exc:
+        fail(exc)
+    print_results(results)
+    console.print(f"published for analysts: [bold]{s.published_path}[/bold]")
+    if any(r.status == "rejected" for r in results):
+        raise typer.Exit(1)
+
+
+def _query(s: Settings, sql: str, params: list[Any] | None = None,
+           live: bool = False) -> tuple[list[str], list[tuple[Any, ...]]]:
+    path = s.warehouse if live else s.published_path
+    if not path.exists():
+        raise CdvError(f"no warehouse at {path}",
+                       "load something first (cdv-etl ingest FILE, or cdv-etl demo)")
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        cur = con.execute(sql, params or [])
+        columns = [d[0] for d in cur.description or []]
+        return columns, cur.fetchall()
+    except duckdb.Error as exc:
+        raise CdvError(f"query failed: {exc}", "check the SQL; `cdv-etl docs` lists the views") from exc
+    finally:
+        con.close()
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="SQL to run, e.g. \"SELECT * FROM v_financing_by_axis\".")],
+    fmt: FormatOpt = "table",
+    warehouse: WarehouseOpt = None,
+    live: Annotated[bool, typer.Option(help="Query the warehouse itself (waits for no writer; "
+                                               "fails while a load runs) instead of the published copy.")] = False,
+) -> None:
+    """Run SQL on the published (read-only) warehouse: never blocked by a load."""
+    s = settings(warehouse)
+    try:
+        columns, rows = _query(s, query, live=live)
+    except CdvError as exc:
+        fail(exc)
+    print_rows(columns, rows, fmt)
+
+
+@app.command()
+def files(warehouse: WarehouseOpt = None, fmt: FormatOpt = "table") -> None:
+    """The file ledger: every file seen, loaded, duplicate or rejected."""
+    s = settings(warehouse)
+    try:
+        columns, rows = _query(s, "SELECT file_id, partner, file_name, status, extraction_date, rows_read, "
+                                  "rows_loaded, rows_quarantined, engaged_amount_eur, control_total_ok, "
+                                  "is_current, message FROM file_loads ORDER BY file_id")
+    except CdvError as exc:
+        fail(exc)
+    print_rows(columns, rows, fmt, "file_loads")
+
+
+@app.command()
+def quarantine(
+    file: Annotated[int | None, typer.Option("--file", help="Only this file_id (see `cdv-etl files`).")] = None,
+    fmt: FormatOpt = "table",
+    all_files: Annotated[bool, typer.Option("--all", help="Include earlier exports, not only current ones.")] = False,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """What was rejected and why, row by row: a list to send back to the partner."""
+    s = settings(warehouse)
+    where, params = ["TRUE"], []
+    if file is not None:
+        where.append("file_id = ?")
+        params.append(file)
+    elif not all_files:
+        where.append("is_current")
+    query = ("SELECT file_id, partner, file_name, source_row, sheet, rule, \"column\", value, message, all_rules "
+             "FROM quarantine WHERE " + " AND ".join(where) + " ORDER BY file_id, source_row")
+    try:
+        columns, rows = _query(s, query, params)
+    except CdvError as exc:
+        fail(exc)
+    print_rows(columns, rows, fmt, "quarantine")
+
+
+@app.command()
+def publish(warehouse: WarehouseOpt = None) -> None:
+    """Publish the read-only copy of the warehouse for analysts again."""
+    s = settings(warehouse)
+    try:
+        with open_pipeline(s, need_reference=False) as pipe:
+            path = pipe.publish()
+    except CdvError as exc:
+        fail(exc)
+    console.print(f"published {path}")
+
+
+def print_summary(s: Settings) -> None:
+    for title, query in [
+        ("Engaged by axis", "SELECT axis, short_label, engaged_eur, operations, share_pct FROM v_financing_by_axis"),
+        ("Engaged by partner", "SELECT partner, partner_name, engaged_eur, operations, extraction_date "
+                               "FROM v_financing_by_partner"),
+        ("Engaged by year", "SELECT * FROM v_financing_by_year"),
+        ("Envelope consumption", "SELECT partner, envelope, envelope_eur, engaged_eur, used_pct "
+                                 "FROM v_envelope_consumption"),
+        ("Quarantine (current exports)", "SELECT partner, rule, rows_quarantined FROM v_quarantine_summary "
+                                         "WHERE is_current"),
+    ]:
+        columns, rows = _query(s, query)
+        console.print(query_table(columns, rows, title))
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the demo's exports and warehouse.")] = Path("demo"),
+) -> None:
+    """Generate demo exports for the five partners, load them into a fresh demo warehouse,
+    and print the consolidated figures."""
+    from cdv_etl.demo_data import generate_demo_exports
+
+    if out.exists():
+        shutil.rmtree(out)
+    inbox = out / "inbox"
+    exports = generate_demo_exports(inbox)
+    console.print(f"demo exports written to [bold]{inbox}[/bold]: {', '.join(p.name for p in exports)}")
+    s = Settings.from_env().with_(warehouse=out / "warehouse" / "cdv.duckdb", inbox=inbox)
+    try:
+        with open_pipeline(s, need_reference=False) as pipe:
+            pipe.load_reference(SAMPLE_REFERENCE)
+        results = run_ingest(s, exports, None, False)
+        print_results(results)
+        print_summary(s)
+    except CdvError as exc:
+        fail(exc)
+    total = sum((r.engaged_amount_eur or 0 for r in results), start=0)
+    console.print(f"\nengaged in total: [bold]{euros(total)}[/bold]")  # type: ignore[arg-type]
+    console.print(
+        "\nQuery the demo warehouse:\n"
+        f"  cdv-etl sql -w {s.warehouse} \"SELECT * FROM v_financing_by_axis\"\n"
+        f"  duckdb -readonly {s.published_path} \"FROM v_envelope_consumption\"\n"
+        f"  cdv-etl quarantine -w {s.warehouse}")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

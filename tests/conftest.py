@@ -1,0 +1,52 @@
+"""Shared fixtures: real DuckDB files in temporary folders, the shared specimens."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cdv_etl.config import Settings
+from cdv_etl.load.reference import SAMPLE_REFERENCE
+from cdv_etl.pipeline import Pipeline, open_pipeline
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("CDV_SHARED_DATA", ROOT.parent / "shared" / "data"))
+SPECIMENS = SHARED / "partner_exports"
+ANCT_REFERENCE = SHARED / "reference" / "acv_communes_2024-04.geojson"
+
+needs_shared = pytest.mark.skipif(
+    not (SPECIMENS / "expected.json").exists(),
+    reason=f"shared test data not found at {SHARED} (set CDV_SHARED_DATA, or clone beside ../shared)",
+)
+
+
+def expected() -> dict[str, dict]:
+    return json.loads((SPECIMENS / "expected.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(warehouse=tmp_path / "wh" / "cdv.duckdb", inbox=tmp_path / "inbox",
+                    lock_timeout_s=5)
+
+
+@pytest.fixture
+def pipe(settings: Settings) -> Iterator[Pipeline]:
+    """A pipeline on a fresh warehouse holding the bundled sample reference."""
+    with open_pipeline(settings, need_reference=False) as p:
+        p.load_reference(SAMPLE_REFERENCE)
+        yield p
+
+
+def table_snapshot(con) -> dict[str, list]:  # type: ignore[no-untyped-def]
+    """Every row of every base table, sorted: to compare a warehouse before and after."""
+    names = [r[0] for r in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE NOT temporary ORDER BY 1").fetchall()]
+    return {n: sorted(map(repr, con.execute(f'SELECT * FROM "{n}"').fetchall())) for n in names}
