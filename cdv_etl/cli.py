@@ -271,7 +271,7 @@ def demo(
         "\nQuery the demo warehouse:\n"
         f"  cdv-etl sql -w {s.warehouse} \"SELECT * FROM v_financing_by_axis\"\n"
         f"  duckdb -readonly {s.published_path} \"FROM v_envelope_consumption\"\n"
-        f"  cdv-etl quarantine -w {s.warehouse}")
+        f"  cdv-etl quarantine -w {s.warehouse}")  # noqa: S608 - help text, not SQL
 
 
 def main() -> None:  # pragma: no cover

@@ -8,11 +8,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, table_snapshot
 
 from cdv_etl.config import Settings
 from cdv_etl.load.reference import SAMPLE_REFERENCE
 from cdv_etl.pipeline import Pipeline, open_pipeline
-from conftest import ROOT, table_snapshot
 
 HEADER = "ref;code;montant;date;statut"
 ROWS = [

@@ -7,10 +7,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from conftest import ANCT_REFERENCE, SPECIMENS, expected, needs_shared, table_snapshot
 
 from cdv_etl.config import Settings
 from cdv_etl.pipeline import Pipeline, open_pipeline
-from conftest import ANCT_REFERENCE, SPECIMENS, expected, needs_shared, table_snapshot
 
 pytestmark = [needs_shared, pytest.mark.shared]
 

@@ -42,8 +42,8 @@ def read_csv(con: duckdb.DuckDBPyConnection, path: Path, fmt: CsvFormat,
     # reader skipped before it (a record after k blank lines sits k lines further down).
     base = f"rowid + {int(fmt.header_line) + 1}"
     blanks = [b for b in decoded.blank_lines if b > fmt.header_line]
-    select = f"rowid AS {ROW_KEY_COLUMN}, NULL::VARCHAR AS {SHEET_COLUMN}, " + ", ".join(f"{quote_ident(c)} AS {quote_ident(c.strip().lstrip(chr(0xFEFF)))}"
-                       for c in columns)
+    renamed = (f"{quote_ident(c)} AS {quote_ident(c.strip().lstrip(chr(0xFEFF)))}" for c in columns)
+    select = f"rowid AS {ROW_KEY_COLUMN}, NULL::VARCHAR AS {SHEET_COLUMN}, " + ", ".join(renamed)
     con.execute(f"DROP TABLE IF EXISTS {STAGING_TABLE}")
     if blanks:
         adjust = [b - j for j, b in enumerate(sorted(blanks))]

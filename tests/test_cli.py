@@ -1,0 +1,85 @@
+"""The command line, run as a person runs it: the installed ``cdv-etl`` script."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+CLI = [sys.executable, "-m", "cdv_etl.cli"]
+COMMANDS = ["init", "reference load", "ingest", "files", "quarantine", "sql", "publish", "demo"]
+
+
+def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, ok: bool = True
+        ) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "DO_NOT_TRACK": "1", **(env or {})}
+    proc = subprocess.run(CLI + args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600)
+    if ok:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str, tmp_path: Path) -> None:
+    out = run([*command.split(), "--help"], tmp_path).stdout
+    assert "Usage" in out and len(out) > 200
+
+
+def test_readme_documents_every_command() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for command in COMMANDS:
+        assert f"cdv-etl {command}" in readme, command
+    documented = set(re.findall(r"cdv-etl ([a-z]+)", readme))
+    import typer.main
+
+    from cdv_etl.cli import app
+
+    group = typer.main.get_command(app)
+    assert documented <= set(group.commands), documented - set(group.commands)  # type: ignore[attr-defined]
+
+
+def test_demo_end_to_end_then_query(tmp_path: Path) -> None:
+    out = run(["demo", "--out", str(tmp_path / "demo")], tmp_path).stdout
+    for title in ("Engaged by axis", "Engaged by partner", "Engaged by year", "Envelope consumption",
+                  "Quarantine", "cdv-etl sql"):
+        assert title in out
+    wh = tmp_path / "demo" / "warehouse" / "cdv.duckdb"
+    files = run(["files", "-w", str(wh), "--format", "json"], tmp_path).stdout
+    ledger = json.loads(files)
+    assert {r["partner"] for r in ledger} == {"bdt", "action_logement", "anah", "etat", "epf"}
+    assert all(r["status"] == "loaded" and r["rows_quarantined"] > 0 for r in ledger)
+    axis = run(["sql", "-w", str(wh), "--format", "csv",
+                "SELECT sum(engaged_eur) AS total FROM v_financing_by_axis"], tmp_path).stdout
+    total = Decimal(next(csv.DictReader(io.StringIO(axis)))["total"])
+    assert total == sum(Decimal(r["engaged_amount_eur"]) for r in ledger)
+    q = run(["quarantine", "-w", str(wh), "--format", "csv"], tmp_path).stdout
+    rows = list(csv.DictReader(io.StringIO(q)))
+    assert len(rows) == sum(r["rows_quarantined"] for r in ledger)
+    assert all(r["rule"] and r["message"] and r["source_row"] for r in rows)
+
+
+def test_errors_say_what_to_do(tmp_path: Path) -> None:
+    proc = run(["sql", "-w", str(tmp_path / "none.duckdb"), "SELECT 1"], tmp_path, ok=False)
+    assert proc.returncode == 2 and "error:" in proc.stderr and "→" in proc.stderr
+    proc = run(["ingest", "-w", str(tmp_path / "w.duckdb"), str(ROOT / "README.md")], tmp_path, ok=False)
+    assert proc.returncode == 2 and "reference load" in proc.stderr
+
+
+def test_rejected_file_exits_1_and_is_in_the_ledger(tmp_path: Path) -> None:
+    wh = tmp_path / "w.duckdb"
+    run(["reference", "load", "--sample", "-w", str(wh)], tmp_path)
+    bad = tmp_path / "anah_acv_2024.csv"
+    bad.write_bytes(b"\x00\x01garbage\xff" * 10)
+    proc = run(["ingest", "-w", str(wh), str(bad)], tmp_path, ok=False)
+    assert proc.returncode == 1 and "rejected" in proc.stdout and "anah_acv_2024.csv" in proc.stderr
+    ledger = json.loads(run(["files", "-w", str(wh), "--format", "json"], tmp_path).stdout)
+    assert [(r["file_name"], r["status"]) for r in ledger] == [("anah_acv_2024.csv", "rejected")]

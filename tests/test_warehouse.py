@@ -1,0 +1,160 @@
+"""The warehouse: migrations, current state by extraction date, history, idempotence, --force."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+from conftest import table_snapshot
+
+from cdv_etl.config import Settings
+from cdv_etl.load.warehouse import PUBLIC_VIEWS, init_warehouse, migrate, migrations
+from cdv_etl.pipeline import Pipeline, open_pipeline
+from cdv_etl.specs import load_specs
+
+AL_HEADER = ("Référence opération;Code commune;Nom commune;Type d'opération;Produit;Nb logements;"
+             "Montant engagé;Date décision CE")
+
+
+def al_export(folder: Path, month: str, rows: list[tuple[str, str, str, str]]) -> Path:
+    """An Action Logement export: (reference, INSEE code, amount, dd/mm/yyyy date) rows."""
+    lines = [AL_HEADER] + [f"{ref};{code};Commune;Construction neuve;Prêt;10;{amount};{day}"
+                           for ref, code, amount, day in rows]
+    path = folder / f"AL_ACV_export_{month}.csv"
+    path.write_bytes(("\r\n".join(lines) + "\r\n").encode("cp1252"))
+    return path
+
+
+def test_init_is_idempotent_and_records_migrations(tmp_path: Path) -> None:
+    specs = load_specs()
+    first = init_warehouse(tmp_path / "w.duckdb", specs)
+    assert [m.name for m in migrations()] == [a for a in first if a != "views"]
+    assert init_warehouse(tmp_path / "w.duckdb", specs) == []
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    assert con.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(migrations())
+    assert con.execute("SELECT count(*) FROM axes").fetchone()[0] == 5
+
+
+def test_older_warehouse_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(path))
+    first = migrations()[0]
+    con.execute(first.sql)  # a warehouse built by the first release only
+    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, "
+                "checksum VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)")
+    con.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES (?, ?, ?)",
+                [first.version, first.name, first.checksum])
+    con.execute("INSERT INTO conventions VALUES ('ACV999', 'kept')")
+    applied = migrate(con)
+    assert applied[: len(migrations()) - 1] == [m.name for m in migrations()[1:]]
+    assert con.execute("SELECT label FROM conventions").fetchall() == [("kept",)]
+    assert con.execute("SELECT count(*) FROM partners").fetchone()[0] == 5
+
+
+def test_every_public_view_and_column_is_commented(pipe: Pipeline) -> None:
+    views = dict(pipe.con.execute(
+        "SELECT view_name, comment FROM duckdb_views() WHERE NOT internal").fetchall())
+    for view in PUBLIC_VIEWS:
+        assert views.get(view), f"view {view} has no comment"
+    missing = pipe.con.execute(
+        "SELECT table_name || '.' || column_name FROM duckdb_columns() "
+        "WHERE table_name IN (SELECT unnest(?)) AND (comment IS NULL OR comment = '')",
+        [list(PUBLIC_VIEWS)]).fetchall()
+    assert missing == []
+
+
+def test_money_is_exact_decimal(pipe: Pipeline) -> None:
+    types = dict(pipe.con.execute(
+        "SELECT table_name || '.' || column_name, data_type FROM duckdb_columns() "
+        "WHERE column_name LIKE '%_eur' AND table_name IN (SELECT unnest(?))", [list(PUBLIC_VIEWS)]).fetchall())
+    assert types and {t for k, t in types.items() if not k.endswith("used_pct")} == {"DECIMAL(18,2)"}
+
+
+def test_latest_export_by_extraction_date_not_arrival(pipe: Pipeline, tmp_path: Path) -> None:
+    october = al_export(tmp_path, "2024-10", [("AL1", "47001", "100,00", "01/02/2020"),
+                                              ("AL2", "62498", "200,00", "01/02/2021")])
+    september = al_export(tmp_path, "2024-09", [("AL1", "47001", "90,00", "01/02/2020")])
+    assert pipe.ingest(october).status == "loaded"
+    assert pipe.ingest(september).status == "loaded"  # arrives late: history, not current
+    assert pipe.con.execute("SELECT sum(amount_eur) FROM financing").fetchone()[0] == Decimal("300.00")
+    hist = pipe.con.execute(
+        "SELECT extraction_date::VARCHAR, count(*), bool_or(is_current) FROM financing_history GROUP BY ALL ORDER BY 1"
+    ).fetchall()
+    assert hist == [("2024-09-30", 1, False), ("2024-10-31", 2, True)]
+    november = al_export(tmp_path, "2024-11", [("AL2", "62498", "250,00", "01/02/2021")])
+    pipe.ingest(november)
+    assert pipe.con.execute("SELECT operation_id, amount_eur FROM financing").fetchall() == [("AL2", Decimal("250.00"))]
+
+
+def test_same_bytes_under_another_name_is_a_duplicate(pipe: Pipeline, tmp_path: Path) -> None:
+    a = al_export(tmp_path, "2024-10", [("AL1", "47001", "100,00", "01/02/2020")])
+    b = tmp_path / "AL_ACV_export_2024-10 (copie).csv"
+    b.write_bytes(a.read_bytes())
+    first = pipe.ingest(a)
+    dup = pipe.ingest(b, partner="action_logement")
+    assert dup.status == "duplicate" and not dup.already_recorded
+    rows = pipe.con.execute("SELECT file_name, status, duplicate_of FROM file_loads ORDER BY file_id").fetchall()
+    assert rows == [(a.name, "loaded", None), (b.name, "duplicate", first.file_id)]
+    before = table_snapshot(pipe.con)
+    assert pipe.ingest(b, partner="action_logement").already_recorded
+    assert table_snapshot(pipe.con) == before
+    assert pipe.con.execute("SELECT count(*) FROM engagement_rows").fetchone()[0] == 1
+
+
+def test_force_reingests_and_replaces_the_files_rows(pipe: Pipeline, tmp_path: Path) -> None:
+    path = al_export(tmp_path, "2024-10", [("AL1", "47001", "100,00", "01/02/2020"),
+                                           ("AL2", "75056", "200,00", "01/02/2021")])
+    first = pipe.ingest(path)
+    assert (first.rows_loaded, first.rows_quarantined) == (1, 1)
+    pipe.con.execute("INSERT INTO communes VALUES ('75056', 'Paris', 'ACV000', '75', '11', "
+                     "'Île-de-France', NULL, NULL, NULL)")  # the reference is fixed
+    again = pipe.ingest(path, force=True)
+    assert again.file_id == first.file_id
+    assert (again.rows_loaded, again.rows_quarantined) == (2, 0)
+    assert pipe.con.execute("SELECT count(*), sum(amount_eur) FROM financing").fetchone() == (2, Decimal("300.00"))
+    assert pipe.con.execute("SELECT count(*) FROM quarantine").fetchone()[0] == 0
+    assert pipe.con.execute("SELECT forced_reloads FROM file_loads").fetchone()[0] == 1
+
+
+def test_a_load_that_does_not_reconcile_is_rolled_back(pipe: Pipeline, tmp_path: Path) -> None:
+    """rows_read must equal loaded + quarantined before commit; otherwise nothing is written."""
+    import dataclasses
+    from datetime import date
+
+    import pytest
+
+    from cdv_etl.errors import ReconciliationError
+    from cdv_etl.load.loader import load_export
+    from cdv_etl.read import read_export, sha256_of
+    from cdv_etl.validate.parse import build_canonical
+    from cdv_etl.validate.rules import find_failures
+    from schemas.canonical import RuleContext
+
+    pipe.ingest(al_export(tmp_path, "2024-10", [("AL1", "47001", "100,00", "01/02/2020")]))
+    before = table_snapshot(pipe.con)
+    path = al_export(tmp_path, "2024-11", [("AL2", "47001", "5,00", "01/02/2020"),
+                                           ("AL3", "99999", "6,00", "01/02/2020")])
+    spec = pipe.specs["action_logement"]
+    raw = read_export(pipe.con, path, spec, tmp_path)
+    build_canonical(pipe.con, spec)
+    ctx = RuleContext(frozenset({"47001"}), date(2024, 11, 30), frozenset({"engagé"}), True, False, True)
+    failures = find_failures(pipe.con, ctx)
+    assert len(failures) == 1
+    with pytest.raises(ReconciliationError, match="rolled back"):
+        load_export(pipe.con, spec=spec, path=path, sha=sha256_of(path), size=1, extraction_date=date(2024, 11, 30),
+                    raw=dataclasses.replace(raw, rows_read=raw.rows_read + 1), failures=failures)
+    assert table_snapshot(pipe.con) == before
+
+
+def test_published_copy_is_readable_while_the_warehouse_is_open(settings: Settings, tmp_path: Path) -> None:
+    path = al_export(tmp_path, "2024-10", [("AL1", "47001", "100,00", "01/02/2020")])
+    with open_pipeline(settings, need_reference=False) as p:
+        from cdv_etl.load.reference import SAMPLE_REFERENCE
+
+        p.load_reference(SAMPLE_REFERENCE)
+        p.ingest(path)
+        p.publish()
+        ro = duckdb.connect(str(settings.published_path), read_only=True)
+        assert ro.execute("SELECT sum(amount_eur) FROM financing").fetchone()[0] == Decimal("100.00")
+        ro.close()
