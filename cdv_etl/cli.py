@@ -268,10 +268,10 @@ def demo(
     total = sum((r.engaged_amount_eur or 0 for r in results), start=0)
     console.print(f"\nengaged in total: [bold]{euros(total)}[/bold]")  # type: ignore[arg-type]
     console.print(
-        "\nQuery the demo warehouse:\n"
+        "\nQuery the demo warehouse:\n"  # noqa: S608 - help text, not SQL
         f"  cdv-etl sql -w {s.warehouse} \"SELECT * FROM v_financing_by_axis\"\n"
         f"  duckdb -readonly {s.published_path} \"FROM v_envelope_consumption\"\n"
-        f"  cdv-etl quarantine -w {s.warehouse}")  # noqa: S608 - help text, not SQL
+        f"  cdv-etl quarantine -w {s.warehouse}")
 
 
 def main() -> None:  # pragma: no cover
