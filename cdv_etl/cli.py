@@ -274,6 +274,15 @@ def demo(
         f"  cdv-etl quarantine -w {s.warehouse}")
 
 
+def _register_extensions() -> None:
+    from cdv_etl import cli_analyst
+
+    cli_analyst.register(app)
+
+
+_register_extensions()
+
+
 def main() -> None:  # pragma: no cover
     app()
 
