@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cdv_etl import offline
 from cdv_etl.config import Settings
 from cdv_etl.errors import CdvError
 from cdv_etl.load.loader import LoadResult
@@ -20,6 +21,8 @@ from cdv_etl.load.warehouse import init_warehouse
 from cdv_etl.pipeline import open_pipeline
 from cdv_etl.publish.tables import as_csv, as_json, euros, load_results_table, query_table
 from cdv_etl.specs import load_specs
+
+offline.apply()
 
 app = typer.Typer(
     help="Consolidate Action Cœur de Ville partner exports into a DuckDB warehouse.",
@@ -243,24 +246,70 @@ def print_summary(s: Settings) -> None:
         console.print(query_table(columns, rows, title))
 
 
+def run_nightly(s: Settings) -> list[LoadResult]:
+    """The nightly flow, once, in Prefect's ephemeral mode (no server to start)."""
+    from flows.nightly import nightly as nightly_flow
+
+    summary = nightly_flow(inbox=str(s.inbox), warehouse=str(s.warehouse), archive=str(s.archive_dir),
+                           rejected=str(s.rejected_dir))
+    return [LoadResult.from_dict(r) for r in summary["files"]]
+
+
+@app.command()
+def nightly(
+    inbox: Annotated[Path | None, typer.Option(help="Inbox folder [env: CDV_INBOX; default ./inbox].")] = None,
+    archive: Annotated[Path | None, typer.Option(help="Archive folder [default: archive/ beside the inbox].")] = None,
+    rejected: Annotated[Path | None, typer.Option(help="Rejected folder [default: rejected/ beside inbox].")] = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Run the nightly flow once, now: a new ANCT reference first, then every new export of the
+    inbox (each its own task), files moved to archive/<partner>/ or rejected/, publish, summary."""
+    s = settings(warehouse, inbox=inbox, archive=archive, rejected=rejected)
+    try:
+        results = run_nightly(s)
+    except CdvError as exc:
+        fail(exc)
+    if results:
+        print_results(results)
+    else:
+        console.print(f"nothing new in {s.inbox}")
+    if any(r.status in ("rejected", "failed") for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve() -> None:
+    """Serve the deployments to the Prefect server of PREFECT_API_URL: `nightly` every night at
+    02:00 Europe/Paris, `ingest-export` and `reference-refresh` on demand (from the UI)."""
+    import os
+
+    if not os.environ.get("PREFECT_API_URL"):
+        fail(CdvError("PREFECT_API_URL is not set: serve needs a Prefect server",
+                      "start one with `prefect server start` and export "
+                      "PREFECT_API_URL=http://127.0.0.1:4200/api (see README, Running with Prefect)"))
+    from flows.deployments import serve_all
+
+    serve_all()
+
+
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for the demo's exports and warehouse.")] = Path("demo"),
+    out: Annotated[Path, typer.Option(help="Folder for the demo's inbox, archive and warehouse.")] = Path("demo"),
 ) -> None:
-    """Generate demo exports for the five partners, load them into a fresh demo warehouse,
-    and print the consolidated figures."""
+    """Generate demo exports for the five partners (with a few realistic mistakes) and the sample
+    reference into a fresh inbox, run the nightly flow over it, and print the consolidated figures."""
     from cdv_etl.demo_data import generate_demo_exports
 
     if out.exists():
         shutil.rmtree(out)
     inbox = out / "inbox"
     exports = generate_demo_exports(inbox)
-    console.print(f"demo exports written to [bold]{inbox}[/bold]: {', '.join(p.name for p in exports)}")
-    s = Settings.from_env().with_(warehouse=out / "warehouse" / "cdv.duckdb", inbox=inbox)
+    shutil.copyfile(SAMPLE_REFERENCE, inbox / SAMPLE_REFERENCE.name)
+    console.print(f"demo inbox [bold]{inbox}[/bold]: {SAMPLE_REFERENCE.name}, {', '.join(p.name for p in exports)}")
+    s = Settings.from_env().with_(warehouse=out / "warehouse" / "cdv.duckdb", inbox=inbox,
+                                  archive=out / "archive", rejected=out / "rejected")
     try:
-        with open_pipeline(s, need_reference=False) as pipe:
-            pipe.load_reference(SAMPLE_REFERENCE)
-        results = run_ingest(s, exports, None, False)
+        results = run_nightly(s)
         print_results(results)
         print_summary(s)
     except CdvError as exc:
@@ -268,7 +317,7 @@ def demo(
     total = sum((r.engaged_amount_eur or 0 for r in results), start=0)
     console.print(f"\nengaged in total: [bold]{euros(total)}[/bold]")  # type: ignore[arg-type]
     console.print(
-        "\nQuery the demo warehouse:\n"  # noqa: S608 - help text, not SQL
+        "\nQuery the demo warehouse (in .venv/bin):\n"  # noqa: S608 - help text, not SQL
         f"  cdv-etl sql -w {s.warehouse} \"SELECT * FROM v_financing_by_axis\"\n"
         f"  duckdb -readonly {s.published_path} \"FROM v_envelope_consumption\"\n"
         f"  cdv-etl quarantine -w {s.warehouse}")

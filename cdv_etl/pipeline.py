@@ -18,7 +18,7 @@ from cdv_etl.config import Settings
 from cdv_etl.errors import CdvError, FileRejected, SpecError
 from cdv_etl.load.loader import LoadResult, load_export, record_duplicate, record_rejected
 from cdv_etl.load.reference import ReferenceResult, load_reference, reference_codes
-from cdv_etl.load.warehouse import connect, migrate, sync_partners
+from cdv_etl.load.warehouse import connect, migrate, sync_partners, writer_lock
 from cdv_etl.publish.snapshot import publish
 from cdv_etl.read import check_size, extraction_date, read_export, sha256_of
 from cdv_etl.specs import PartnerSpec, load_specs, recognise
@@ -171,31 +171,39 @@ class Pipeline:
 
 
 @contextmanager
-def open_pipeline(settings: Settings, *, need_reference: bool = True) -> Iterator[Pipeline]:
+def open_pipeline(settings: Settings, *, need_reference: bool = True,
+                  publish_on_exit: bool = True) -> Iterator[Pipeline]:
     """Open the warehouse for writing (waiting for the lock), migrate it, sync the specs.
 
-    On leaving, a run that changed something publishes the read-only copy for analysts.
+    On leaving, a run that changed something publishes the read-only copy for analysts
+    (unless ``publish_on_exit`` is False: a nightly run publishes once, at its end).
     """
     specs = load_specs(settings.specs_dir)
-    con = connect(settings.warehouse, timeout_s=settings.lock_timeout_s,
-                  memory_limit=settings.memory_limit)
-    try:
-        migrate(con)
-        sync_partners(con, specs)
-        pipe = Pipeline(settings, con, specs)
-        if need_reference:
-            count = con.execute("SELECT count(*) FROM communes").fetchone()
-            if not count or count[0] == 0:
-                raise CdvError(
-                    f"the warehouse {settings.warehouse} has no ACV reference communes yet: "
-                    "every row would be quarantined",
-                    "load the ANCT list first: cdv-etl reference load FILE "
-                    "(or `cdv-etl reference load --sample` for the bundled sample)")
-        yield pipe
-        if pipe.changed or not settings.published_path.exists():
-            pipe.publish()
-    finally:
-        con.close()
+    with writer_lock(settings.warehouse, settings.lock_timeout_s):
+        con = connect(settings.warehouse, timeout_s=settings.lock_timeout_s,
+                      memory_limit=settings.memory_limit)
+        try:
+            yield from _run(settings, con, specs, need_reference, publish_on_exit)
+        finally:
+            con.close()
+
+
+def _run(settings: Settings, con: duckdb.DuckDBPyConnection, specs: dict[str, PartnerSpec],
+         need_reference: bool, publish_on_exit: bool) -> Iterator[Pipeline]:
+    migrate(con)
+    sync_partners(con, specs)
+    pipe = Pipeline(settings, con, specs)
+    if need_reference:
+        count = con.execute("SELECT count(*) FROM communes").fetchone()
+        if not count or count[0] == 0:
+            raise CdvError(
+                f"the warehouse {settings.warehouse} has no ACV reference communes yet: "
+                "every row would be quarantined",
+                "load the ANCT list first: cdv-etl reference load FILE "
+                "(or `cdv-etl reference load --sample` for the bundled sample)")
+    yield pipe
+    if publish_on_exit and (pipe.changed or not settings.published_path.exists()):
+        pipe.publish()
 
 
 def ingest_files(settings: Settings, paths: Sequence[Path], *, partner: str | None = None,

@@ -6,10 +6,11 @@ all, and only once the loader has checked that every row read ends in exactly on
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -54,6 +55,18 @@ class LoadResult:
     already_recorded: bool = False
     """True when nothing was written: these bytes were already in the ledger."""
     quarantine_by_rule: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LoadResult:
+        """Back from the plain dict a Prefect task returned (amounts as strings)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in d.items() if k in known}
+        for k in ("loaded_amount_eur", "engaged_amount_eur", "control_total_eur", "control_total_diff_eur"):
+            if values.get(k) is not None:
+                values[k] = Decimal(values[k])
+        if isinstance(values.get("extraction_date"), str):
+            values["extraction_date"] = date.fromisoformat(values["extraction_date"])
+        return cls(**values)
 
     @property
     def control_total_ok(self) -> bool | None:
