@@ -1,0 +1,126 @@
+"""The Prefect flows end to end, in-process on Prefect's test harness (a real local API)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.testing.utilities import prefect_test_harness
+
+from cdv_etl.load.reference import SAMPLE_REFERENCE
+from cdv_etl.publish.tables import euros
+from conftest import ANCT_REFERENCE, SPECIMENS, expected, needs_shared
+from flows.ingest_export import ingest_export
+from flows.nightly import nightly
+from flows.reference_refresh import reference_refresh
+
+
+@pytest.fixture(scope="module", autouse=True)
+def harness() -> Iterator[None]:
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def latest_artifact(key: str) -> object:
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    assert found, f"no artifact {key}"
+    data = sorted(found, key=lambda a: a.created)[-1].data
+    if isinstance(data, str) and data[:1] in "[{":  # table artifacts are stored as JSON text
+        return json.loads(data)
+    return data
+
+
+def fill_inbox(inbox: Path) -> list[str]:
+    inbox.mkdir(parents=True)
+    names = []
+    for name in expected():
+        shutil.copy(SPECIMENS / name, inbox / Path(name).name)
+        names.append(name)
+    shutil.copy(ANCT_REFERENCE, inbox / ANCT_REFERENCE.name)
+    (inbox / "notes_partenaire.csv").write_text("bonjour;\n1;2\n", encoding="utf-8")  # matches no partner
+    return names
+
+
+@needs_shared
+def test_nightly_over_the_specimens(tmp_path: Path) -> None:
+    inbox, wh = tmp_path / "inbox", tmp_path / "wh" / "cdv.duckdb"
+    names = fill_inbox(inbox)
+    summary = nightly(inbox=str(inbox), warehouse=str(wh))
+    assert list(inbox.iterdir()) == []
+    for name in names:
+        partner = expected()[name]["partner"]
+        assert (tmp_path / "archive" / partner / Path(name).name).exists()
+    assert (tmp_path / "archive" / "reference" / ANCT_REFERENCE.name).exists()
+    assert (tmp_path / "rejected" / "notes_partenaire.csv").exists()
+    reason = (tmp_path / "rejected" / "notes_partenaire.csv.reason.txt").read_text(encoding="utf-8")
+    assert "no partner spec recognises" in reason
+
+    con = duckdb.connect(str(summary["published"]), read_only=True)
+    for name in names:
+        exp = expected()[name]
+        rows_loaded, engaged = con.execute(
+            "SELECT rows_loaded, engaged_amount_eur FROM file_loads WHERE file_name = ?", [Path(name).name]).fetchone()
+        assert rows_loaded == exp["loaded_rows"] and engaged == Decimal(exp["engaged_amount_eur"])
+    total = con.execute("SELECT sum(engaged_eur) FROM v_financing_by_partner").fetchone()[0]
+    assert total == sum(Decimal(e["engaged_amount_eur"]) for e in expected().values())
+
+    files = latest_artifact("nightly-files")
+    by_file = {r["file"]: r for r in files}  # type: ignore[union-attr]
+    bdt = expected()["bdt/BDT_ACV_engagements_20261115.xlsx"]
+    row = by_file["BDT_ACV_engagements_20261115.xlsx"]
+    assert (row["rows read"], row["rows loaded"], row["rows quarantined"], row["control check"]) == (
+        bdt["data_rows"], bdt["loaded_rows"], bdt["quarantined_rows"], "ok")
+    assert by_file["notes_partenaire.csv"]["status"] == "rejected"
+    quarantine = latest_artifact("nightly-quarantine")
+    anah = {r["rule"]: r["rows quarantined"] for r in quarantine if r["partner"] == "anah"}  # type: ignore[union-attr]
+    assert anah == {"commune_not_acv": 49, "unknown_status": 26, "year_date_mismatch": 39}
+    summary_md = str(latest_artifact("nightly-summary"))
+    assert "Engaged by axis" in summary_md and "Envelope consumption" in summary_md
+    al = Decimal(expected()["action_logement/AL_ACV_export_2026-10.csv"]["engaged_amount_eur"])
+    assert f"| action_logement | Action Logement | {euros(al)} |" in summary_md
+
+    # A night with nothing new is cheap and changes nothing; a file dropped again is a duplicate.
+    again = nightly(inbox=str(inbox), warehouse=str(wh))
+    assert again["files"] == []
+    shutil.copy(SPECIMENS / names[0], inbox / Path(names[0]).name)
+    third = nightly(inbox=str(inbox), warehouse=str(wh))
+    assert [f["status"] for f in third["files"]] == ["duplicate"]
+    assert con.execute("SELECT count(*) FROM file_loads").fetchone()[0] == 6  # 5 loaded + 1 rejected
+
+
+def test_ingest_export_and_reference_refresh_flows(tmp_path: Path) -> None:
+    from cdv_etl.demo_data import generate_demo_exports
+
+    wh = tmp_path / "cdv.duckdb"
+    ref = reference_refresh(path=str(SAMPLE_REFERENCE), warehouse=str(wh))
+    assert ref["communes"] == 36 and ref["changed"]
+    exports = generate_demo_exports(tmp_path / "exports")
+    result = ingest_export(path=str(exports[0]), warehouse=str(wh))
+    assert result["status"] == "loaded" and result["partner"] == "bdt"
+    assert exports[0].exists()  # a hand-started ingest does not move the file
+    con = duckdb.connect(str(tmp_path / "cdv.published.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM financing").fetchone()[0] == result["rows_loaded"]
+    again = ingest_export(path=str(exports[0]), warehouse=str(wh), force=True)
+    assert again["file_id"] == result["file_id"] and again["status"] == "loaded"
+
+
+def test_flow_parameters_render_a_proper_form() -> None:
+    """Typed, described parameters: what the Prefect UI turns into a form."""
+    from prefect.utilities.callables import parameter_schema
+
+    schema = json.loads(parameter_schema(ingest_export).model_dump_json())
+    props = schema["properties"]
+    assert schema["required"] == ["path"]
+    assert props["path"]["type"] == "string" and "Path of the export" in props["path"]["description"]
+    assert props["force"]["type"] == "boolean" and props["force"]["default"] is False
+    assert "description" in props["partner"]
+    nightly_props = json.loads(parameter_schema(nightly).model_dump_json())["properties"]
+    assert "inbox" in nightly_props and "Folder" in nightly_props["inbox"]["description"]
