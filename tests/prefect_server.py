@@ -1,0 +1,132 @@
+"""A real Prefect server for tests: a free port, its own PREFECT_HOME, the embedded SQLite.
+
+Everything goes through Prefect's REST API (httpx), so the test process's own Prefect
+settings never mix with the server's.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BIN = Path(sys.executable).parent
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class PrefectServer:
+    home: Path
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+    children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api(self) -> str:
+        return f"{self.url}/api"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        env.update({
+            "PREFECT_HOME": str(self.home),
+            "PREFECT_API_URL": self.api,
+            "PREFECT_UI_API_URL": self.api,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+            "DO_NOT_TRACK": "1",
+            "PREFECT_LOGGING_LEVEL": "INFO",
+        })
+        env.update(extra)
+        return env
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        r = httpx.request(method, self.api + path, timeout=30, **kwargs)
+        r.raise_for_status()
+        return r.json() if r.content else None
+
+    def start_child(self, args: list[str], cwd: Path, log: Path, **env: str) -> subprocess.Popen[bytes]:
+        with log.open("wb") as out:
+            proc = subprocess.Popen(args, cwd=cwd, env=self.env(**env), stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        self.children.append(proc)
+        return proc
+
+    def deployment_id(self, name: str, timeout: float = 120) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return str(self.request("GET", f"/deployments/name/{name}")["id"])
+            except httpx.HTTPStatusError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+
+    def run_deployment(self, name: str, parameters: dict[str, Any]) -> str:
+        dep = self.deployment_id(name)
+        run = self.request("POST", f"/deployments/{dep}/create_flow_run", json={"parameters": parameters})
+        return str(run["id"])
+
+    def wait(self, flow_run_id: str, timeout: float = 300) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.request("GET", f"/flow_runs/{flow_run_id}")
+            if run["state_type"] in TERMINAL:
+                return dict(run)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"flow run {flow_run_id} still {run['state_type']} after {timeout} s")
+            time.sleep(1)
+
+    def artifacts(self, flow_run_id: str) -> list[dict[str, Any]]:
+        body = {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}
+        return list(self.request("POST", "/artifacts/filter", json=body))
+
+    def stop(self) -> None:
+        for proc in [*self.children, self.proc]:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in [*self.children, self.proc]:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def start_server(home: Path, timeout: float = 120) -> PrefectServer:
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = home / "server.log"
+    server = PrefectServer(home, port, None, log)  # type: ignore[arg-type]
+    with log.open("wb") as out:
+        server.proc = subprocess.Popen(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=server.env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(server.api + "/health", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        if server.proc.poll() is not None or time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(f"Prefect server did not start: {log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.5)

@@ -1,0 +1,114 @@
+"""A real Prefect server: `cdv-etl serve` serves the deployments, runs are started through the API.
+
+One server for the module (a free port, its own PREFECT_HOME on the embedded SQLite); the
+deployments are served by the project's own command, as in production.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from cdv_etl.demo_data import generate_demo_exports
+from conftest import ANCT_REFERENCE, SPECIMENS, expected, needs_shared
+from prefect_server import BIN, PrefectServer, start_server
+
+DEPLOYMENTS = ("nightly/nightly", "ingest-export/ingest-export", "reference-refresh/reference-refresh")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrefectServer, Path]]:
+    work = tmp_path_factory.mktemp("prefect")
+    server = start_server(work / "prefect-home")
+    try:
+        server.start_child([str(BIN / "cdv-etl"), "serve"], cwd=work, log=work / "serve.log",
+                           CDV_WAREHOUSE=str(work / "wh" / "cdv.duckdb"), CDV_LOCK_TIMEOUT="120")
+        for name in DEPLOYMENTS:
+            server.deployment_id(name)
+        yield server, work
+    finally:
+        server.stop()
+
+
+def test_deployments_are_served_with_schedule_and_limits(served: tuple[PrefectServer, Path]) -> None:
+    server, _ = served
+    dep = server.request("GET", "/deployments/name/nightly/nightly")
+    schedules = [s["schedule"] for s in dep["schedules"]]
+    assert schedules == [{"cron": "0 2 * * *", "timezone": "Europe/Paris", "day_or": True}]
+    assert dep["concurrency_limit"] == 1 or dep.get("global_concurrency_limit", {}).get("limit") == 1
+    limit = server.request("GET", "/v2/concurrency_limits/cdv-warehouse-writer")
+    assert limit["limit"] == 1
+    form = server.request("GET", "/deployments/name/ingest-export/ingest-export")["parameter_openapi_schema"]
+    assert form["required"] == ["path"] and form["properties"]["force"]["type"] == "boolean"
+
+
+@needs_shared
+def test_nightly_deployment_over_the_specimens(served: tuple[PrefectServer, Path]) -> None:
+    server, work = served
+    inbox = work / "night1" / "inbox"
+    inbox.mkdir(parents=True)
+    for name in expected():
+        shutil.copy(SPECIMENS / name, inbox)
+    shutil.copy(ANCT_REFERENCE, inbox)
+    (inbox / "virus.csv").write_bytes(b"MZ\x90\x00\x03" * 50)
+    wh = work / "night1" / "cdv.duckdb"
+    run_id = server.run_deployment("nightly/nightly", {"inbox": str(inbox), "warehouse": str(wh)})
+    run = server.wait(run_id)
+    assert run["state_type"] == "COMPLETED", (work / "serve.log").read_text(errors="replace")[-4000:]
+
+    assert list(inbox.iterdir()) == []
+    for name, exp in expected().items():
+        assert (work / "night1" / "archive" / exp["partner"] / Path(name).name).exists()
+    assert (work / "night1" / "rejected" / "virus.csv").exists()
+    assert (work / "night1" / "rejected" / "virus.csv.reason.txt").read_text().startswith("virus.csv: ")
+
+    con = duckdb.connect(str(wh.with_name("cdv.published.duckdb")), read_only=True)
+    for name, exp in expected().items():
+        got = con.execute("SELECT rows_read, rows_loaded, rows_quarantined, engaged_amount_eur FROM file_loads "
+                          "WHERE file_name = ?", [Path(name).name]).fetchone()
+        assert got == (exp["data_rows"], exp["loaded_rows"], exp["quarantined_rows"],
+                       Decimal(exp["engaged_amount_eur"]))
+        by_axis_year = dict(con.execute(
+            "SELECT axis || '|' || year, sum(amount_eur) FROM financing f JOIN file_loads l USING (file_id) "
+            "WHERE l.file_name = ? AND counts_as_engaged GROUP BY ALL", [Path(name).name]).fetchall())
+        assert by_axis_year == {k: Decimal(v) for k, v in exp["by_axis_year"].items()}
+
+    arts = {a["key"]: a for a in server.artifacts(run_id) if a.get("key")}
+    assert {"nightly-files", "nightly-quarantine", "nightly-summary"} <= set(arts)
+    files = json.loads(arts["nightly-files"]["data"])
+    row = next(r for r in files if r["file"] == "anah_acv_2026.csv")
+    anah = expected()["anah/anah_acv_2026.csv"]
+    assert (row["rows read"], row["rows loaded"], row["rows quarantined"]) == (
+        anah["data_rows"], anah["loaded_rows"], anah["quarantined_rows"])
+    quarantine = json.loads(arts["nightly-quarantine"]["data"])
+    total_rejected = sum(r["rows quarantined"] for r in quarantine)
+    assert total_rejected == sum(e["quarantined_rows"] for e in expected().values())
+    assert any(a["type"] == "progress" for a in server.artifacts(run_id))
+
+
+def test_two_nightly_runs_at_once(served: tuple[PrefectServer, Path]) -> None:
+    server, work = served
+    inbox = work / "night2" / "inbox"
+    shutil.copy(Path(__file__).resolve().parent.parent / "cdv_etl" / "sample" / "acv_communes_sample.csv",
+                generate_demo_exports(inbox)[0].parent / "acv_communes_sample.csv")
+    wh = work / "night2" / "cdv.duckdb"
+    params = {"inbox": str(inbox), "warehouse": str(wh)}
+    runs = [server.run_deployment("nightly/nightly", params) for _ in range(2)]
+    finished = [server.wait(r, timeout=600) for r in runs]
+    assert [f["state_type"] for f in finished] == ["COMPLETED", "COMPLETED"]
+    con = duckdb.connect(str(wh.with_name("cdv.published.duckdb")), read_only=True)
+    ledger = con.execute("SELECT file_name, status FROM file_loads ORDER BY file_name").fetchall()
+    assert len(ledger) == 5 and {s for _, s in ledger} == {"loaded"}  # each file loaded once
+    assert con.execute("SELECT count(*) FROM (SELECT file_id, row_key FROM engagement_rows "
+                       "GROUP BY ALL HAVING count(*) > 1)").fetchone()[0] == 0
+    assert list(inbox.iterdir()) == []
+    per_run = [json.loads(next(a for a in server.artifacts(r) if a.get("key") == "nightly-files")["data"])
+               for r in runs]
+    processed = sorted(len([f for f in files if f["status"] == "loaded"]) for files in per_run)
+    assert processed == [0, 5], per_run  # one waited for the other, then found nothing new
