@@ -16,7 +16,8 @@ import pytest
 from conftest import ROOT
 
 CLI = [sys.executable, "-m", "cdv_etl.cli"]
-COMMANDS = ["init", "reference load", "ingest", "files", "quarantine", "sql", "publish", "demo"]
+COMMANDS = ["init", "reference load", "ingest", "files", "quarantine", "sql", "publish", "nightly", "serve",
+            "demo"]
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, ok: bool = True
@@ -83,3 +84,25 @@ def test_rejected_file_exits_1_and_is_in_the_ledger(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "rejected" in proc.stdout and "anah_acv_2024.csv" in proc.stderr
     ledger = json.loads(run(["files", "-w", str(wh), "--format", "json"], tmp_path).stdout)
     assert [(r["file_name"], r["status"]) for r in ledger] == [("anah_acv_2024.csv", "rejected")]
+
+
+def test_readme_flows_and_deployments_exist() -> None:
+    import yaml
+
+    from flows.deployments import deployments
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    served = {d.name: d for d in deployments()}
+    for name in ("nightly", "ingest-export", "reference-refresh"):
+        assert f"`{name}`" in readme, name
+        assert name in served and served[name].flow_name == name
+    cron = served["nightly"].schedules[0].schedule
+    assert (cron.cron, cron.timezone) == ("0 2 * * *", "Europe/Paris") and "0 2 * * *" in readme
+    project = yaml.safe_load((ROOT / "prefect.yaml").read_text(encoding="utf-8"))
+    for dep in project["deployments"]:
+        module, func = dep["entrypoint"].split(":")
+        assert (ROOT / module).exists()
+        src = (ROOT / module).read_text(encoding="utf-8")
+        assert f"def {func}(" in src and f'name="{dep["name"]}"' in src
+    for key in ("nightly-files", "nightly-quarantine", "nightly-summary", "cdv-warehouse-writer"):
+        assert key in readme
