@@ -10,13 +10,13 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from conftest import ANCT_REFERENCE, SPECIMENS, expected, needs_shared
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.testing.utilities import prefect_test_harness
 
 from cdv_etl.load.reference import SAMPLE_REFERENCE
 from cdv_etl.publish.tables import euros
-from conftest import ANCT_REFERENCE, SPECIMENS, expected, needs_shared
 from flows.ingest_export import ingest_export
 from flows.nightly import nightly
 from flows.reference_refresh import reference_refresh

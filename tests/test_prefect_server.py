@@ -14,10 +14,10 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
-from cdv_etl.demo_data import generate_demo_exports
 from conftest import ANCT_REFERENCE, SPECIMENS, expected, needs_shared
 from prefect_server import BIN, PrefectServer, start_server
+
+from cdv_etl.demo_data import generate_demo_exports
 
 DEPLOYMENTS = ("nightly/nightly", "ingest-export/ingest-export", "reference-refresh/reference-refresh")
 
