@@ -21,7 +21,9 @@ from cdv_etl.load.reference import ReferenceResult, load_reference, reference_co
 from cdv_etl.load.warehouse import connect, migrate, sync_partners, writer_lock
 from cdv_etl.publish.snapshot import publish
 from cdv_etl.read import check_size, extraction_date, read_export, sha256_of
+from cdv_etl.read.sandbox import reader_connection
 from cdv_etl.specs import PartnerSpec, load_specs, recognise
+from cdv_etl.validate.outputs import build_outputs
 from cdv_etl.validate.parse import build_canonical
 from cdv_etl.validate.rules import find_failures
 from schemas.canonical import RuleContext
@@ -29,9 +31,6 @@ from schemas.raw import missing_columns
 
 Progress = Callable[[str], None]
 """Called with a short description of each step (for progress bars and artifacts)."""
-
-_TEMP_TABLES = ("stg_raw", "stg_canonical", "stg_failures", "stg_rules", "stg_const",
-                "map_axis", "map_instrument", "map_status")
 
 
 class Pipeline:
@@ -96,41 +95,47 @@ class Pipeline:
                 f"{path.name}: no partner spec recognises this file name",
                 f"pass --partner ({names}) or add a spec under schemas/partners/"), replace_id)
         with tempfile.TemporaryDirectory(prefix="cdv-") as tmp:
+            reader = reader_connection(path, Path(tmp), self.settings.memory_limit)
             try:
-                check_size(path, self.settings.max_file_mb)
-                step(f"{path.name}: reading ({spec.partner})")
-                raw = read_export(self.con, path, spec, Path(tmp))
-                missing = missing_columns(spec, raw.columns)
-                if missing:
-                    raise FileRejected(
-                        "missing_columns",
-                        f"{path.name}: required column(s) missing: "
-                        f"{', '.join(repr(c) for c in missing)} (found: "
-                        f"{', '.join(repr(c) for c in raw.columns)}); nothing was loaded",
-                        "ask the partner for the usual columns, or update the mapping in "
-                        f"schemas/partners/{spec.partner}.yaml")
-                extracted = extraction_date(path, spec, raw, today or date.today())
-            except FileRejected as exc:
-                self._drop_temp()
-                return self._reject(path, spec.partner, sha, size, exc, replace_id)
-            step(f"{path.name}: validating {raw.rows_read} rows")
-            build_canonical(self.con, spec)
-            ctx = RuleContext(
-                communes=reference_codes(self.con),
-                extraction_date=extracted,
-                statuses=frozenset(spec.status_counts()),
-                has_date="engagement_date" in spec.fields,
-                has_year="year" in spec.fields,
-                names_instrument="instrument" in spec.fields,
-            )
-            failures = find_failures(self.con, ctx)
-            step(f"{path.name}: loading")
-            try:
-                result = load_export(self.con, spec=spec, path=path, sha=sha, size=size,
-                                     extraction_date=extracted, raw=raw, failures=failures,
-                                     replace_file_id=replace_id)
+                return self._read_validate_load(reader, path, spec, sha, size, Path(tmp), replace_id,
+                                                step, today or date.today())
             finally:
-                self._drop_temp()
+                reader.close()
+
+    def _read_validate_load(self, reader: duckdb.DuckDBPyConnection, path: Path, spec: PartnerSpec, sha: str,
+                            size: int, workdir: Path, replace_id: int | None, step: Progress,
+                            today: date) -> LoadResult:
+        try:
+            check_size(path, self.settings.max_file_mb)
+            step(f"{path.name}: reading ({spec.partner})")
+            raw = read_export(reader, path.resolve(), spec, workdir)
+            missing = missing_columns(spec, raw.columns)
+            if missing:
+                raise FileRejected(
+                    "missing_columns",
+                    f"{path.name}: required column(s) missing: "
+                    f"{', '.join(repr(c) for c in missing)} (found: "
+                    f"{', '.join(repr(c) for c in raw.columns)}); nothing was loaded",
+                    "ask the partner for the usual columns, or update the mapping in "
+                    f"schemas/partners/{spec.partner}.yaml")
+            extracted = extraction_date(path, spec, raw, today)
+        except FileRejected as exc:
+            return self._reject(path, spec.partner, sha, size, exc, replace_id)
+        step(f"{path.name}: validating {raw.rows_read} rows")
+        build_canonical(reader, spec)
+        ctx = RuleContext(
+            communes=reference_codes(self.con),
+            extraction_date=extracted,
+            statuses=frozenset(spec.status_counts()),
+            has_date="engagement_date" in spec.fields,
+            has_year="year" in spec.fields,
+            names_instrument="instrument" in spec.fields,
+        )
+        failures = find_failures(reader, ctx)
+        outputs = build_outputs(reader, spec, failures, extracted)
+        step(f"{path.name}: loading")
+        result = load_export(self.con, spec=spec, path=path, sha=sha, size=size, extraction_date=extracted,
+                             raw=raw, outputs=outputs, replace_file_id=replace_id)
         self.changed = True
         return result
 
@@ -160,10 +165,6 @@ class Pipeline:
         self.changed = True
         return LoadResult(file_name=path.name, partner=partner, status="rejected",
                           file_id=file_id, reason=exc.reason, message=message)
-
-    def _drop_temp(self) -> None:
-        for t in _TEMP_TABLES:
-            self.con.execute(f"DROP TABLE IF EXISTS {t}")
 
     # -- publish -----------------------------------------------------------------------
     def publish(self) -> Path:

@@ -127,6 +127,8 @@ def test_a_load_that_does_not_reconcile_is_rolled_back(pipe: Pipeline, tmp_path:
     from cdv_etl.errors import ReconciliationError
     from cdv_etl.load.loader import load_export
     from cdv_etl.read import read_export, sha256_of
+    from cdv_etl.read.sandbox import reader_connection
+    from cdv_etl.validate.outputs import build_outputs
     from cdv_etl.validate.parse import build_canonical
     from cdv_etl.validate.rules import find_failures
     from schemas.canonical import RuleContext
@@ -136,14 +138,16 @@ def test_a_load_that_does_not_reconcile_is_rolled_back(pipe: Pipeline, tmp_path:
     path = al_export(tmp_path, "2024-11", [("AL2", "47001", "5,00", "01/02/2020"),
                                            ("AL3", "99999", "6,00", "01/02/2020")])
     spec = pipe.specs["action_logement"]
-    raw = read_export(pipe.con, path, spec, tmp_path)
-    build_canonical(pipe.con, spec)
+    reader = reader_connection(path, tmp_path, "500MB")
+    raw = read_export(reader, path, spec, tmp_path)
+    build_canonical(reader, spec)
     ctx = RuleContext(frozenset({"47001"}), date(2024, 11, 30), frozenset({"engagé"}), True, False, True)
-    failures = find_failures(pipe.con, ctx)
+    failures = find_failures(reader, ctx)
     assert len(failures) == 1
+    outputs = build_outputs(reader, spec, failures, date(2024, 11, 30))
     with pytest.raises(ReconciliationError, match="rolled back"):
         load_export(pipe.con, spec=spec, path=path, sha=sha256_of(path), size=1, extraction_date=date(2024, 11, 30),
-                    raw=dataclasses.replace(raw, rows_read=raw.rows_read + 1), failures=failures)
+                    raw=dataclasses.replace(raw, rows_read=raw.rows_read + 1), outputs=outputs)
     assert table_snapshot(pipe.con) == before
 
 

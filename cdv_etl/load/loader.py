@@ -13,26 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pandas as pd
 
 from cdv_etl.errors import ReconciliationError
-from cdv_etl.read import STAGING_TABLE, RawExport
-from cdv_etl.specs import SHEET_COLUMN, PartnerSpec
-from cdv_etl.validate.parse import CANONICAL_TABLE
-from schemas.canonical import RULES
-
-# Canonical field → the canonical table's column holding the value as the partner wrote it.
-RAW_VALUE_COLUMN = {
-    "insee_code": "insee_raw",
-    "category": "category",
-    "amount_eur": "amount_raw",
-    "engagement_date": "date_raw",
-    "year": "year_raw",
-    "status": "status",
-    "instrument": "instrument_label",
-    "operation_id": "operation_id",
-}
-
+from cdv_etl.read import RawExport
+from cdv_etl.specs import PartnerSpec
+from cdv_etl.validate.outputs import ENGAGEMENT_COLUMNS, Outputs
 
 @dataclass
 class LoadResult:
@@ -73,24 +58,6 @@ class LoadResult:
         if self.control_total_eur is None or self.control_total_diff_eur is None:
             return None
         return self.control_total_diff_eur == 0
-
-
-def _rule_table(con: duckdb.DuckDBPyConnection, spec: PartnerSpec) -> None:
-    rows = []
-    for r in RULES.values():
-        f = spec.fields.get(r.field)
-        cols = f.source_columns if f else []
-        column = " | ".join("sheet" if c == SHEET_COLUMN else c for c in cols) or None
-        rows.append((r.id, r.order, RAW_VALUE_COLUMN.get(r.field, "operation_id"), column,
-                     r.message))
-    con.execute("CREATE OR REPLACE TEMP TABLE stg_rules (rule VARCHAR, rule_order TINYINT, "
-                "value_column VARCHAR, column_name VARCHAR, template VARCHAR)")
-    con.executemany("INSERT INTO stg_rules VALUES (?, ?, ?, ?, ?)", rows)
-
-
-_VALUE_CASE = "CASE r.value_column " + " ".join(
-    f"WHEN '{c}' THEN CAST(c.{c} AS VARCHAR)" for c in sorted(set(RAW_VALUE_COLUMN.values()))
-) + " END"
 
 
 def record_rejected(con: duckdb.DuckDBPyConnection, *, partner: str | None, path: Path, sha: str,
@@ -141,15 +108,12 @@ def _delete_rows(con: duckdb.DuckDBPyConnection, file_id: int) -> None:
 
 
 def load_export(con: duckdb.DuckDBPyConnection, *, spec: PartnerSpec, path: Path, sha: str,
-                size: int, extraction_date: date, raw: RawExport, failures: pd.DataFrame,
+                size: int, extraction_date: date, raw: RawExport, outputs: Outputs,
                 replace_file_id: int | None = None) -> LoadResult:
     """Write one validated file: ledger row, loaded rows, quarantine — in one transaction."""
-    _rule_table(con, spec)
-    con.execute("CREATE OR REPLACE TEMP TABLE stg_failures (row_key BIGINT, rule VARCHAR)")
-    if len(failures):
-        con.register("failures_frame", failures)
-        con.execute("INSERT INTO stg_failures SELECT row_key, rule FROM failures_frame")
-        con.unregister("failures_frame")
+    con.register("out_failures", outputs.failures)
+    con.register("out_quarantined", outputs.quarantined)
+    con.register("out_rows", outputs.rows)
     con.execute("BEGIN TRANSACTION")
     try:
         if replace_file_id is not None:
@@ -168,30 +132,14 @@ def load_export(con: duckdb.DuckDBPyConnection, *, spec: PartnerSpec, path: Path
             assert row is not None
             file_id = int(row[0])
 
-        con.execute(
-            f"""INSERT INTO quarantine_failures
-            SELECT ?, f.row_key, f.rule, r.rule_order, r.column_name, {_VALUE_CASE},
-                   replace(replace(r.template, '{{value}}', coalesce({_VALUE_CASE}, '')),
-                           '{{extraction_date}}', CAST(?::DATE AS VARCHAR))
-            FROM stg_failures AS f
-            JOIN stg_rules AS r USING (rule)
-            JOIN {CANONICAL_TABLE} AS c USING (row_key)""",  # noqa: S608 - constant SQL
-            [file_id, extraction_date])
-        con.execute(
-            f"""INSERT INTO quarantine_rows
-            SELECT ?, s._row_key, s._source_row, s._sheet,
-                   json_merge_patch(to_json(s),
-                                    '{{"_row_key": null, "_source_row": null, "_sheet": null}}')
-            FROM {STAGING_TABLE} AS s
-            WHERE s._row_key IN (SELECT row_key FROM stg_failures)""",  # noqa: S608
-            [file_id])
+        con.execute("INSERT INTO quarantine_failures SELECT ?, row_key, rule, rule_order, column_name, value, "
+                    "message FROM out_failures", [file_id])
+        con.execute("INSERT INTO quarantine_rows SELECT ?, row_key, source_row, sheet, raw_record "
+                    "FROM out_quarantined", [file_id])
         con.execute(
             f"""INSERT INTO engagement_rows
-            SELECT ?, c.row_key, c.source_row, c.sheet, ?, c.operation_id, c.insee_code, c.commune_label, c.axis,
-                   c.category, c.year, c.engagement_date, c.instrument, c.instrument_label,
-                   c.scheme, c.project_label, c.amount_eur, c.status, c.counts_as_engaged
-            FROM {CANONICAL_TABLE} AS c
-            WHERE c.row_key NOT IN (SELECT row_key FROM stg_failures)""",  # noqa: S608
+            SELECT ?, row_key, source_row, sheet, ?, {", ".join(ENGAGEMENT_COLUMNS[3:])}
+            FROM out_rows""",  # noqa: S608 - constant column list
             [file_id, spec.partner])
 
         totals = con.execute(
@@ -214,11 +162,7 @@ def load_export(con: duckdb.DuckDBPyConnection, *, spec: PartnerSpec, path: Path
             )
         diff = None
         if raw.control_total is not None:
-            read_sum = con.execute(
-                f"SELECT coalesce(sum(amount_eur), 0) FROM {CANONICAL_TABLE}"  # noqa: S608
-            ).fetchone()
-            assert read_sum is not None
-            diff = (raw.control_total - read_sum[0]).quantize(Decimal("0.01"))
+            diff = (raw.control_total - outputs.amount_read).quantize(Decimal("0.01"))
         message = _message(raw, diff)
         con.execute(
             """UPDATE files SET rows_read = ?, rows_loaded = ?, rows_quarantined = ?,
@@ -235,6 +179,9 @@ def load_export(con: duckdb.DuckDBPyConnection, *, spec: PartnerSpec, path: Path
     except BaseException:
         con.execute("ROLLBACK")
         raise
+    finally:
+        for name in ("out_failures", "out_quarantined", "out_rows"):
+            con.unregister(name)
     return LoadResult(
         file_name=path.name, partner=spec.partner, status="loaded", file_id=file_id,
         rows_read=raw.rows_read, rows_loaded=loaded, rows_quarantined=quarantined,

@@ -1,0 +1,104 @@
+"""What validation hands to the loader: the rows to load, the quarantine, the amounts read.
+
+Everything here runs on the reader connection (the hardened in-memory DuckDB that parsed
+the partner's file); the loader receives Arrow streams and tables, and never reads a
+partner file itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from cdv_etl.read import STAGING_TABLE
+from cdv_etl.specs import SHEET_COLUMN, PartnerSpec
+from cdv_etl.validate.parse import CANONICAL_TABLE
+from schemas.canonical import RULES
+
+# Canonical field → the canonical table's column holding the value as the partner wrote it.
+RAW_VALUE_COLUMN = {
+    "insee_code": "insee_raw",
+    "category": "category",
+    "amount_eur": "amount_raw",
+    "engagement_date": "date_raw",
+    "year": "year_raw",
+    "status": "status",
+    "instrument": "instrument_label",
+    "operation_id": "operation_id",
+}
+
+_VALUE_CASE = "CASE r.value_column " + " ".join(
+    f"WHEN '{c}' THEN CAST(c.{c} AS VARCHAR)" for c in sorted(set(RAW_VALUE_COLUMN.values()))
+) + " END"
+
+ENGAGEMENT_COLUMNS = (
+    "row_key", "source_row", "sheet", "operation_id", "insee_code", "commune_label", "axis", "category",
+    "year", "engagement_date", "instrument", "instrument_label", "scheme", "project_label", "amount_eur",
+    "status", "counts_as_engaged",
+)
+
+
+@dataclass
+class Outputs:
+    """A validated file, ready to load."""
+
+    rows: pa.RecordBatchReader
+    """Rows that passed every rule (ENGAGEMENT_COLUMNS), streamed."""
+    failures: pa.Table
+    """Every failure: row_key, rule, rule_order, column_name, value, message."""
+    quarantined: pa.Table
+    """One row per rejected row: row_key, source_row, sheet, raw_record (JSON text)."""
+    amount_read: Decimal
+    """Sum of every amount read (loaded and quarantined): compared with a control total."""
+
+
+def _rule_table(con: duckdb.DuckDBPyConnection, spec: PartnerSpec) -> None:
+    rows = []
+    for r in RULES.values():
+        f = spec.fields.get(r.field)
+        cols = f.source_columns if f else []
+        column = " | ".join("sheet" if c == SHEET_COLUMN else c for c in cols) or None
+        rows.append((r.id, r.order, RAW_VALUE_COLUMN.get(r.field, "operation_id"), column, r.message))
+    con.execute("CREATE OR REPLACE TEMP TABLE stg_rules (rule VARCHAR, rule_order TINYINT, "
+                "value_column VARCHAR, column_name VARCHAR, template VARCHAR)")
+    con.executemany("INSERT INTO stg_rules VALUES (?, ?, ?, ?, ?)", rows)
+
+
+def build_outputs(con: duckdb.DuckDBPyConnection, spec: PartnerSpec, failures: pd.DataFrame,
+                  extraction_date: object) -> Outputs:
+    _rule_table(con, spec)
+    con.execute("CREATE OR REPLACE TEMP TABLE stg_failures (row_key BIGINT, rule VARCHAR)")
+    if len(failures):
+        con.register("failures_frame", failures)
+        con.execute("INSERT INTO stg_failures SELECT row_key, rule FROM failures_frame")
+        con.unregister("failures_frame")
+    failure_rows = con.execute(
+        f"""SELECT f.row_key, f.rule, r.rule_order, r.column_name, {_VALUE_CASE} AS value,
+                   replace(replace(r.template, '{{value}}', coalesce({_VALUE_CASE}, '')),
+                           '{{extraction_date}}', CAST(?::DATE AS VARCHAR)) AS message
+            FROM stg_failures AS f
+            JOIN stg_rules AS r USING (rule)
+            JOIN {CANONICAL_TABLE} AS c USING (row_key)
+            ORDER BY f.row_key, r.rule_order""",  # noqa: S608 - constant SQL, values bound
+        [extraction_date]).to_arrow_table()
+    quarantined = con.execute(
+        f"""SELECT s._row_key AS row_key, s._source_row AS source_row, s._sheet AS sheet,
+                   CAST(json_merge_patch(to_json(s),
+                        '{{"_row_key": null, "_source_row": null, "_sheet": null}}') AS VARCHAR) AS raw_record
+            FROM {STAGING_TABLE} AS s
+            WHERE s._row_key IN (SELECT row_key FROM stg_failures)
+            ORDER BY s._row_key"""  # noqa: S608 - constant SQL
+    ).to_arrow_table()
+    total = con.execute(
+        f"SELECT coalesce(sum(amount_eur), 0) FROM {CANONICAL_TABLE}"  # noqa: S608 - constant SQL
+    ).fetchone()
+    assert total is not None
+    rows = con.execute(
+        f"SELECT {', '.join(ENGAGEMENT_COLUMNS)} FROM {CANONICAL_TABLE} "  # noqa: S608 - constant SQL
+        "WHERE row_key NOT IN (SELECT row_key FROM stg_failures)"
+    ).to_arrow_reader(500_000)
+    return Outputs(rows=rows, failures=failure_rows, quarantined=quarantined, amount_read=total[0])
