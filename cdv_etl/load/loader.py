@@ -19,6 +19,7 @@ from cdv_etl.read import RawExport
 from cdv_etl.specs import PartnerSpec
 from cdv_etl.validate.outputs import ENGAGEMENT_COLUMNS, Outputs
 
+
 @dataclass
 class LoadResult:
     """What happened to one file; printed by the CLI, shown in Prefect artifacts."""
