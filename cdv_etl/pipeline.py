@@ -19,7 +19,7 @@ from cdv_etl.errors import CdvError, FileRejected, SpecError
 from cdv_etl.load.loader import LoadResult, load_export, record_duplicate, record_rejected
 from cdv_etl.load.reference import ReferenceResult, load_reference, reference_codes
 from cdv_etl.load.warehouse import connect, migrate, sync_partners, writer_lock
-from cdv_etl.publish.snapshot import publish
+from cdv_etl.publish.snapshot import is_stale, publish
 from cdv_etl.read import check_size, extraction_date, read_export, sha256_of
 from cdv_etl.read.sandbox import reader_connection
 from cdv_etl.specs import PartnerSpec, load_specs, recognise
@@ -203,7 +203,7 @@ def _run(settings: Settings, con: duckdb.DuckDBPyConnection, specs: dict[str, Pa
                 "load the ANCT list first: cdv-etl reference load FILE "
                 "(or `cdv-etl reference load --sample` for the bundled sample)")
     yield pipe
-    if publish_on_exit and (pipe.changed or not settings.published_path.exists()):
+    if publish_on_exit and (pipe.changed or is_stale(con, settings.published_path)):
         pipe.publish()
 
 

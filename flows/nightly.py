@@ -84,7 +84,7 @@ def nightly(inbox: str | None = None, warehouse: str | None = None, archive: str
                 results.append(r)
             done += 1
             update_progress_artifact(progress, 100 * done / total)
-        published = tasks.publish(s) if (refs or exports or not s.published_path.exists()) else str(s.published_path)
+        published = tasks.publish(s) if (refs or exports or tasks.published_is_stale(s)) else str(s.published_path)
     publish_artifacts(Path(published), results, prefix="nightly", title="Nightly run")
     summary = {"references": references, "files": results, "published": published}
     loaded = sum(1 for r in results if r["status"] == "loaded" and not r.get("already_recorded"))

@@ -70,6 +70,21 @@ def publish(settings: Settings) -> str:
         return str(pipe.publish())
 
 
+def published_is_stale(settings: Settings) -> bool:
+    """Whether the analysts' copy lags the warehouse (a run killed before publishing)."""
+    import duckdb
+
+    from cdv_etl.publish.snapshot import is_stale
+
+    if not settings.warehouse.exists():
+        return True
+    con = duckdb.connect(str(settings.warehouse), read_only=True)
+    try:
+        return is_stale(con, settings.published_path)
+    finally:
+        con.close()
+
+
 def _free_name(target: Path) -> Path:
     if not target.exists():
         return target

@@ -15,10 +15,39 @@ from pathlib import Path
 
 import duckdb
 
+STATE_SQL = """SELECT (SELECT count(*) FROM files), (SELECT max(file_id) FROM files),
+    (SELECT sum(forced_reloads) FROM files), (SELECT CAST(max(loaded_at) AS VARCHAR) FROM files),
+    (SELECT max(reference_load_id) FROM reference_loads)"""
+"""What the warehouse holds, in a few numbers: equal in two files means the same loads."""
+
+
+def state(con: duckdb.DuckDBPyConnection) -> tuple[object, ...]:
+    row = con.execute(STATE_SQL).fetchone()
+    return tuple(row) if row else ()
+
+
+def is_stale(con: duckdb.DuckDBPyConnection, target: Path) -> bool:
+    """True when the published copy is missing or lags the warehouse (e.g. after a crash
+    between a load's commit and its publication): the next run then publishes."""
+    if not target.exists():
+        return True
+    try:
+        pub = duckdb.connect(str(target), read_only=True)
+    except duckdb.Error:
+        return True
+    try:
+        return state(pub) != state(con)
+    except duckdb.Error:
+        return True
+    finally:
+        pub.close()
+
 
 def publish(con: duckdb.DuckDBPyConnection, warehouse: Path, target: Path) -> Path:
     con.execute("CHECKPOINT")
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a run killed while publishing
+        stale.unlink(missing_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         shutil.copyfile(warehouse, tmp)
