@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -112,3 +113,47 @@ def test_two_nightly_runs_at_once(served: tuple[PrefectServer, Path]) -> None:
                for r in runs]
     processed = sorted(len([f for f in files if f["status"] == "loaded"]) for files in per_run)
     assert processed == [0, 5], per_run  # one waited for the other, then found nothing new
+
+
+def test_nightly_ui_ingest_and_adhoc_sql_at_the_same_time(served: tuple[PrefectServer, Path]) -> None:
+    """One writer at a time, readers served, nothing loaded twice."""
+    import subprocess
+    import time
+
+    server, work = served
+    base = work / "night3"
+    wh = base / "cdv.duckdb"
+    cli = [str(BIN / "cdv-etl")]
+    subprocess.run([*cli, "reference", "load", "--sample", "-w", str(wh)], check=True, capture_output=True)
+    inbox = base / "inbox"
+    exports = generate_demo_exports(inbox)
+    late = base / "late" / exports[2].name  # the Anah export arrives by hand
+    late.parent.mkdir()
+    exports[2].rename(late)
+
+    reader = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import subprocess, sys, time\n"
+            "ok = fail = 0\n"
+            "end = time.time() + float(sys.argv[2])\n"
+            "while time.time() < end:\n"
+            "    r = subprocess.run([sys.argv[3], 'sql', '-w', sys.argv[1], '--format', 'csv',\n"
+            "                        'SELECT count(*) FROM financing'], capture_output=True, text=True)\n"
+            "    ok, fail = (ok + 1, fail) if r.returncode == 0 else (ok, fail + 1)\n"
+            "    if r.returncode: print(r.stderr, file=sys.stderr)\n"
+            "print(ok, fail)\n"), str(wh), "60", cli[0]],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2)
+    runs = [server.run_deployment("nightly/nightly", {"inbox": str(inbox), "warehouse": str(wh)}),
+            server.run_deployment("ingest-export/ingest-export", {"path": str(late), "warehouse": str(wh)})]
+    finished = [server.wait(r, timeout=600) for r in runs]
+    out, err = reader.communicate(timeout=300)
+    assert [f["state_type"] for f in finished] == ["COMPLETED", "COMPLETED"]
+    ok, fail = map(int, out.split())
+    assert fail == 0 and ok >= 5, err
+    con = duckdb.connect(str(wh.with_name("cdv.published.duckdb")), read_only=True)
+    ledger = con.execute("SELECT file_name, status FROM file_loads ORDER BY file_name").fetchall()
+    assert sorted(n for n, _ in ledger) == sorted(p.name for p in exports)
+    assert {s for _, s in ledger} == {"loaded"}
+    assert con.execute("SELECT count(*) FROM financing").fetchone()[0] == con.execute(
+        "SELECT sum(rows_loaded) FROM file_loads").fetchone()[0]
