@@ -30,7 +30,7 @@ test: install  ## the whole test suite
 lint: install  ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check cdv_etl schemas flows || true
-	$(BIN)/mypy cdv_etl schemas
+	$(BIN)/mypy cdv_etl schemas flows
 
 clean:
 	rm -rf $(VENV) demo build dist .pytest_cache .mypy_cache .ruff_cache

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -58,7 +59,7 @@ def nightly(inbox: str | None = None, warehouse: str | None = None, archive: str
             writer_lock(s.warehouse, s.lock_timeout_s):
         refs, exports = inbox_files(s.inbox)
         log.info("inbox %s: %d reference file(s), %d export(s)", s.inbox, len(refs), len(exports))
-        progress = create_progress_artifact(0.0, description="Files of the night processed")
+        progress = cast(UUID, create_progress_artifact(0.0, description="Files of the night processed"))
         total = max(len(refs) + len(exports), 1)
         done = 0
         references: list[dict[str, Any]] = []

@@ -15,8 +15,10 @@ column and value. The rules:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import pandas as pd
 import pandera.pandas as pa
@@ -75,7 +77,7 @@ class RuleContext:
     names_instrument: bool
 
 
-def _check(rule: str, fn, *, element_wise: bool = False) -> pa.Check:  # type: ignore[no-untyped-def]
+def _check(rule: str, fn: Callable[..., Any], *, element_wise: bool = False) -> pa.Check:
     return pa.Check(fn, name=rule, ignore_na=False, element_wise=element_wise)
 
 
