@@ -1,0 +1,208 @@
+"""A real browser on a real Prefect server: an operator starts `ingest-export` from the UI.
+
+Headless Chromium (Debian's, driven by Playwright: no browser download) opens the server's UI,
+goes to the `ingest-export` deployment, chooses Run → Custom run, types the export's path into
+the parameters form and submits. The run is served by `cdv-etl serve`, as in production; the
+test checks the run the UI created, the file's rows in the published warehouse, and that the
+page never asked anything of a host other than the local server. A screenshot of the finished
+run's page is kept in test-artifacts/.
+
+The server listens on a free port, not 4200: `start_server` points PREFECT_UI_API_URL at its
+own API, or the UI would show "Can't connect to Server API".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import duckdb
+import pytest
+from conftest import ROOT
+from prefect_server import BIN, PrefectServer, start_server
+
+from cdv_etl.demo_data import generate_demo_exports
+from cdv_etl.load.reference import SAMPLE_REFERENCE
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+DEPLOYMENTS = ("nightly/nightly", "ingest-export/ingest-export", "reference-refresh/reference-refresh")
+SCREENSHOT = ROOT / "test-artifacts" / "prefect-ui-run.png"
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+RUN_TIMEOUT_S = 180
+UI_TIMEOUT_MS = 60_000
+
+
+def _skip_or_fail(reason: str) -> None:
+    """No browser here: skip on a developer's machine, fail in CI (the test must run there)."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set: the browser test must run)")
+    pytest.skip(reason)
+
+
+def _need_browser() -> None:
+    if not CHROMIUM.exists():
+        _skip_or_fail(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium) "
+                      "to run the Prefect UI test")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        _skip_or_fail("the playwright Python package is not installed (pip install -e '.[dev]')")
+
+
+@pytest.fixture(scope="module")
+def ui_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrefectServer, Path]]:
+    """A Prefect server, `cdv-etl serve`, and a warehouse holding the sample reference."""
+    _need_browser()
+    work = tmp_path_factory.mktemp("prefect-ui")
+    wh = work / "wh" / "cdv.duckdb"
+    server = start_server(work / "prefect-home")
+    try:
+        server.start_child([str(BIN / "cdv-etl"), "serve"], cwd=work, log=work / "serve.log",
+                           CDV_WAREHOUSE=str(wh), CDV_PUBLISHED=str(wh.with_name("cdv.published.duckdb")),
+                           CDV_LOCK_TIMEOUT="120")
+        for name in DEPLOYMENTS:
+            server.deployment_id(name)
+        run = server.wait(server.run_deployment("reference-refresh/reference-refresh",
+                                                {"path": str(SAMPLE_REFERENCE)}), timeout=RUN_TIMEOUT_S)
+        assert run["state_type"] == "COMPLETED", _serve_log(work)
+        yield server, work
+    finally:
+        server.stop()
+
+
+def _serve_log(work: Path) -> str:
+    return (work / "serve.log").read_text(errors="replace")[-4000:]
+
+
+def _newest_run(server: PrefectServer, deployment_id: str) -> dict[str, Any]:
+    runs = server.request("POST", "/flow_runs/filter", json={
+        "flow_runs": {"deployment_id": {"any_": [deployment_id]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 1})
+    assert runs, "no flow run of ingest-export on the server"
+    return dict(runs[0])
+
+
+def _wait_newest_completed(server: PrefectServer, deployment_id: str, timeout: float) -> dict[str, Any]:
+    """Poll the REST API: the deployment's newest flow run, until it reaches a terminal state."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = _newest_run(server, deployment_id)
+        if run["state_type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
+            return run
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"flow run {run['name']} still {run['state_type']} after {timeout} s")
+        time.sleep(1)
+
+
+def test_ingest_export_started_from_the_ui(ui_served: tuple[PrefectServer, Path], tmp_path: Path) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import expect, sync_playwright
+
+    server, work = ui_served
+    export = next(p for p in generate_demo_exports(tmp_path / "exports") if p.name.startswith("AL_"))
+    typed_path = str(export.resolve())
+    dep_id = server.deployment_id("ingest-export/ingest-export")
+    requested: list[tuple[str, str]] = []  # (method, url) of every request of the browser
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 900})
+            context.on("request", lambda r: requested.append((r.method, r.url)))
+            context.set_default_timeout(UI_TIMEOUT_MS)
+            expect.set_options(timeout=UI_TIMEOUT_MS)
+            page = context.new_page()
+            page.on("websocket", lambda ws: requested.append(("WEBSOCKET", ws.url)))
+
+            # The deployment's page: Run → Custom run opens the parameters form.
+            page.goto(f"{server.url}/deployments/deployment/{dep_id}")
+            page.get_by_role("button", name="Run", exact=True).click()
+            page.get_by_role("link", name="Custom run", exact=True).click()
+            page.wait_for_url(re.compile(rf"/deployments/deployment/{dep_id}/run\b"))
+
+            # The form's fields are `p-label` blocks whose <label> is not tied to the control
+            # (for= names no element), so a field is found by its block holding the label text.
+            def field(label: str) -> Any:
+                block = page.locator(".p-label").filter(has=page.locator("label").get_by_text(label, exact=True))
+                return block.get_by_role("textbox")
+
+            run_name_box = field("Run Name")
+            expect(run_name_box).to_have_count(1)
+            expect(run_name_box).not_to_have_value("")
+            run_name = run_name_box.input_value()
+            path_box = field("path")
+            expect(path_box).to_have_count(1)
+            path_box.click()
+            path_box.fill(typed_path)
+            expect(path_box).to_have_value(typed_path)
+            page.get_by_role("button", name="Submit", exact=True).click()
+
+            # The UI goes back to the deployment with a toast "<run> scheduled to start now" and
+            # a "View run" button. (Prefect's UI mounts its toast container twice, hence .first;
+            # the toast fades after 5 s: if it is gone, the run's link in the deployment's list.)
+            try:
+                page.get_by_role("button", name="View run").first.click(timeout=4000)
+            except PlaywrightTimeout:
+                page.get_by_role("link", name=run_name, exact=True).first.click()
+            page.wait_for_url(re.compile(r"/runs/flow-run/[0-9a-f-]{36}"))
+            run_id = page.url.rstrip("/").rsplit("/", 1)[-1].split("?")[0]
+            expect(page.get_by_text(run_name, exact=True).first).to_be_visible()
+
+            run = _wait_newest_completed(server, dep_id, RUN_TIMEOUT_S)
+            assert run["id"] == run_id, (run["name"], run_name)
+            assert run["state_type"] == "COMPLETED", _serve_log(work)
+
+            # The finished run's page, reloaded: state badge and logs, then the screenshot.
+            page.reload()
+            expect(page.get_by_text("Completed", exact=True).first).to_be_visible()
+            expect(page.get_by_text(f"ingest {export.name}").first).to_be_visible()
+            page.wait_for_timeout(1500)  # let the run graph (a canvas) draw
+            text = page.locator("body").inner_text()
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT))
+            shutil.copy(SCREENSHOT, tmp_path / SCREENSHOT.name)
+        except Exception:
+            with contextlib.suppress(Exception):  # what the page showed when the test failed
+                SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+                browser.contexts[0].pages[-1].screenshot(path=str(SCREENSHOT.with_name("prefect-ui-failure.png")))
+            raise
+        finally:
+            browser.close()
+
+    # The run the UI created: this deployment, the typed path, the form's run name.
+    run = server.request("GET", f"/flow_runs/{run_id}")
+    assert run["deployment_id"] == dep_id
+    assert run["name"] == run_name
+    assert run["parameters"]["path"] == typed_path
+    assert {k: v for k, v in run["parameters"].items() if v not in (None, False)} == {"path": typed_path}
+    assert run["state_type"] == "COMPLETED"
+    assert "Completed" in text and run_name in text and "Can't connect to Server API" not in text
+
+    # The file's rows are in the published warehouse.
+    published = work / "wh" / "cdv.published.duckdb"
+    con = duckdb.connect(str(published), read_only=True)
+    try:
+        got = con.execute("SELECT status, rows_loaded FROM file_loads WHERE file_name = ?", [export.name]).fetchone()
+        in_financing = con.execute("SELECT count(*) FROM financing JOIN file_loads USING (file_id) "
+                                   "WHERE file_name = ?", [export.name]).fetchone()
+    finally:
+        con.close()
+    assert got is not None, f"{export.name} not in file_loads: {_serve_log(work)}"
+    status, rows_loaded = got
+    assert status == "loaded"
+    assert in_financing is not None and rows_loaded == in_financing[0] > 0
+
+    # The browser created exactly one run, and everything it fetched came from the local server.
+    creates = [u for m, u in requested if m == "POST" and u.endswith(f"/deployments/{dep_id}/create_flow_run")]
+    assert len(creates) == 1, creates
+    foreign = sorted({u for _, u in requested if urlsplit(u).scheme not in {"data", "blob", "about"}
+                      and urlsplit(u).hostname not in LOCAL_HOSTS})
+    assert requested and not foreign, foreign
