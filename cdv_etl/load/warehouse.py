@@ -33,6 +33,7 @@ PUBLIC_VIEWS = (
     "v_financing_by_convention",
     "v_financing_by_commune",
     "v_envelope_consumption",
+    "v_changes",
 )
 """The stable SQL interface analysts use (documented in the README and by ``cdv-etl docs``)."""
 
@@ -154,7 +155,7 @@ def connect(path: Path, *, read_only: bool = False, timeout_s: float = 60.0,
         path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout_s
     pause = 0.05
-    config = {"memory_limit": memory_limit} if memory_limit else {}
+    config: dict[str, str | bool | int | float | list[str]] = {"memory_limit": memory_limit} if memory_limit else {}
     while True:
         try:
             return duckdb.connect(str(path), read_only=read_only, config=config)

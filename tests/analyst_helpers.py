@@ -1,0 +1,88 @@
+"""Helpers for the analyst tests: partner exports written as partners write them, demo warehouses."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+from cdv_etl.config import Settings
+from cdv_etl.demo_data import generate_demo_exports
+from cdv_etl.load.reference import SAMPLE_REFERENCE
+from cdv_etl.pipeline import ingest_files, open_pipeline
+
+AL_HEADER = ["Référence opération", "Code commune", "Nom commune", "Type d'opération", "Produit",
+             "Nb logements", "Montant engagé", "Date décision CE"]
+EPF_HEADER = ["id_intervention", "insee", "commune", "vocation", "date_acte", "montant_keur", "surface_m2"]
+ANAH_HEADER = ["numero_dossier", "code_insee", "annee_engagement", "type_intervention", "nb_logements",
+               "montant_aide", "date_engagement", "statut"]
+
+CLI = [sys.executable, "-m", "cdv_etl.cli"]
+
+
+def al_export(folder: Path, month: str, rows: list[dict[str, str]]) -> Path:
+    """An Action Logement export (Windows-1252, ';', CRLF, French numbers), properly quoted.
+
+    Each row: ref, insee, amount ("1 234,56"), day ("dd/mm/yyyy"), and optionally commune,
+    kind (Type d'opération, which the pipeline loads as ``scheme``), product.
+    """
+    path = folder / f"AL_ACV_export_{month}.csv"
+    with path.open("w", encoding="cp1252", newline="") as fh:
+        w = csv.writer(fh, delimiter=";", lineterminator="\r\n")
+        w.writerow(AL_HEADER)
+        for r in rows:
+            w.writerow([r["ref"], r["insee"], r.get("commune", "Commune"), r.get("kind", "Construction neuve"),
+                        r.get("product", "Prêt"), "10", r["amount"], r["day"]])
+    return path
+
+
+def epf_export(folder: Path, name: str, rows: list[tuple[str, str, str, str, str]]) -> Path:
+    """An EPF export (UTF-8, tab-separated, k€): (id, insee, vocation, ISO date, amount in k€) rows."""
+    path = folder / f"epf_interventions_acv_{name}.tsv"
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh, delimiter="\t", lineterminator="\n")
+        w.writerow(EPF_HEADER)
+        for ident, insee, vocation, day, keur in rows:
+            w.writerow([ident, insee, "Commune", vocation, day, keur, "1000"])
+    return path
+
+
+def anah_export(folder: Path, year: int, rows: list[tuple[str, str, str, str, str]]) -> Path:
+    """An Anah export (UTF-8 with BOM, ','): (dossier, insee, amount, ISO date, statut) rows."""
+    path = folder / f"anah_acv_{year}.csv"
+    with path.open("w", encoding="utf-8-sig", newline="") as fh:
+        w = csv.writer(fh, delimiter=",", lineterminator="\n")
+        w.writerow(ANAH_HEADER)
+        for ident, insee, amount, day, status in rows:
+            w.writerow([ident, insee, day[:4], "Propriétaire occupant", "1", amount, day, status])
+    return path
+
+
+def fresh_settings(folder: Path) -> Settings:
+    """A warehouse in ``folder`` holding the bundled sample reference (and published)."""
+    s = Settings(warehouse=folder / "wh" / "cdv.duckdb", inbox=folder / "inbox", lock_timeout_s=60)
+    with open_pipeline(s, need_reference=False) as pipe:
+        pipe.load_reference(SAMPLE_REFERENCE)
+    return s
+
+
+def demo_warehouse(folder: Path, loads: int = 1) -> Settings:
+    """A published warehouse with ``loads`` rounds of the five demo exports (different days and seeds)."""
+    s = fresh_settings(folder)
+    for i in range(loads):
+        exports = generate_demo_exports(folder / f"inbox{i}", today=date(2025, 3 + 3 * i, 15), seed=2026 + i)
+        results = ingest_files(s, exports)
+        assert all(r.status == "loaded" for r in results), [(r.file_name, r.message) for r in results]
+    return s
+
+
+def run_cli(args: list[str], cwd: Path, ok: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``cdv-etl ARGS`` in a child process, as a person runs it."""
+    env = {**os.environ, "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    proc = subprocess.run(CLI + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if ok:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc

@@ -1,0 +1,146 @@
+-- History: what changed between two exports of a partner, and the figures as known on a day.
+-- Exports are full snapshots: comparing two of them operation by operation tells what the
+-- partner added, withdrew or revised in between. Built on files and financing_history.
+
+-- changes_between(from_export, to_export): the changes from one loaded export of a partner
+-- (a file_id) to another. A NULL end means "the neighbour": changes_between(NULL, 7) compares
+-- file 7 with the partner's export just before it, changes_between(3, NULL) file 3 with the
+-- one just after it, changes_between(NULL, NULL) every pair of consecutive exports (v_changes).
+-- Exports are ordered as current_files ranks them: extraction date, then load time, file_id.
+--   added      the operation is in the later export only;
+--   withdrawn  it is in the earlier export only;
+--   revised    it is in both, and a column that counts in the figures differs: amount_eur,
+--              axis, insee_code, year, instrument, status or counts_as_engaged (listed in
+--              changed_columns). A grant cancelled in place (statut = annulé) is revised,
+--              its engaged_delta_eur minus its amount.
+CREATE OR REPLACE MACRO changes_between(from_export, to_export) AS TABLE
+WITH exports AS (
+    SELECT
+        file_id, partner, file_name, extraction_date,
+        lag(file_id) OVER by_partner AS previous_file_id,
+        row_number() OVER by_partner = count(*) OVER (PARTITION BY partner) AS is_latest
+    FROM files
+    WHERE status = 'loaded'
+    WINDOW by_partner AS (PARTITION BY partner ORDER BY extraction_date NULLS FIRST, loaded_at, file_id)
+),
+pairs AS (
+    SELECT
+        a.partner,
+        a.file_id AS from_file_id, a.file_name AS from_file_name, a.extraction_date AS from_extraction_date,
+        b.file_id AS to_file_id, b.file_name AS to_file_name, b.extraction_date AS to_extraction_date,
+        b.is_latest AS to_is_current
+    FROM exports AS a
+    JOIN exports AS b ON b.partner = a.partner
+    WHERE (from_export IS NULL OR a.file_id = from_export)
+      AND (to_export IS NULL OR b.file_id = to_export)
+      AND ((from_export IS NOT NULL AND to_export IS NOT NULL) OR b.previous_file_id = a.file_id)
+),
+earlier AS (
+    SELECT p.from_file_id, p.to_file_id, h.*
+    FROM pairs AS p
+    JOIN financing_history AS h ON h.file_id = p.from_file_id
+),
+later AS (
+    SELECT p.from_file_id, p.to_file_id, h.*
+    FROM pairs AS p
+    JOIN financing_history AS h ON h.file_id = p.to_file_id
+),
+compared AS (
+    SELECT
+        coalesce(o.from_file_id, n.from_file_id) AS from_file_id,
+        coalesce(o.to_file_id, n.to_file_id) AS to_file_id,
+        coalesce(o.operation_id, n.operation_id) AS operation_id,
+        o.operation_id IS NOT NULL AND n.operation_id IS NOT NULL AS in_both,
+        nullif(concat_ws(', ',
+            CASE WHEN o.amount_eur IS DISTINCT FROM n.amount_eur THEN 'amount_eur' END,
+            CASE WHEN o.axis IS DISTINCT FROM n.axis THEN 'axis' END,
+            CASE WHEN o.insee_code IS DISTINCT FROM n.insee_code THEN 'insee_code' END,
+            CASE WHEN o.year IS DISTINCT FROM n.year THEN 'year' END,
+            CASE WHEN o.instrument IS DISTINCT FROM n.instrument THEN 'instrument' END,
+            CASE WHEN o.status IS DISTINCT FROM n.status THEN 'status' END,
+            CASE WHEN o.counts_as_engaged IS DISTINCT FROM n.counts_as_engaged THEN 'counts_as_engaged' END
+        ), '') AS differences,
+        CASE WHEN o.operation_id IS NULL THEN 'added'
+             WHEN n.operation_id IS NULL THEN 'withdrawn'
+             ELSE 'revised' END AS change,
+        o.amount_eur AS old_amount_eur, n.amount_eur AS new_amount_eur,
+        (CASE WHEN n.counts_as_engaged THEN n.amount_eur ELSE 0 END
+         - CASE WHEN o.counts_as_engaged THEN o.amount_eur ELSE 0 END)::DECIMAL(18, 2) AS engaged_delta_eur,
+        o.axis AS old_axis, n.axis AS new_axis,
+        o.insee_code AS old_insee_code, n.insee_code AS new_insee_code,
+        o.commune AS old_commune, n.commune AS new_commune,
+        o.year AS old_year, n.year AS new_year,
+        o.instrument AS old_instrument, n.instrument AS new_instrument,
+        o.status AS old_status, n.status AS new_status,
+        o.source_row AS old_source_row, n.source_row AS new_source_row
+    FROM earlier AS o
+    FULL JOIN later AS n
+        ON n.from_file_id = o.from_file_id AND n.to_file_id = o.to_file_id AND n.operation_id = o.operation_id
+)
+SELECT
+    p.partner, p.from_file_id, p.from_file_name, p.from_extraction_date,
+    p.to_file_id, p.to_file_name, p.to_extraction_date, p.to_is_current,
+    c.change, c.operation_id,
+    CASE WHEN c.in_both THEN c.differences END AS changed_columns,
+    c.old_amount_eur, c.new_amount_eur, c.engaged_delta_eur,
+    c.old_axis, c.new_axis, c.old_insee_code, c.new_insee_code, c.old_commune, c.new_commune,
+    c.old_year, c.new_year, c.old_instrument, c.new_instrument, c.old_status, c.new_status,
+    c.old_source_row, c.new_source_row
+FROM compared AS c
+JOIN pairs AS p USING (from_file_id, to_file_id)
+WHERE NOT c.in_both OR c.differences IS NOT NULL
+ORDER BY p.partner, p.to_extraction_date, p.to_file_id, p.from_file_id, c.change, c.operation_id;
+
+COMMENT ON MACRO TABLE changes_between IS 'changes_between(from_export, to_export), two file_ids: operations added, withdrawn and revised from one loaded export of a partner to another, with old and new values (a NULL end means the neighbouring export). Same columns as v_changes.';
+
+CREATE OR REPLACE VIEW v_changes AS
+SELECT * FROM changes_between(NULL, NULL);
+
+COMMENT ON VIEW v_changes IS 'For each partner and each pair of consecutive loaded exports (by extraction date): the operations added, withdrawn and revised (amount, axis, commune, year, instrument or status changed), with old and new values.';
+
+-- financing_as_of(as_of_date [, hindsight := false]): the engagement lines as they were known
+-- on a day: for each partner, its latest export extracted on or before that day and loaded by
+-- the end of it (loaded_at is the loading machine's local time). Same columns as financing,
+-- plus file_name and extraction_date. The load-time condition makes the answer reproducible:
+-- it is what the views showed that evening. hindsight := true drops it, for exports loaded
+-- later (a backfill of old exports, a late file): the figures as the exports stood that day,
+-- with everything loaded since. A file re-ingested with --force counts from its reload.
+CREATE OR REPLACE MACRO financing_as_of(as_of_date, hindsight := false) AS TABLE
+WITH known AS (
+    SELECT file_id, partner, extraction_date, loaded_at
+    FROM files
+    WHERE status = 'loaded'
+      AND extraction_date <= CAST(as_of_date AS DATE)
+      AND (hindsight OR loaded_at < CAST(as_of_date AS DATE) + INTERVAL 1 DAY)
+),
+chosen AS (
+    SELECT file_id
+    FROM known
+    QUALIFY row_number() OVER (
+        PARTITION BY partner ORDER BY extraction_date DESC, loaded_at DESC, file_id DESC) = 1
+)
+SELECT
+    partner, operation_id, insee_code, commune, convention_id, department, region,
+    axis, year, engagement_date, instrument, amount_eur, status, counts_as_engaged,
+    file_id, source_row, sheet,
+    category, instrument_label, scheme, project_label,
+    file_name, extraction_date
+FROM financing_history
+WHERE file_id IN (SELECT file_id FROM chosen);
+
+COMMENT ON MACRO TABLE financing_as_of IS 'financing_as_of(as_of_date [, hindsight := false]): the engagement lines as known on that day (each partner''s latest export extracted on or before it and loaded by its end; hindsight := true also counts exports loaded later). Columns of financing, plus file_name and extraction_date.';
+
+-- engaged_as_of(as_of_date [, hindsight := false]): the consolidated figures as known on a
+-- day, per partner, axis and year (the cube of v_financing_axis_partner_year, back then).
+CREATE OR REPLACE MACRO engaged_as_of(as_of_date, hindsight := false) AS TABLE
+SELECT
+    partner, axis, year,
+    sum(amount_eur)::DECIMAL(18, 2) AS engaged_eur,
+    count(*) AS operations,
+    file_id, extraction_date
+FROM financing_as_of(as_of_date, hindsight := hindsight)
+WHERE counts_as_engaged
+GROUP BY partner, axis, year, file_id, extraction_date
+ORDER BY partner, axis, year;
+
+COMMENT ON MACRO TABLE engaged_as_of IS 'engaged_as_of(as_of_date [, hindsight := false]): engaged amounts per partner, axis and year as known on that day, with the export each partner''s figures come from.';
