@@ -191,9 +191,10 @@ def open_pipeline(settings: Settings, *, need_reference: bool = True,
 
 def _run(settings: Settings, con: duckdb.DuckDBPyConnection, specs: dict[str, PartnerSpec],
          need_reference: bool, publish_on_exit: bool) -> Iterator[Pipeline]:
-    migrate(con)
+    upgraded = bool(migrate(con))
     sync_partners(con, specs)
     pipe = Pipeline(settings, con, specs)
+    pipe.changed = upgraded  # new views or tables reach the analysts' copy at once
     if need_reference:
         count = con.execute("SELECT count(*) FROM communes").fetchone()
         if not count or count[0] == 0:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from cdv_etl.publish.tables import euros
 
@@ -108,3 +108,22 @@ def publish_artifacts(published: Path, results: Sequence[dict[str, Any]], *, pre
                           key=key("quarantine"), description=f"{title}: rejected rows per rule and partner")
     create_markdown_artifact(summary_markdown(published, results, title), key=key("summary"),
                              description=f"{title}: totals by axis and partner, envelope consumption")
+
+
+def attach_report(published: Path, reports_dir: Path, *, key: str | None) -> Path | None:
+    """Write the steering committee's HTML report beside the warehouse and link it from the run."""
+    from datetime import datetime
+
+    from cdv_etl.publish.report import build_report
+
+    if not published.exists():
+        return None
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    html = build_report(published)
+    path = reports_dir / f"report-{datetime.now():%Y-%m-%d_%H%M%S}.html"
+    path.write_text(html, encoding="utf-8")
+    (reports_dir / "latest.html").write_text(html, encoding="utf-8")
+    create_link_artifact(path.resolve().as_uri(), link_text=f"Steering committee report ({path.name})", key=key,
+                         description="Self-contained HTML report: totals by axis, partner and year, envelopes, "
+                                     "conventions, data quality")
+    return path

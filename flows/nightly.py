@@ -14,7 +14,7 @@ from prefect.concurrency.sync import concurrency
 from cdv_etl.config import Settings
 from cdv_etl.load.warehouse import writer_lock
 from flows import tasks
-from flows.artifacts import publish_artifacts
+from flows.artifacts import attach_report, publish_artifacts
 
 WRITER_LIMIT = "cdv-warehouse-writer"
 """Prefect global concurrency limit (1 slot) held by every flow that writes the warehouse."""
@@ -87,7 +87,9 @@ def nightly(inbox: str | None = None, warehouse: str | None = None, archive: str
             update_progress_artifact(progress, 100 * done / total)
         published = tasks.publish(s) if (refs or exports or tasks.published_is_stale(s)) else str(s.published_path)
     publish_artifacts(Path(published), results, prefix="nightly", title="Nightly run")
-    summary = {"references": references, "files": results, "published": published}
+    report = attach_report(Path(published), s.warehouse.parent / "reports", key="nightly-report")
+    summary = {"references": references, "files": results, "published": published,
+               "report": str(report) if report else None}
     loaded = sum(1 for r in results if r["status"] == "loaded" and not r.get("already_recorded"))
     log.info("night done: %d file(s) loaded, %d duplicate, %d rejected, %d failed", loaded,
              sum(r["status"] == "duplicate" for r in results), sum(r["status"] == "rejected" for r in results),

@@ -17,7 +17,7 @@ from conftest import ROOT
 
 CLI = [sys.executable, "-m", "cdv_etl.cli"]
 COMMANDS = ["init", "reference load", "ingest", "files", "quarantine", "sql", "publish", "nightly", "serve",
-            "demo"]
+            "demo", "changes", "docs", "export", "report"]
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, ok: bool = True

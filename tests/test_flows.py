@@ -34,7 +34,10 @@ def latest_artifact(key: str) -> object:
     assert found, f"no artifact {key}"
     data = sorted(found, key=lambda a: a.created)[-1].data
     if isinstance(data, str) and data[:1] in "[{":  # table artifacts are stored as JSON text
-        return json.loads(data)
+        try:
+            return json.loads(data)
+        except json.JSONDecodeError:  # a markdown link: [text](url)
+            return data
     return data
 
 
@@ -86,6 +89,12 @@ def test_nightly_over_the_specimens(tmp_path: Path) -> None:
     assert "Engaged by axis" in summary_md and "Envelope consumption" in summary_md
     al = Decimal(expected()["action_logement/AL_ACV_export_2026-10.csv"]["engaged_amount_eur"])
     assert f"| action_logement | Action Logement | {euros(al)} |" in summary_md
+
+    link = str(latest_artifact("nightly-report"))
+    report = Path(summary["report"])
+    assert report.as_uri() in link and report.exists()
+    html = report.read_text(encoding="utf-8")
+    assert html.count("data:image/svg+xml") >= 4 and "http://" not in html.replace("http://www.w3.org", "")
 
     # A night with nothing new is cheap and changes nothing; a file dropped again is a duplicate.
     again = nightly(inbox=str(inbox), warehouse=str(wh))

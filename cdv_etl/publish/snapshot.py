@@ -17,7 +17,8 @@ import duckdb
 
 STATE_SQL = """SELECT (SELECT count(*) FROM files), (SELECT max(file_id) FROM files),
     (SELECT sum(forced_reloads) FROM files), (SELECT CAST(max(loaded_at) AS VARCHAR) FROM files),
-    (SELECT max(reference_load_id) FROM reference_loads)"""
+    (SELECT max(reference_load_id) FROM reference_loads), (SELECT max(version) FROM schema_migrations),
+    (SELECT max(checksum) FROM schema_views)"""
 """What the warehouse holds, in a few numbers: equal in two files means the same loads."""
 
 
