@@ -73,7 +73,12 @@ class Pipeline:
         step(f"{path.name}: checking")
         spec = self.spec_for(path, partner)
         size = path.stat().st_size
-        sha = sha256_of(path)
+        if size > self.settings.max_file_mb * 1024 * 1024:
+            # Refused unread: not even hashed. The ledger key stands in for the hash, so the
+            # same oversized file seen again is recognised without reading it.
+            sha = f"not-hashed:{size}:{int(path.stat().st_mtime)}"
+        else:
+            sha = sha256_of(path)
         known = self.seen(sha)
         same_name = self.con.execute(
             "SELECT file_id, status FROM files WHERE sha256 = ? AND file_name = ? "

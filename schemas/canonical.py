@@ -6,7 +6,7 @@ column and value. The rules:
 
 1. the commune is missing, or its INSEE code is not an ACV commune of the reference;
 2. the category maps to no axis 1–5;
-3. the amount is missing, unparseable, zero or negative;
+3. the amount is missing, unparseable, zero or negative (or above 1 bn€ for one line: a typo);
 4. the engagement date is before 2018-01-01 or after the export's extraction date, or the
    year given by the partner differs from the year of that date;
 5. the status is not one the partner's spec knows (nor the instrument, when it names one);
@@ -24,6 +24,9 @@ import pandas as pd
 import pandera.pandas as pa
 
 PROGRAMME_START = date(2018, 1, 1)
+MAX_LINE_EUR = 1_000_000_000
+"""No single engagement line of a 5 bn€ programme reaches 1 bn€: above, it is a typing mistake
+(cents typed without their comma, a phone number in the amount column)."""
 AXES = (1, 2, 3, 4, 5)
 
 
@@ -45,6 +48,8 @@ RULES: dict[str, Rule] = {r.id: r for r in [
     Rule("amount_missing", 3, "amount_eur", "the amount is missing"),
     Rule("amount_unparseable", 3, "amount_eur", "'{value}' is not an amount"),
     Rule("amount_not_positive", 3, "amount_eur", "amount '{value}' is zero or negative"),
+    Rule("amount_implausible", 3, "amount_eur",
+         "amount '{value}' is over 1 000 000 000 € for one line: a typing mistake?"),
     Rule("date_missing", 4, "engagement_date", "the engagement date is missing"),
     Rule("date_unparseable", 4, "engagement_date", "'{value}' is not a date"),
     Rule("date_before_programme", 4, "engagement_date",
@@ -110,6 +115,8 @@ def canonical_schema(ctx: RuleContext) -> pa.DataFrameSchema:
     frame_checks = [
         _check("amount_unparseable", lambda df: df["amount_raw"].isna() | df["amount_cents"].notna()),
         _check("amount_not_positive", lambda df: df["amount_cents"].isna() | (df["amount_cents"] > 0)),
+        _check("amount_implausible",
+               lambda df: df["amount_cents"].isna() | (df["amount_cents"] <= MAX_LINE_EUR * 100)),
     ]
     if ctx.names_instrument:
         frame_checks.append(_check(

@@ -43,6 +43,7 @@ def test_a_good_row_passes() -> None:
     ({"amount_raw": "#VALEUR!", "amount_cents": None}, "amount_unparseable"),
     ({"amount_cents": 0}, "amount_not_positive"),
     ({"amount_cents": -5}, "amount_not_positive"),
+    ({"amount_cents": 100_000_000_001}, "amount_implausible"),
     ({"engagement_date": pd.Timestamp("2017-12-31"), "year_given": 2017}, "date_before_programme"),
     ({"engagement_date": pd.Timestamp("2024-07-01"), "year_given": 2024}, "date_after_extraction"),
     ({"engagement_date": pd.NaT, "date_raw": "32/13/2020"}, "date_unparseable"),

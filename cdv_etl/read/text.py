@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,7 @@ _NAMES = {
 
 @dataclass
 class DecodedText:
-    """The file as DuckDB should read it (UTF-8), and what the scan learnt on the way."""
+    """The file as DuckDB should read it (UTF-8, in the work folder), and what the scan learnt."""
 
     path: Path
     lines: int = 0
@@ -55,7 +56,16 @@ def decode_to_utf8(source: Path, encoding: str, workdir: Path) -> DecodedText:
     codec = {"utf-8-sig": "utf-8-sig", "latin-1": "latin-1"}.get(encoding, encoding)
     decoder = codecs.getincrementaldecoder(codec)(errors="strict")
     transcode = encoding not in ("utf-8", "utf-8-sig")
-    out_path = workdir / (source.name + ".utf8") if transcode else source
+    # DuckDB reads a path as a glob pattern: a partner's file named "a[1].csv" or "x*.csv"
+    # would not be found (or would match other files). It reads a fixed name in the private
+    # work folder instead: the transcoded text, or a link to the partner's file.
+    out_path = workdir / ("export.utf8.csv" if transcode else "export.csv")
+    out_path.unlink(missing_ok=True)
+    if not transcode:
+        try:
+            out_path.symlink_to(source.resolve())
+        except OSError:  # no symbolic links here: a copy will do
+            shutil.copyfile(source, out_path)
     result = DecodedText(out_path)
     out = out_path.open("w", encoding="utf-8", newline="") if transcode else None
     offset = 0

@@ -1,8 +1,9 @@
 """XLSX workbooks: title rows, a header row, blank rows, a footer total, one sheet or many.
 
 Workbooks come from outside. Before any parser sees one, the zip container is checked:
-a broken zip, a zip bomb (members that inflate far beyond the file's size) or XML with a
-DTD (the door to entity-expansion attacks such as "billion laughs") is refused whole.
+a broken zip, a zip bomb (members that inflate far beyond the file's size), XML with a
+DTD (the door to entity-expansion attacks such as "billion laughs") or a sheet whose cells
+span an absurd rectangle (which the reader would allocate whole) is refused whole.
 The cells are then read with python-calamine (a Rust reader that does not expand entities).
 """
 
@@ -10,9 +11,11 @@ from __future__ import annotations
 
 import re
 import zipfile
+import zlib
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+from xml.parsers import expat
 
 import duckdb
 import pandas as pd
@@ -23,11 +26,139 @@ from cdv_etl.specs import ROW_KEY_COLUMN, SHEET_COLUMN, SOURCE_ROW_COLUMN, XlsxF
 
 MAX_INFLATION = 200  # uncompressed / compressed size of the whole workbook
 MAX_UNCOMPRESSED = 4 * 1024**3
-_DTD = re.compile(rb"<!DOCTYPE|<!ENTITY", re.IGNORECASE)
+MAX_SHEET_CELLS = 20_000_000  # rows × columns a sheet may span: a million rows of 20 columns
+# A DTD or an entity declaration, in UTF-8/ASCII or UTF-16 (either byte order).
+_DTD = re.compile(b"|".join(re.escape(word.encode(enc)) for word in ("<!DOCTYPE", "<!ENTITY")
+                            for enc in ("ascii", "utf-16-le", "utf-16-be")), re.IGNORECASE)
+# What a zip member may do to Python's zipfile: bad headers, bad deflate data, an unknown
+# compression method or zip version, encryption, offsets outside the file.
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, EOFError, OSError,
+               ValueError)
+# Where a sheet's cells go. calamine (the reader) places a cell at its r="XFD1048576" reference,
+# or, without one, after the previous cell of the row; then it allocates the whole rectangle,
+# however few cells it holds. These patterns over-approximate what its XML reader sees: any
+# namespace prefix, any r attribute anywhere (even in a comment or a value).
+_C_START = re.compile(rb"<(?!/)(?:[^\s<>]*:)?c(?=[\s/>])")
+_C_R_FIRST = re.compile(rb"<(?!/)(?:[^\s<>]*:)?c[ \t\r\n]+r[ \t\r\n]*=[ \t\r\n]*[\"'][A-Za-z]+[0-9]")
+_ROW_TAG = re.compile(rb"</?(?:[^\s<>]*:)?row(?=[\s/>])")
+_R_COLUMNS = re.compile(rb"r(?<![\w:.-]r)\s*=\s*[\"']([A-Za-z]+)")  # r=, not color=
+_R_ROWS = re.compile(rb"r(?<![\w:.-]r)\s*=\s*[\"'][A-Za-z]*([0-9]+)")
+_REF = re.compile(r"([A-Za-z]+)([0-9]+)")
+_HUGE = 10**12
+
+
+def _column_number(letters: bytes | str) -> int:
+    if len(letters) > 5:
+        return _HUGE
+    n = 0
+    for ch in letters.upper():
+        n = n * 26 + (ch if isinstance(ch, int) else ord(ch)) - 64
+    return n
+
+
+def _row_number(digits: list[bytes]) -> int:
+    if not digits:
+        return 0
+    return _HUGE if max(map(len, digits)) > 9 else max(map(int, digits))
+
+
+class _Unsure(Exception):
+    """The exact model cannot follow this XML as calamine would: use the safe bound."""
+
+
+def _span_of_positional_cells(xml: bytes) -> tuple[int, int]:
+    """Exact (rows, columns) for well-formed XML: calamine's cell reader replayed on expat's events.
+
+    Like calamine: nothing counts before the first <sheetData> or after its end; a cell's
+    content is its value (never a cell or a row); <row r> sets the row, </row> moves to the
+    next one and back to the first column; a cell without r goes after the previous cell.
+    """
+    st = {"started": False, "done": False, "row": 0, "col": 0, "depth": 0, "rows": 0, "cols": 0}
+
+    def local(name: str) -> str:
+        if name.count(":") > 1:  # calamine and we might split such a name differently
+            raise _Unsure
+        return name.rpartition(":")[2]
+
+    def start(name: str, attrs: dict[str, str]) -> None:
+        kind = local(name)
+        if st["done"]:
+            return
+        if not st["started"]:
+            st["started"] = kind == "sheetData"
+            return
+        if st["depth"]:  # inside a cell: its value, never a cell or a row
+            st["depth"] += 1
+            return
+        r = attrs.get("r")
+        if kind == "row" and r is not None:
+            if not r.isdigit() or len(r) > 9:
+                raise _Unsure
+            st["row"] = int(r) - 1
+        elif kind == "c":
+            if r is not None:
+                m = _REF.fullmatch(r)
+                if m is None or len(m.group(2)) > 9:
+                    raise _Unsure
+                row, st["col"] = int(m.group(2)) - 1, _column_number(m.group(1)) - 1
+            else:
+                row = st["row"]
+            st["rows"] = max(st["rows"], row + 1)
+            st["cols"] = max(st["cols"], st["col"] + 1)
+            st["depth"] = 1
+
+    def end(name: str) -> None:
+        kind = local(name)
+        if st["done"] or not st["started"]:
+            return
+        if st["depth"]:
+            st["depth"] -= 1
+            if not st["depth"]:
+                st["col"] += 1
+        elif kind == "row":
+            st["row"] += 1
+            st["col"] = 0
+        elif kind == "sheetData":
+            st["done"] = True
+
+    def no_dtd(*_args: object) -> None:
+        raise _Unsure
+
+    parser = expat.ParserCreate()
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.StartDoctypeDeclHandler = no_dtd
+    parser.Parse(xml, True)
+    return st["rows"], st["cols"]
+
+
+def sheet_span(xml: bytes) -> tuple[int, int]:
+    """(rows, columns) calamine would allocate for this zip member, never under-estimated.
+
+    Cells written with their reference first (Excel, LibreOffice, openpyxl) give the exact
+    span from a fast scan. Cells without a reference are placed as calamine places them
+    (replaying its reader on well-formed XML); for XML that is not well formed, the bound
+    assumes every such cell and every row tag moves the position on.
+    """
+    columns = max(map(_column_number, set(_R_COLUMNS.findall(xml))), default=0)
+    rows = _row_number(_R_ROWS.findall(xml))
+    positional = sum(1 for _ in _C_START.finditer(xml)) - sum(1 for _ in _C_R_FIRST.finditer(xml))
+    if positional <= 0:
+        return rows, columns
+    try:
+        exact_rows, exact_columns = _span_of_positional_cells(xml)
+        return max(rows, exact_rows), max(columns, exact_columns)
+    except (_Unsure, expat.ExpatError, ValueError):
+        row_tags = sum(1 for _ in _ROW_TAG.finditer(xml))
+        return rows + row_tags + 1, columns + positional
 
 
 def check_container(path: Path) -> None:
-    """Refuse workbooks that are not zips, inflate too much or carry a DTD."""
+    """Refuse workbooks that are not zips, inflate too much, carry a DTD or span absurd ranges.
+
+    Every member is read in full (Python checks its CRC and its declared size on the way),
+    so nothing can hide past a header or behind a member's name.
+    """
     hint = "ask the partner to export the workbook again (File › Save as › .xlsx)"
     try:
         with zipfile.ZipFile(path) as zf:
@@ -42,19 +173,29 @@ def check_container(path: Path) -> None:
                     hint,
                 )
             for info in infos:
-                if info.filename.endswith((".xml", ".rels")):
-                    with zf.open(info) as member:
-                        head = member.read(4096)
-                    if _DTD.search(head):
-                        raise FileRejected(
-                            "xml_entities",
-                            f"{path.name}: {info.filename} declares a DTD or XML entities, "
-                            "which spreadsheets never need (entity expansion attack?): refused",
-                            hint,
-                        )
-    except zipfile.BadZipFile as exc:
+                if info.is_dir():
+                    continue
+                data = zf.read(info)
+                # Images (an SVG may carry a harmless DOCTYPE) are never parsed as XML.
+                if not info.filename.startswith("xl/media/") and _DTD.search(data):
+                    raise FileRejected(
+                        "xml_entities",
+                        f"{path.name}: {info.filename} declares a DTD or XML entities, "
+                        "which spreadsheets never need (entity expansion attack?): refused",
+                        hint,
+                    )
+                rows, cols = sheet_span(data)
+                if rows * cols > MAX_SHEET_CELLS:
+                    raise FileRejected(
+                        "sheet_too_large",
+                        f"{path.name}: {info.filename} places cells {rows} rows down and {cols} "
+                        f"columns across ({rows * cols:,} cells, over {MAX_SHEET_CELLS:,}): "
+                        "refused unread (a sparse-sheet memory bomb?)",
+                        hint,
+                    )
+    except _ZIP_ERRORS as exc:
         raise FileRejected(
-            "unreadable", f"{path.name}: not a valid XLSX workbook (not a zip file: {exc})", hint
+            "unreadable", f"{path.name}: not a valid XLSX workbook ({type(exc).__name__}: {exc})", hint
         ) from exc
 
 

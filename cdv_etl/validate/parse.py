@@ -42,7 +42,12 @@ def _insee(x: str) -> str:
 def _decimal(x: str, scale: int) -> str:
     if scale == 1:
         return f"TRY_CAST({x} AS DECIMAL(18, 2))"
-    return f"TRY_CAST(TRY_CAST({x} AS DECIMAL(18, 4)) * {int(scale)} AS DECIMAL(18, 2))"
+    # Keep the cents of the scaled value: 12,34567 k€ is 12 345,67 €, so k€ need 2 + 3 places
+    # before the product (4 places made it 12 345,70 €, and 0,00001 k€ zero). The product is
+    # taken in DECIMAL(38): in DECIMAL(18) a huge amount overflowed and failed the whole file.
+    places = 2 + len(str(int(scale)))
+    return (f"TRY_CAST(TRY_CAST({x} AS DECIMAL(18, {places}))::DECIMAL(38, {places}) * {int(scale)} "
+            "AS DECIMAL(18, 2))")
 
 
 def parser_sql(parser: str, x: str, scale: int = 1) -> str:
@@ -182,7 +187,7 @@ SELECT
     s.insee_code, s.insee_raw, s.commune_label, s.category,
     {axis_expr} AS axis,
     s.instrument_label, {instrument_expr} AS instrument,
-    s.amount_eur, s.amount_raw, CAST(s.amount_eur * 100 AS BIGINT) AS amount_cents,
+    s.amount_eur, s.amount_raw, CAST(s.amount_eur::DECIMAL(38, 2) * 100 AS BIGINT) AS amount_cents,
     s.engagement_date, s.date_raw,
     coalesce(year(s.engagement_date), s.year_given)::SMALLINT AS year,
     s.year_given, s.year_raw,
