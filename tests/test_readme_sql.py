@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from conftest import ROOT
+
 from cdv_etl.demo_data import generate_demo_exports
 from cdv_etl.pipeline import Pipeline
-from conftest import ROOT
 
 
 def readme_sql() -> list[str]:
