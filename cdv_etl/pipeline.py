@@ -6,6 +6,7 @@ files one after the other; the CLI and the Prefect flows both drive it.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -28,6 +29,24 @@ from cdv_etl.validate.parse import build_canonical
 from cdv_etl.validate.rules import find_failures
 from schemas.canonical import RuleContext
 from schemas.raw import missing_columns
+
+# CDV_MEMORY_LIMIT is what the whole run may use. Two DuckDB instances share it (the reader
+# parses the file, the warehouse takes the validated rows from a Parquet file), and Python
+# keeps the rest for the interpreter, pandas and pandera (~250 MiB at 100k-row chunks).
+READER_SHARE = 0.4
+WAREHOUSE_SHARE = 0.25
+_UNITS = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+          "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+
+
+def share_of(limit: str, share: float) -> str:
+    """``share`` of a DuckDB memory size ("1GB", "512MiB"), as a DuckDB memory size."""
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", limit)
+    if not m or m.group(2).lower() not in _UNITS | {"": 1}:
+        return limit
+    size = float(m.group(1)) * _UNITS.get(m.group(2).lower(), 1)
+    return f"{max(int(size * share) // 1024**2, 64)}MiB"
+
 
 Progress = Callable[[str], None]
 """Called with a short description of each step (for progress bars and artifacts)."""
@@ -100,7 +119,7 @@ class Pipeline:
                 f"{path.name}: no partner spec recognises this file name",
                 f"pass --partner ({names}) or add a spec under schemas/partners/"), replace_id)
         with tempfile.TemporaryDirectory(prefix="cdv-") as tmp:
-            reader = reader_connection(path, Path(tmp), self.settings.memory_limit)
+            reader = reader_connection(path, Path(tmp), share_of(self.settings.memory_limit, READER_SHARE))
             try:
                 return self._read_validate_load(reader, path, spec, sha, size, Path(tmp), replace_id,
                                                 step, today or date.today())
@@ -137,7 +156,7 @@ class Pipeline:
             names_instrument="instrument" in spec.fields,
         )
         failures = find_failures(reader, ctx)
-        outputs = build_outputs(reader, spec, failures, extracted)
+        outputs = build_outputs(reader, spec, failures, extracted, workdir)
         step(f"{path.name}: loading")
         result = load_export(self.con, spec=spec, path=path, sha=sha, size=size, extraction_date=extracted,
                              raw=raw, outputs=outputs, replace_file_id=replace_id)
@@ -187,7 +206,7 @@ def open_pipeline(settings: Settings, *, need_reference: bool = True,
     specs = load_specs(settings.specs_dir)
     with writer_lock(settings.warehouse, settings.lock_timeout_s):
         con = connect(settings.warehouse, timeout_s=settings.lock_timeout_s,
-                      memory_limit=settings.memory_limit)
+                      memory_limit=share_of(settings.memory_limit, WAREHOUSE_SHARE))
         try:
             yield from _run(settings, con, specs, need_reference, publish_on_exit)
         finally:

@@ -144,7 +144,7 @@ def test_a_load_that_does_not_reconcile_is_rolled_back(pipe: Pipeline, tmp_path:
     ctx = RuleContext(frozenset({"47001"}), date(2024, 11, 30), frozenset({"engagé"}), True, False, True)
     failures = find_failures(reader, ctx)
     assert len(failures) == 1
-    outputs = build_outputs(reader, spec, failures, date(2024, 11, 30))
+    outputs = build_outputs(reader, spec, failures, date(2024, 11, 30), tmp_path)
     with pytest.raises(ReconciliationError, match="rolled back"):
         load_export(pipe.con, spec=spec, path=path, sha=sha256_of(path), size=1, extraction_date=date(2024, 11, 30),
                     raw=dataclasses.replace(raw, rows_read=raw.rows_read + 1), outputs=outputs)

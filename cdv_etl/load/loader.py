@@ -104,7 +104,7 @@ def record_duplicate(con: duckdb.DuckDBPyConnection, *, partner: str | None, pat
 
 
 def _delete_rows(con: duckdb.DuckDBPyConnection, file_id: int) -> None:
-    for table in ("engagement_rows", "quarantine_rows", "quarantine_failures"):
+    for table in ("engagement_rows", "financing_totals", "quarantine_rows", "quarantine_failures"):
         con.execute(f"DELETE FROM {table} WHERE file_id = ?", [file_id])  # noqa: S608
 
 
@@ -114,7 +114,6 @@ def load_export(con: duckdb.DuckDBPyConnection, *, spec: PartnerSpec, path: Path
     """Write one validated file: ledger row, loaded rows, quarantine — in one transaction."""
     con.register("out_failures", outputs.failures)
     con.register("out_quarantined", outputs.quarantined)
-    con.register("out_rows", outputs.rows)
     con.execute("BEGIN TRANSACTION")
     try:
         if replace_file_id is not None:
@@ -140,8 +139,13 @@ def load_export(con: duckdb.DuckDBPyConnection, *, spec: PartnerSpec, path: Path
         con.execute(
             f"""INSERT INTO engagement_rows
             SELECT ?, row_key, source_row, sheet, ?, {", ".join(ENGAGEMENT_COLUMNS[3:])}
-            FROM out_rows""",  # noqa: S608 - constant column list
-            [file_id, spec.partner])
+            FROM read_parquet(?)""",  # noqa: S608 - constant column list
+            [file_id, spec.partner, str(outputs.rows)])
+        con.execute(
+            """INSERT INTO financing_totals
+            SELECT file_id, partner, axis, year, insee_code, instrument, counts_as_engaged,
+                   sum(amount_eur), count(*)
+            FROM engagement_rows WHERE file_id = ? GROUP BY ALL""", [file_id])
 
         totals = con.execute(
             """SELECT
@@ -181,7 +185,7 @@ def load_export(con: duckdb.DuckDBPyConnection, *, spec: PartnerSpec, path: Path
         con.execute("ROLLBACK")
         raise
     finally:
-        for name in ("out_failures", "out_quarantined", "out_rows"):
+        for name in ("out_failures", "out_quarantined"):
             con.unregister(name)
     return LoadResult(
         file_name=path.name, partner=spec.partner, status="loaded", file_id=file_id,

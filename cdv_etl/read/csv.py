@@ -44,21 +44,21 @@ def read_csv(con: duckdb.DuckDBPyConnection, path: Path, fmt: CsvFormat,
     blanks = [b for b in decoded.blank_lines if b > fmt.header_line]
     renamed = (f"{quote_ident(c)} AS {quote_ident(c.strip().lstrip(chr(0xFEFF)))}" for c in columns)
     select = f"rowid AS {ROW_KEY_COLUMN}, NULL::VARCHAR AS {SHEET_COLUMN}, " + ", ".join(renamed)
-    con.execute(f"DROP TABLE IF EXISTS {STAGING_TABLE}")
+    # A view, not a copy: the row numbers are computed when stg_raw is read (by the parse
+    # and, for the rejected rows only, by the quarantine), never stored a second time.
     if blanks:
         adjust = [b - j for j, b in enumerate(sorted(blanks))]
+        # a view takes no parameters: the blank lines wait in a one-column table
+        con.execute("CREATE TEMP TABLE stg_blanks AS SELECT unnest(?::BIGINT[]) AS line", [adjust])
         con.execute(
-            f"CREATE TEMP TABLE {STAGING_TABLE} AS SELECT {select}, "  # noqa: S608 - identifiers quoted
-            f"{base} + len(list_filter(?::BIGINT[], v -> v <= {base})) AS {SOURCE_ROW_COLUMN} "
-            "FROM stg_file",
-            [adjust],
-        )
+            f"CREATE TEMP VIEW {STAGING_TABLE} AS SELECT {select}, "  # noqa: S608 - identifiers quoted
+            f"{base} + len(list_filter((SELECT list(line) FROM stg_blanks), v -> v <= {base})) "
+            f"AS {SOURCE_ROW_COLUMN} FROM stg_file")
     else:
         con.execute(
-            f"CREATE TEMP TABLE {STAGING_TABLE} AS SELECT {select}, "  # noqa: S608 - identifiers quoted
+            f"CREATE TEMP VIEW {STAGING_TABLE} AS SELECT {select}, "  # noqa: S608 - identifiers quoted
             f"{base} AS {SOURCE_ROW_COLUMN} FROM stg_file"
         )
-    con.execute("DROP TABLE stg_file")
-    rows = con.execute(f"SELECT count(*) FROM {STAGING_TABLE}").fetchone()  # noqa: S608
+    rows = con.execute("SELECT count(*) FROM stg_file").fetchone()
     return RawExport(STAGING_TABLE, [c.strip().lstrip("\ufeff") for c in columns],
                      int(rows[0]) if rows else 0)

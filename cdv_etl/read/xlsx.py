@@ -18,7 +18,7 @@ from typing import Any
 from xml.parsers import expat
 
 import duckdb
-import pandas as pd
+import pyarrow as pa
 
 from cdv_etl.errors import FileRejected
 from cdv_etl.read import STAGING_TABLE, RawExport
@@ -243,7 +243,7 @@ def read_xlsx(con: duckdb.DuckDBPyConnection, path: Path, fmt: XlsxFormat) -> Ra
                 "check the workbook, or the sheets listed in the partner's spec",
             )
         wanted = list(fmt.sheets)
-    frames: list[pd.DataFrame] = []
+    frames: list[pa.Table] = []
     control_total: Decimal | None = None
     title_rows: list[str] = []
     header: list[str] | None = None
@@ -284,19 +284,27 @@ def read_xlsx(con: duckdb.DuckDBPyConnection, path: Path, fmt: XlsxFormat) -> Ra
                     break
         keep = [i for i, r in enumerate(body) if not _is_blank(r)]
         width = len(header)
-        frame = pd.DataFrame([(list(body[i]) + [""] * width)[:width] for i in keep],
-                             columns=range(width), dtype=object)
-        frame = frame.astype(str).set_axis(header, axis=1)
-        frame[SOURCE_ROW_COLUMN] = [numbers[i] for i in keep]
-        frame[SHEET_COLUMN] = sheet
-        frames.append(frame)
+        kept = [body[i] for i in keep]
+        if any(len(r) != width for r in kept):
+            kept = [(list(r) + [""] * width)[:width] for r in kept]
+        # Column by column into Arrow (zip(*rows) transposes in C): no pandas frame of
+        # objects, no astype(str) over every cell, no pandas → DuckDB conversion.
+        columns = list(zip(*kept, strict=True)) if kept else [() for _ in range(width)]
+        arrays = [_text_array(col) for col in columns]
+        arrays.append(pa.array([numbers[i] for i in keep], pa.int64()))
+        arrays.append(pa.array([sheet] * len(keep), pa.string()))
+        frames.append(pa.Table.from_arrays(arrays, names=[*header, SOURCE_ROW_COLUMN, SHEET_COLUMN]))
     if header is None:
         raise FileRejected(
             "no_header", f"{path.name}: no header on row {fmt.header_row} of {', '.join(wanted)}",
             "check the workbook's layout against the partner's spec (format.header_row)",
         )
-    data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=header)
-    data[ROW_KEY_COLUMN] = range(len(data))
+    if frames:
+        data = pa.concat_tables(frames)
+    else:
+        data = pa.table({name: pa.array([], pa.string()) for name in header}
+                        | {SOURCE_ROW_COLUMN: pa.array([], pa.int64()), SHEET_COLUMN: pa.array([], pa.string())})
+    data = data.append_column(ROW_KEY_COLUMN, pa.array(range(data.num_rows), pa.int64()))
     con.execute(f"DROP TABLE IF EXISTS {STAGING_TABLE}")
     con.register("xlsx_frame", data)
     try:
@@ -305,4 +313,12 @@ def read_xlsx(con: duckdb.DuckDBPyConnection, path: Path, fmt: XlsxFormat) -> Ra
         )
     finally:
         con.unregister("xlsx_frame")
-    return RawExport(STAGING_TABLE, header, len(data), control_total, title_rows)
+    return RawExport(STAGING_TABLE, header, data.num_rows, control_total, title_rows)
+
+
+def _text_array(column: tuple[Any, ...]) -> pa.Array:
+    """A column of cells as text, as ``str()`` writes each one (a missing cell stays NULL)."""
+    try:
+        return pa.array(column, pa.string())  # every cell already text: no Python loop
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if v is None else str(v) for v in column], pa.string())

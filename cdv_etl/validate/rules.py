@@ -16,7 +16,7 @@ from pandera.errors import SchemaErrors
 from cdv_etl.validate.parse import CANONICAL_TABLE
 from schemas.canonical import RULES, RuleContext, canonical_schema
 
-CHUNK_ROWS = 500_000
+CHUNK_ROWS = 100_000
 RULE_COLUMNS = (
     "row_key", "operation_id", "operation_id_rows", "insee_code", "axis",
     "amount_raw", "amount_cents", "instrument_label", "instrument",

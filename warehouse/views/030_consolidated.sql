@@ -1,10 +1,20 @@
 -- Consolidated views over the current state. engaged_eur sums only the lines that count
 -- as engaged (a withdrawn Anah grant is loaded and kept, but not counted).
+-- They read financing_totals (each file's lines summed by partner, axis, year, commune,
+-- instrument and whether they count), not the lines: a few thousand rows whatever the size
+-- of the exports. `operations` is the number of lines, as count(*) over financing was.
+
+CREATE OR REPLACE VIEW financing_current_totals AS
+SELECT t.partner, t.axis, t.year, t.insee_code, t.instrument, t.counts_as_engaged,
+       t.amount_eur, t.lines, c.convention_id, c.department, c.region
+FROM financing_totals AS t
+JOIN current_files AS cur USING (file_id)
+LEFT JOIN communes AS c USING (insee_code);
 
 CREATE OR REPLACE VIEW v_financing_by_axis AS
 WITH engaged AS (
-    SELECT axis, sum(amount_eur) AS engaged_eur, count(*) AS operations
-    FROM financing WHERE counts_as_engaged GROUP BY axis
+    SELECT axis, sum(amount_eur) AS engaged_eur, sum(lines) AS operations
+    FROM financing_current_totals WHERE counts_as_engaged GROUP BY axis
 ),
 total AS (SELECT sum(engaged_eur) AS all_eur FROM engaged)
 SELECT
@@ -22,24 +32,24 @@ CREATE OR REPLACE VIEW v_financing_by_partner AS
 SELECT
     p.partner, p.name AS partner_name,
     coalesce(sum(f.amount_eur) FILTER (WHERE f.counts_as_engaged), 0)::DECIMAL(18, 2) AS engaged_eur,
-    count(f.operation_id) FILTER (WHERE f.counts_as_engaged) AS operations,
+    coalesce(sum(f.lines) FILTER (WHERE f.counts_as_engaged), 0) AS operations,
     cur.file_id, cur.extraction_date
 FROM partners AS p
-LEFT JOIN financing AS f USING (partner)
+LEFT JOIN financing_current_totals AS f USING (partner)
 LEFT JOIN current_files AS cur USING (partner)
 GROUP BY ALL
 ORDER BY engaged_eur DESC, p.partner;
 COMMENT ON VIEW v_financing_by_partner IS 'Engaged amounts per partner, from its current export.';
 
 CREATE OR REPLACE VIEW v_financing_by_year AS
-SELECT year, sum(amount_eur)::DECIMAL(18, 2) AS engaged_eur, count(*) AS operations
-FROM financing WHERE counts_as_engaged
+SELECT year, sum(amount_eur)::DECIMAL(18, 2) AS engaged_eur, sum(lines) AS operations
+FROM financing_current_totals WHERE counts_as_engaged
 GROUP BY year ORDER BY year;
 COMMENT ON VIEW v_financing_by_year IS 'Engaged amounts of the current exports per year of engagement.';
 
 CREATE OR REPLACE VIEW v_financing_axis_partner_year AS
-SELECT axis, partner, year, sum(amount_eur)::DECIMAL(18, 2) AS engaged_eur, count(*) AS operations
-FROM financing WHERE counts_as_engaged
+SELECT axis, partner, year, sum(amount_eur)::DECIMAL(18, 2) AS engaged_eur, sum(lines) AS operations
+FROM financing_current_totals WHERE counts_as_engaged
 GROUP BY axis, partner, year ORDER BY axis, partner, year;
 COMMENT ON VIEW v_financing_axis_partner_year IS 'Engaged amounts per axis, partner and year: the cube behind the other views.';
 
@@ -52,10 +62,10 @@ WITH conv AS (
 SELECT
     c.convention_id, c.communes, c.department, c.region,
     coalesce(sum(f.amount_eur) FILTER (WHERE f.counts_as_engaged), 0)::DECIMAL(18, 2) AS engaged_eur,
-    count(f.operation_id) FILTER (WHERE f.counts_as_engaged) AS operations,
+    coalesce(sum(f.lines) FILTER (WHERE f.counts_as_engaged), 0) AS operations,
     count(DISTINCT f.partner) FILTER (WHERE f.counts_as_engaged) AS partners
 FROM conv AS c
-LEFT JOIN financing AS f USING (convention_id)
+LEFT JOIN financing_current_totals AS f USING (convention_id)
 GROUP BY ALL
 ORDER BY engaged_eur DESC, c.convention_id;
 COMMENT ON VIEW v_financing_by_convention IS 'Engaged amounts per ACV convention (a convention can cover several communes), including conventions that received nothing.';
@@ -64,10 +74,10 @@ CREATE OR REPLACE VIEW v_financing_by_commune AS
 SELECT
     c.insee_code, c.name AS commune, c.convention_id, c.department, c.region,
     coalesce(sum(f.amount_eur) FILTER (WHERE f.counts_as_engaged), 0)::DECIMAL(18, 2) AS engaged_eur,
-    count(f.operation_id) FILTER (WHERE f.counts_as_engaged) AS operations,
+    coalesce(sum(f.lines) FILTER (WHERE f.counts_as_engaged), 0) AS operations,
     count(DISTINCT f.partner) FILTER (WHERE f.counts_as_engaged) AS partners
 FROM communes AS c
-LEFT JOIN financing AS f USING (insee_code)
+LEFT JOIN financing_current_totals AS f USING (insee_code)
 GROUP BY ALL
 ORDER BY engaged_eur DESC, c.insee_code;
 COMMENT ON VIEW v_financing_by_commune IS 'Engaged amounts per ACV commune, including communes that received nothing.';
@@ -78,7 +88,7 @@ WITH line_envelope AS (
         f.partner,
         coalesce(ei.envelope, e_all.envelope) AS envelope,
         f.amount_eur
-    FROM financing AS f
+    FROM financing_current_totals AS f
     LEFT JOIN envelope_instruments AS ei
         ON ei.partner = f.partner AND ei.instrument = f.instrument
     LEFT JOIN (
