@@ -34,3 +34,6 @@ lint: install  ## ruff and mypy
 
 clean:
 	rm -rf $(VENV) demo build dist .pytest_cache .mypy_cache .ruff_cache
+
+bench: install  ## ingest benchmarks (10k to 5M rows; see bench/README.md)
+	$(BIN)/python -m bench.harness
