@@ -19,7 +19,7 @@ from cdv_etl.load.loader import LoadResult
 from cdv_etl.load.reference import SAMPLE_REFERENCE
 from cdv_etl.load.warehouse import init_warehouse
 from cdv_etl.pipeline import open_pipeline
-from cdv_etl.publish.tables import as_csv, as_json, euros, load_results_table, query_table
+from cdv_etl.publish.tables import SUMMARY_QUERIES, as_csv, as_json, euros, load_results_table, query_table
 from cdv_etl.specs import load_specs
 
 offline.apply()
@@ -232,16 +232,7 @@ def publish(warehouse: WarehouseOpt = None) -> None:
 
 
 def print_summary(s: Settings) -> None:
-    for title, query in [
-        ("Engaged by axis", "SELECT axis, short_label, engaged_eur, operations, share_pct FROM v_financing_by_axis"),
-        ("Engaged by partner", "SELECT partner, partner_name, engaged_eur, operations, extraction_date "
-                               "FROM v_financing_by_partner"),
-        ("Engaged by year", "SELECT * FROM v_financing_by_year"),
-        ("Envelope consumption", "SELECT partner, envelope, envelope_eur, engaged_eur, used_pct "
-                                 "FROM v_envelope_consumption"),
-        ("Quarantine (current exports)", "SELECT partner, rule, rows_quarantined FROM v_quarantine_summary "
-                                         "WHERE is_current"),
-    ]:
+    for title, query in SUMMARY_QUERIES:
         columns, rows = _query(s, query)
         console.print(query_table(columns, rows, title))
 

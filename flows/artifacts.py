@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-from cdv_etl.publish.tables import euros
+from cdv_etl.publish.tables import SUMMARY_QUERIES, euros
 
 
 def _euros(v: Any) -> str:
@@ -66,13 +66,6 @@ def _md_table(columns: list[str], rows: list[tuple[Any, ...]]) -> str:
                           for r in rows)
 
 
-SUMMARY_QUERIES = [
-    ("Engaged by axis", "SELECT axis, short_label, engaged_eur, operations, share_pct FROM v_financing_by_axis"),
-    ("Engaged by partner", "SELECT partner, partner_name, engaged_eur, operations, extraction_date "
-                           "FROM v_financing_by_partner"),
-    ("Envelope consumption", "SELECT partner, envelope, envelope_eur, engaged_eur, used_pct "
-                             "FROM v_envelope_consumption"),
-]
 
 
 def summary_markdown(published: Path, results: Sequence[dict[str, Any]], title: str) -> str:

@@ -14,6 +14,18 @@ from rich.table import Table
 
 from cdv_etl.load.loader import LoadResult
 
+SUMMARY_QUERIES: list[tuple[str, str]] = [
+    ("Engaged by axis", "SELECT axis, short_label, engaged_eur, operations, share_pct FROM v_financing_by_axis"),
+    ("Engaged by partner", "SELECT partner, partner_name, engaged_eur, operations, extraction_date "
+                           "FROM v_financing_by_partner"),
+    ("Engaged by year", "SELECT * FROM v_financing_by_year"),
+    ("Envelope consumption", "SELECT partner, envelope, envelope_eur, engaged_eur, used_pct "
+                             "FROM v_envelope_consumption"),
+    ("Quarantine (current exports)", "SELECT partner, rule, rows_quarantined FROM v_quarantine_summary "
+                                     "WHERE is_current"),
+]
+"""The consolidated figures a person reads after a run: printed by the CLI, summarised in Prefect."""
+
 
 def euros(value: Decimal | None) -> str:
     """1 382 606 512,03 € — French grouping with narrow no-break spaces."""
