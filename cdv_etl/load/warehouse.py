@@ -17,6 +17,7 @@ import yaml
 
 from cdv_etl.errors import WarehouseBusy
 from cdv_etl.specs import PartnerSpec
+from cdv_etl.sql import quote_ident as _quote_ident
 
 PUBLIC_VIEWS = (
     "financing",
@@ -82,9 +83,6 @@ def _sql_literal(text: str) -> str:
     # COMMENT ON takes no parameters; the text comes from the project's own columns.yaml.
     return "'" + text.replace("'", "''") + "'"
 
-
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 _held: dict[str, tuple[int, int]] = {}  # lock path -> (fd, depth), per process

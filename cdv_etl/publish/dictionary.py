@@ -14,6 +14,7 @@ from datetime import datetime
 import duckdb
 
 from cdv_etl.load.warehouse import PUBLIC_VIEWS
+from cdv_etl.sql import quote_ident as _quote_ident
 
 NO_COMMENT = "**(no comment)**"
 
@@ -52,9 +53,6 @@ class Dictionary:
                 found.extend(f"column {e.name}.{c.name}" for c in e.columns if not c.comment)
         return found
 
-
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _macro_columns(con: duckdb.DuckDBPyConnection, name: str, parameters: int) -> list[tuple[str, str]]:

@@ -36,6 +36,7 @@ from openpyxl.worksheet.worksheet import Worksheet
 
 from cdv_etl.errors import CdvError
 from cdv_etl.load.warehouse import PUBLIC_VIEWS
+from cdv_etl.sql import quote_ident as _quote_ident
 
 FORMATS = ("xlsx", "csv", "parquet")
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
@@ -66,9 +67,6 @@ def neutralise(text: str) -> str:
     """``'=1+1`` for ``=1+1``: a CSV cell a spreadsheet shows as text, never runs."""
     return "'" + text if is_formula_like(text) else text
 
-
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def source_sql(name_or_query: str) -> str:

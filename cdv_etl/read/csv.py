@@ -10,10 +10,7 @@ from cdv_etl.errors import FileRejected
 from cdv_etl.read import STAGING_TABLE, RawExport
 from cdv_etl.read.text import decode_to_utf8
 from cdv_etl.specs import ROW_KEY_COLUMN, SHEET_COLUMN, SOURCE_ROW_COLUMN, CsvFormat
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+from cdv_etl.sql import quote_ident
 
 
 def read_csv(con: duckdb.DuckDBPyConnection, path: Path, fmt: CsvFormat,

@@ -15,15 +15,13 @@ import duckdb
 
 from cdv_etl.read import STAGING_TABLE
 from cdv_etl.specs import ROW_KEY_COLUMN, SHEET_COLUMN, SOURCE_ROW_COLUMN, FieldSpec, PartnerSpec
+from cdv_etl.sql import quote_ident as _q
 
 CANONICAL_TABLE = "stg_canonical"
 
 # Space, no-break space, narrow no-break space, thin space, the euro sign and "EUR".
 _NUMBER_NOISE = r"[ \t\x{00A0}\x{202F}\x{2009}€]|EUR"
 
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 _ABSENT_TYPE = {"amount_eur": "DECIMAL(18, 2)", "engagement_date": "DATE", "year": "SMALLINT"}
