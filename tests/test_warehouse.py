@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -162,3 +164,49 @@ def test_published_copy_is_readable_while_the_warehouse_is_open(settings: Settin
         ro = duckdb.connect(str(settings.published_path), read_only=True)
         assert ro.execute("SELECT sum(amount_eur) FROM financing").fetchone()[0] == Decimal("100.00")
         ro.close()
+
+
+def _bytes_read() -> int:
+    """Bytes this process has read through read(2) so far (Linux /proc accounting)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
+def test_a_file_met_again_unchanged_is_recognised_without_reading_it(pipe: Pipeline, tmp_path: Path) -> None:
+    big = tmp_path / "export_inconnu.bin"
+    big.write_bytes(os.urandom(32 * 1024 * 1024))
+    first = pipe.ingest(big)
+    assert first.status == "rejected" and first.reason == "unknown_partner"
+    stat = pipe.con.execute("SELECT stat_inode, stat_mtime_ns, size_bytes FROM files WHERE file_id = ?",
+                            [first.file_id]).fetchone()
+    assert stat == (big.stat().st_ino, big.stat().st_mtime_ns, big.stat().st_size)
+
+    before, snapshot = _bytes_read(), table_snapshot(pipe.con)
+    again = pipe.ingest(big)
+    assert again.already_recorded and again.file_id == first.file_id
+    assert _bytes_read() - before < 4 * 1024 * 1024, "an unchanged file was read again"
+    assert table_snapshot(pipe.con) == snapshot
+
+    # Touched: its modification time moved, so it is hashed again (and still the same bytes).
+    os.utime(big, ns=(big.stat().st_atime_ns, big.stat().st_mtime_ns + 1_000_000_000))
+    before = _bytes_read()
+    assert pipe.ingest(big).already_recorded
+    assert _bytes_read() - before >= 32 * 1024 * 1024
+
+
+def test_a_rewrite_that_keeps_size_and_mtime_is_not_mistaken_for_the_same_bytes(
+        pipe: Pipeline, tmp_path: Path) -> None:
+    path = al_export(tmp_path, "2024-10", [("AL1", "47001", "100,00", "01/02/2020")])
+    first = pipe.ingest(path)
+    assert first.status == "loaded" and first.engaged_amount_eur == Decimal("100.00")
+    st = path.stat()
+    time.sleep(0.01)  # the change time must be able to move
+    # Same length, same modification time put back: only the change time tells.
+    path.write_bytes(path.read_bytes().replace(b"100,00", b"900,00"))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    second = pipe.ingest(path)
+    assert second.status == "loaded" and not second.already_recorded
+    assert second.engaged_amount_eur == Decimal("900.00")

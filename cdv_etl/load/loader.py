@@ -15,7 +15,7 @@ from typing import Any
 import duckdb
 
 from cdv_etl.errors import ReconciliationError
-from cdv_etl.read import RawExport
+from cdv_etl.read import FileStat, RawExport
 from cdv_etl.specs import PartnerSpec
 from cdv_etl.validate.outputs import ENGAGEMENT_COLUMNS, Outputs
 
@@ -63,7 +63,7 @@ class LoadResult:
 
 def record_rejected(con: duckdb.DuckDBPyConnection, *, partner: str | None, path: Path, sha: str,
                     size: int, reason: str, message: str,
-                    replace_file_id: int | None = None) -> int:
+                    replace_file_id: int | None = None, stat: FileStat | None = None) -> int:
     """The ledger row of a file refused whole (nothing of it is loaded)."""
     con.execute("BEGIN TRANSACTION")
     try:
@@ -84,6 +84,7 @@ def record_rejected(con: duckdb.DuckDBPyConnection, *, partner: str | None, path
                 [partner, path.name, sha, size, reason, message]).fetchone()
             assert row is not None
             file_id = int(row[0])
+        record_stat(con, file_id, stat)
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
@@ -92,15 +93,31 @@ def record_rejected(con: duckdb.DuckDBPyConnection, *, partner: str | None, path
 
 
 def record_duplicate(con: duckdb.DuckDBPyConnection, *, partner: str | None, path: Path,
-                     sha: str, size: int, original_id: int, original_name: str) -> int:
+                     sha: str, size: int, original_id: int, original_name: str,
+                     stat: FileStat | None = None) -> int:
     message = (f"same bytes as file {original_id} ({original_name}), already in the ledger; "
                "nothing loaded")
-    row = con.execute(
-        "INSERT INTO files (partner, file_name, sha256, size_bytes, status, reason, message, "
-        "duplicate_of) VALUES (?, ?, ?, ?, 'duplicate', 'same_bytes', ?, ?) RETURNING file_id",
-        [partner, path.name, sha, size, message, original_id]).fetchone()
-    assert row is not None
+    con.execute("BEGIN TRANSACTION")
+    try:
+        row = con.execute(
+            "INSERT INTO files (partner, file_name, sha256, size_bytes, status, reason, message, "
+            "duplicate_of) VALUES (?, ?, ?, ?, 'duplicate', 'same_bytes', ?, ?) RETURNING file_id",
+            [partner, path.name, sha, size, message, original_id]).fetchone()
+        assert row is not None
+        record_stat(con, int(row[0]), stat)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
     return int(row[0])
+
+
+def record_stat(con: duckdb.DuckDBPyConnection, file_id: int, stat: FileStat | None) -> None:
+    """Remember how the file looked on disk when hashed (``Pipeline.known_sha``'s quick check)."""
+    if stat is None:
+        return
+    con.execute("UPDATE files SET stat_device = ?, stat_inode = ?, stat_mtime_ns = ?, stat_ctime_ns = ? "
+                "WHERE file_id = ?", [stat.device, stat.inode, stat.mtime_ns, stat.ctime_ns, file_id])
 
 
 def _delete_rows(con: duckdb.DuckDBPyConnection, file_id: int) -> None:
@@ -110,7 +127,7 @@ def _delete_rows(con: duckdb.DuckDBPyConnection, file_id: int) -> None:
 
 def load_export(con: duckdb.DuckDBPyConnection, *, spec: PartnerSpec, path: Path, sha: str,
                 size: int, extraction_date: date, raw: RawExport, outputs: Outputs,
-                replace_file_id: int | None = None) -> LoadResult:
+                replace_file_id: int | None = None, stat: FileStat | None = None) -> LoadResult:
     """Write one validated file: ledger row, loaded rows, quarantine — in one transaction."""
     con.register("out_failures", outputs.failures)
     con.register("out_quarantined", outputs.quarantined)
@@ -180,6 +197,7 @@ def load_export(con: duckdb.DuckDBPyConnection, *, spec: PartnerSpec, path: Path
                  SELECT file_id, row_key, arg_min(rule, rule_order) AS rule
                  FROM quarantine_failures WHERE file_id = ? GROUP BY ALL)
                GROUP BY rule ORDER BY rule""", [file_id]).fetchall())
+        record_stat(con, file_id, stat)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

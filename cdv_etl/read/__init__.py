@@ -33,6 +33,22 @@ class RawExport:
     title_rows: list[str] | None = None
 
 
+@dataclass(frozen=True)
+class FileStat:
+    """What a file looks like on disk: the ledger's quick check of "same bytes as before"."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> FileStat:
+        st = path.stat()
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:
