@@ -92,7 +92,7 @@ _SQL_LABELS = (
     ("DESCRIBE stg_file", "read: other"),
     ("DROP TABLE stg_file", "read: other"),
     ("SELECT count(*) FROM stg_raw", "read: other"),
-    ("CREATE TEMP TABLE stg_canonical", "parse: stg_raw → stg_canonical (SQL parsers)"),
+    ("COPY ( WITH s AS", "parse: stg_raw → canonical.parquet (SQL parsers)"),
     ("SELECT row_key, operation_id", "validate: SQL select for pandera"),
     ("SELECT row_key, rule FROM", "validate: the rules in SQL (proposal 60)"),
     ("INSERT INTO stg_failures", "outputs: failures frame → stg_failures"),

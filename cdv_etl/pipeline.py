@@ -160,7 +160,7 @@ class Pipeline:
         except FileRejected as exc:
             return self._reject(path, spec.partner, sha, stat.size, exc, replace_id, stat)
         step(f"{path.name}: validating {raw.rows_read} rows")
-        build_canonical(reader, spec)
+        canonical = build_canonical(reader, spec, workdir)
         ctx = RuleContext(
             communes=reference_codes(self.con),
             extraction_date=extracted,
@@ -170,7 +170,7 @@ class Pipeline:
             names_instrument="instrument" in spec.fields,
         )
         failures = find_failures(reader, ctx)
-        outputs = build_outputs(reader, spec, failures, extracted, workdir)
+        outputs = build_outputs(reader, spec, failures, extracted, canonical)
         step(f"{path.name}: loading")
         result = load_export(self.con, spec=spec, path=path, sha=sha, size=stat.size, extraction_date=extracted,
                              raw=raw, outputs=outputs, replace_file_id=replace_id, stat=stat)

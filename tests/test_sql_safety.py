@@ -53,7 +53,6 @@ ALLOWLIST: list[tuple[str, str, str]] = [
     ("cdv_etl/validate/outputs.py", "_VALUE_CASE", "module constant: CASE over the fixed RAW_VALUE_COLUMN"),
     ("cdv_etl/validate/outputs.py", "CANONICAL_TABLE", "module constant: the canonical table's name"),
     ("cdv_etl/validate/outputs.py", "STAGING_TABLE", "module constant: the staging table's name"),
-    ("cdv_etl/validate/outputs.py", "ENGAGEMENT_COLUMNS", "column names: a module constant tuple"),
     ("cdv_etl/validate/parse.py", "typ", "a SQL type from the fixed constant table of _register_constants"),
     ("cdv_etl/validate/parse.py", "_q(k)", "a constant's column name (k_axis, k_<field>), quoted"),
     ("cdv_etl/validate/parse.py", "CANONICAL_TABLE", "module constant: the canonical table's name"),

@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import duckdb
+import pytest
 from conftest import table_snapshot
 
 from cdv_etl.config import Settings
@@ -142,11 +143,11 @@ def test_a_load_that_does_not_reconcile_is_rolled_back(pipe: Pipeline, tmp_path:
     spec = pipe.specs["action_logement"]
     reader = reader_connection(path, tmp_path, "500MB")
     raw = read_export(reader, path, spec, tmp_path)
-    build_canonical(reader, spec)
+    canonical = build_canonical(reader, spec, tmp_path)
     ctx = RuleContext(frozenset({"47001"}), date(2024, 11, 30), frozenset({"engagé"}), True, False, True)
     failures = find_failures(reader, ctx)
     assert len(failures) == 1
-    outputs = build_outputs(reader, spec, failures, date(2024, 11, 30), tmp_path)
+    outputs = build_outputs(reader, spec, failures, date(2024, 11, 30), canonical)
     with pytest.raises(ReconciliationError, match="rolled back"):
         load_export(pipe.con, spec=spec, path=path, sha=sha256_of(path), size=1, extraction_date=date(2024, 11, 30),
                     raw=dataclasses.replace(raw, rows_read=raw.rows_read + 1), outputs=outputs)
@@ -210,3 +211,21 @@ def test_a_rewrite_that_keeps_size_and_mtime_is_not_mistaken_for_the_same_bytes(
     second = pipe.ingest(path)
     assert second.status == "loaded" and not second.already_recorded
     assert second.engaged_amount_eur == Decimal("900.00")
+
+
+def test_engagement_rows_rebuilt_without_index_keep_their_rows_and_constraints(tmp_path: Path) -> None:
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, "
+                "checksum VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)")
+    for m in [m for m in migrations() if m.version < 5]:
+        con.execute(m.sql)
+        con.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES (?, ?, ?)",
+                    [m.version, m.name, m.checksum])
+    con.execute("INSERT INTO engagement_rows VALUES (1, 7, 9, NULL, 'anah', 'OP1', '47001', 'Agen', 2, 'Habitat', "
+                "2024, DATE '2024-02-01', 'subvention', NULL, NULL, NULL, 1234.56, 'engagé', true)")
+    assert "005_engagement_rows_without_index" in migrate(con)
+    assert con.execute("SELECT row_key, amount_eur FROM engagement_rows").fetchall() == [(7, Decimal("1234.56"))]
+    assert con.execute("SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'engagement_rows' "
+                       "AND constraint_type = 'PRIMARY KEY'").fetchone() == (0,)
+    with pytest.raises(duckdb.ConstraintException):
+        con.execute("INSERT INTO engagement_rows (file_id, row_key) VALUES (1, 8)")

@@ -156,7 +156,8 @@ def load_export(con: duckdb.DuckDBPyConnection, *, spec: PartnerSpec, path: Path
         con.execute(
             f"""INSERT INTO engagement_rows
             SELECT ?, row_key, source_row, sheet, ?, {", ".join(ENGAGEMENT_COLUMNS[3:])}
-            FROM read_parquet(?)""",  # noqa: S608 - constant column list
+            FROM read_parquet(?)
+            WHERE row_key NOT IN (SELECT row_key FROM out_failures)""",  # noqa: S608 - constant column list
             [file_id, spec.partner, str(outputs.rows)])
         con.execute(
             """INSERT INTO financing_totals

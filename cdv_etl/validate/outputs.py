@@ -1,9 +1,10 @@
 """What validation hands to the loader: the rows to load, the quarantine, the amounts read.
 
 Everything here runs on the reader connection (the hardened in-memory DuckDB that parsed
-the partner's file); the loader receives the valid rows as a Parquet file the reader wrote
-in its private work folder (typed columns, nothing of the partner's file format left) and the
-quarantine as Arrow tables, and never reads a partner file itself.
+the partner's file); the loader receives the canonical records as the Parquet file the parse
+wrote in the reader's private work folder (typed columns, nothing of the partner's file
+format left), the failures and the quarantine as Arrow tables, and never reads a partner
+file itself. It loads the records that broke no rule.
 """
 
 from __future__ import annotations
@@ -49,10 +50,12 @@ class Outputs:
     """A validated file, ready to load."""
 
     rows: Path
-    """Rows that passed every rule (ENGAGEMENT_COLUMNS): a Parquet file in the reader's private
-    work folder. A file, not an Arrow stream: the warehouse scans it in parallel and in bounded
-    memory (an Arrow stream is consumed by one thread and, at 5M rows, the insert it feeds
-    grew the process by ~750 MiB whatever the memory limits)."""
+    """Every canonical record (ENGAGEMENT_COLUMNS among others), as the parse wrote it: a
+    Parquet file in the reader's private work folder. The loader takes those whose row_key
+    is not in ``failures``. A file, not an Arrow stream: the warehouse scans it in parallel
+    and in bounded memory (an Arrow stream is consumed by one thread and, at 5M rows, the
+    insert it feeds grew the process by ~750 MiB whatever the memory limits); and written by
+    the parse itself, so the valid rows are never copied a second time."""
     failures: pa.Table
     """Every failure: row_key, rule, rule_order, column_name, value, message."""
     quarantined: pa.Table
@@ -74,7 +77,7 @@ def _rule_table(con: duckdb.DuckDBPyConnection, spec: PartnerSpec) -> None:
 
 
 def build_outputs(con: duckdb.DuckDBPyConnection, spec: PartnerSpec, failures: pd.DataFrame,
-                  extraction_date: object, workdir: Path) -> Outputs:
+                  extraction_date: object, canonical: Path) -> Outputs:
     _rule_table(con, spec)
     con.execute("CREATE OR REPLACE TEMP TABLE stg_failures (row_key BIGINT, rule VARCHAR)")
     if len(failures):
@@ -102,9 +105,4 @@ def build_outputs(con: duckdb.DuckDBPyConnection, spec: PartnerSpec, failures: p
         f"SELECT coalesce(sum(amount_eur), 0) FROM {CANONICAL_TABLE}"  # noqa: S608 - constant SQL
     ).fetchone()
     assert total is not None
-    rows = workdir / "rows.parquet"
-    con.execute(
-        f"COPY (SELECT {', '.join(ENGAGEMENT_COLUMNS)} FROM {CANONICAL_TABLE} "  # noqa: S608 - constant SQL
-        "WHERE row_key NOT IN (SELECT row_key FROM stg_failures)) "
-        "TO ? (FORMAT parquet, COMPRESSION snappy)", [str(rows)])
-    return Outputs(rows=rows, failures=failure_rows, quarantined=quarantined, amount_read=total[0])
+    return Outputs(rows=canonical, failures=failure_rows, quarantined=quarantined, amount_read=total[0])

@@ -9,6 +9,7 @@ never pasted into the SQL text.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -18,6 +19,7 @@ from cdv_etl.specs import ROW_KEY_COLUMN, SHEET_COLUMN, SOURCE_ROW_COLUMN, Field
 from cdv_etl.sql import quote_ident as _q
 
 CANONICAL_TABLE = "stg_canonical"
+CANONICAL_FILE = "canonical.parquet"
 
 # Space, no-break space, narrow no-break space, thin space, the euro sign and "EUR".
 _NUMBER_NOISE = r"[ \t\x{00A0}\x{202F}\x{2009}€]|EUR"
@@ -131,8 +133,13 @@ def _register_maps(con: duckdb.DuckDBPyConnection, spec: PartnerSpec) -> None:
                     [(k.strip().lower(), v.counts_as_engaged) for k, v in spec.statuses.items()])
 
 
-def build_canonical(con: duckdb.DuckDBPyConnection, spec: PartnerSpec) -> str:
-    """Create the temporary canonical table from the staging table; return its name."""
+def build_canonical(con: duckdb.DuckDBPyConnection, spec: PartnerSpec, workdir: Path) -> Path:
+    """Parse the staging table into the canonical records; return their Parquet file.
+
+    The parse query streams straight into ``workdir/canonical.parquet`` (no table of 5M
+    parsed rows held in memory, nothing copied twice); ``stg_canonical`` is a view on it for
+    the rules and the quarantine, and the loader takes its rows that broke no rule.
+    """
     _register_maps(con, spec)
     _register_constants(con, spec)
     parsed: dict[str, str] = {}
@@ -154,9 +161,8 @@ def build_canonical(con: duckdb.DuckDBPyConnection, spec: PartnerSpec) -> str:
         instrument_expr = "k.k_default_instrument"
     status_expr = "s.status_text" if "status" in spec.fields else "k.k_default_status"
 
-    con.execute(f"DROP TABLE IF EXISTS {CANONICAL_TABLE}")
     sql = f"""
-CREATE TEMP TABLE {CANONICAL_TABLE} AS
+COPY (
 WITH s AS (
     SELECT
         {_q(ROW_KEY_COLUMN)}::BIGINT AS row_key,
@@ -206,6 +212,12 @@ LEFT JOIN map_axis AS ma ON ma.label = lower(s.category)
 LEFT JOIN map_instrument AS mi ON mi.label = lower(s.instrument_label)
 LEFT JOIN map_status AS ms ON ms.label = lower({status_expr})
 LEFT JOIN repeated AS rep ON rep.operation_id IS NOT DISTINCT FROM s.operation_id
+) TO ? (FORMAT parquet, COMPRESSION snappy)
 """  # noqa: S608 - identifiers quoted; spec values live in the stg_const and map_* tables
-    con.execute(sql)
-    return CANONICAL_TABLE
+    path = workdir / CANONICAL_FILE
+    con.execute(sql, [str(path)])
+    # A view takes no parameters: the file's path waits in a session variable.
+    con.execute("SET VARIABLE cdv_canonical_file = ?", [str(path)])
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {CANONICAL_TABLE} AS "  # noqa: S608 - constant SQL
+                "SELECT * FROM read_parquet(getvariable('cdv_canonical_file'))")
+    return path
