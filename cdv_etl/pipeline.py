@@ -32,7 +32,7 @@ from schemas.raw import missing_columns
 
 # CDV_MEMORY_LIMIT is what the whole run may use. Two DuckDB instances share it (the reader
 # parses the file, the warehouse takes the validated rows from a Parquet file), and Python
-# keeps the rest for the interpreter, pandas and pandera (~250 MiB at 100k-row chunks).
+# keeps the rest for the interpreter, pandas and pandera (~320 MiB at 250k-row chunks).
 READER_SHARE = 0.4
 WAREHOUSE_SHARE = 0.25
 _UNITS = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
