@@ -18,7 +18,7 @@ Steps:
   connection proxied; a few dozen calls, so the overhead is nil).
 * ``floor_csv``   — what the machine can do for that work: DuckDB alone reading the CSV into a
   typed table with the same casts (``cdv_etl.validate.parse.parser_sql``), after the one
-  transcode stock DuckDB 1.5.6 needs (its reader knows UTF-8, UTF-16 and Latin-1, and its
+  transcode stock DuckDB 1.5 needs (its reader knows UTF-8, UTF-16 and Latin-1, and its
   Latin-1 refuses the byte 0x80, Windows-1252's €): a plain stdlib pass in 16 MiB chunks.
 * ``peer_csv``    — the naive peer: ``pandas.read_csv``, the same canonical fields computed
   with pandas string methods, the project's own Pandera schema (``schemas.canonical``)
@@ -87,7 +87,10 @@ class Timings:
 
 _SQL_LABELS = (
     ("read_csv(", "read: DuckDB read_csv → stg_file"),
-    ("CREATE TEMP TABLE stg_raw AS SELECT * FROM xlsx_frame", "read: frame → stg_raw"),
+    ("CREATE TEMP TABLE stg_sheet", "read: DuckDB read_xlsx → stg_sheet (non-blank rows)"),
+    ("LIMIT ?", "read: read_xlsx title and header rows"),
+    ("INSERT INTO stg_raw", "read: stg_sheet → stg_raw (header names, footer out)"),
+    ("lower(coalesce(", "read: footer row"),
     ("CREATE TEMP TABLE stg_raw", "read: stg_file → stg_raw (row numbers)"),
     ("DESCRIBE stg_file", "read: other"),
     ("DROP TABLE stg_file", "read: other"),

@@ -133,7 +133,8 @@ class Pipeline:
                 f"{path.name}: no partner spec recognises this file name",
                 f"pass --partner ({names}) or add a spec under schemas/partners/"), replace_id, stat)
         with tempfile.TemporaryDirectory(prefix="cdv-") as tmp:
-            reader = reader_connection(path, Path(tmp), share_of(self.settings.memory_limit, READER_SHARE))
+            reader = reader_connection(path, Path(tmp), share_of(self.settings.memory_limit, READER_SHARE),
+                                       excel=spec.format.type == "xlsx")
             try:
                 return self._read_validate_load(reader, path, spec, sha, stat, Path(tmp), replace_id,
                                                 step, today or date.today())

@@ -5,6 +5,11 @@ may touch only that file and a private work folder (``allowed_paths``,
 ``allowed_directories``, then ``enable_external_access = false``), within a memory limit,
 with its configuration locked so that nothing read from the file can loosen it. The
 warehouse itself is never attached there: the loader receives Arrow data.
+
+Workbooks are read by DuckDB's ``excel`` extension (``read_xlsx``). Nothing is downloaded:
+the extension's binary comes from the ``duckdb-extension-excel`` wheel, pinned to the exact
+DuckDB version, and is loaded from that file before the configuration is locked (no
+extension can be loaded after).
 """
 
 from __future__ import annotations
@@ -13,12 +18,32 @@ from pathlib import Path
 
 import duckdb
 
+from cdv_etl.errors import CdvError
 
-def reader_connection(source: Path, workdir: Path, memory_limit: str) -> duckdb.DuckDBPyConnection:
+
+def excel_extension() -> Path:
+    """The excel extension's binary for the installed DuckDB, from its pinned wheel."""
+    from importlib.resources import files
+
+    path = Path(str(files("duckdb_extension_excel") / "extensions" / f"v{duckdb.__version__}"
+                    / "excel.duckdb_extension"))
+    if not path.is_file():
+        raise CdvError(
+            f"DuckDB's excel extension for DuckDB {duckdb.__version__} is not installed ({path})",
+            "reinstall the project (make install): duckdb and duckdb-extension-excel must be the same version")
+    return path
+
+
+def reader_connection(source: Path, workdir: Path, memory_limit: str, *,
+                      excel: bool = False) -> duckdb.DuckDBPyConnection:
     spill = workdir / "spill"
     spill.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(":memory:", config={"memory_limit": memory_limit, "temp_directory": str(spill)})
+    con = duckdb.connect(":memory:", config={
+        "memory_limit": memory_limit, "temp_directory": str(spill),
+        "autoinstall_known_extensions": False, "autoload_known_extensions": False})
     try:
+        if excel:
+            con.load_extension(str(excel_extension()))
         con.execute("SET allowed_directories = ?", [[str(workdir.resolve()) + "/"]])
         con.execute("SET allowed_paths = ?", [[str(source.resolve())]])
         con.execute("SET enable_external_access = false")

@@ -99,7 +99,13 @@ def field_sql(spec: PartnerSpec, name: str) -> tuple[str, str]:
     if f is None:
         return f"NULL::{_ABSENT_TYPE.get(name, 'VARCHAR')}", "NULL::VARCHAR"
     src = _source_text(name, f)
-    return parser_sql(f.parser, src, f.scale), _text(src)
+    parsed = parser_sql(f.parser, src, f.scale)
+    if f.parser == "date_excel":
+        # A workbook stores a date as its serial (45281); show the day a person sees in Excel.
+        t = _text(src)
+        return parsed, (f"CASE WHEN regexp_full_match({t}, '[0-9]{{1,7}}(\\.[0-9]+)?') AND {parsed} IS NOT NULL "
+                        f"THEN strftime({parsed}, '%Y-%m-%d') ELSE {t} END")
+    return parsed, _text(src)
 
 
 def _register_constants(con: duckdb.DuckDBPyConnection, spec: PartnerSpec) -> None:
