@@ -21,10 +21,10 @@ from cdv_etl.load.loader import LoadResult, load_export, record_duplicate, recor
 from cdv_etl.load.reference import ReferenceResult, load_reference, reference_codes
 from cdv_etl.load.warehouse import connect, migrate, sync_partners, writer_lock
 from cdv_etl.publish.snapshot import is_stale, publish
-from cdv_etl.read import FileStat, check_size, extraction_date, read_export, sha256_of
+from cdv_etl.read import FileStat, RawExport, check_size, extraction_date, read_export, sha256_of
 from cdv_etl.read.sandbox import reader_connection
 from cdv_etl.specs import PartnerSpec, load_specs, recognise
-from cdv_etl.validate.outputs import build_outputs
+from cdv_etl.validate.outputs import Outputs, build_outputs
 from cdv_etl.validate.parse import build_canonical
 from cdv_etl.validate.rules import find_failures
 from schemas.canonical import RuleContext
@@ -136,14 +136,26 @@ class Pipeline:
             reader = reader_connection(path, Path(tmp), share_of(self.settings.memory_limit, READER_SHARE),
                                        excel=spec.format.type == "xlsx")
             try:
-                return self._read_validate_load(reader, path, spec, sha, stat, Path(tmp), replace_id,
-                                                step, today or date.today())
+                checked = self._read_validate(reader, path, spec, sha, stat, Path(tmp), replace_id,
+                                              step, today or date.today())
             finally:
+                # The reader's memory (the file's cells) is given back before the warehouse
+                # takes the rows: at 5M rows the two together went past 1 GiB.
                 reader.close()
+            if isinstance(checked, LoadResult):
+                return checked
+            raw, outputs, extracted = checked
+            step(f"{path.name}: loading")
+            result = load_export(self.con, spec=spec, path=path, sha=sha, size=stat.size,
+                                 extraction_date=extracted, raw=raw, outputs=outputs,
+                                 replace_file_id=replace_id, stat=stat)
+            self.changed = True
+            return result
 
-    def _read_validate_load(self, reader: duckdb.DuckDBPyConnection, path: Path, spec: PartnerSpec, sha: str,
-                            stat: FileStat, workdir: Path, replace_id: int | None, step: Progress,
-                            today: date) -> LoadResult:
+    def _read_validate(self, reader: duckdb.DuckDBPyConnection, path: Path, spec: PartnerSpec, sha: str,
+                       stat: FileStat, workdir: Path, replace_id: int | None, step: Progress,
+                       today: date) -> LoadResult | tuple[RawExport, Outputs, date]:
+        """Read and validate in the reader sandbox: a rejection, or what the loader needs."""
         try:
             check_size(path, self.settings.max_file_mb)
             step(f"{path.name}: reading ({spec.partner})")
@@ -171,12 +183,7 @@ class Pipeline:
             names_instrument="instrument" in spec.fields,
         )
         failures = find_failures(reader, ctx)
-        outputs = build_outputs(reader, spec, failures, extracted, canonical)
-        step(f"{path.name}: loading")
-        result = load_export(self.con, spec=spec, path=path, sha=sha, size=stat.size, extraction_date=extracted,
-                             raw=raw, outputs=outputs, replace_file_id=replace_id, stat=stat)
-        self.changed = True
-        return result
+        return raw, build_outputs(reader, spec, failures, extracted, canonical), extracted
 
     def _already(self, path: Path, file_id: int, already: bool = True) -> LoadResult:
         row = self.con.execute(
