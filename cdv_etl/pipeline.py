@@ -93,7 +93,8 @@ class Pipeline:
         """
         row = self.con.execute(
             "SELECT sha256 FROM files WHERE stat_device = ? AND stat_inode = ? AND size_bytes = ? "
-            "AND stat_mtime_ns = ? AND stat_ctime_ns = ? ORDER BY file_id DESC LIMIT 1",
+            "AND stat_mtime_ns = ? AND stat_ctime_ns = ? AND sha256 NOT LIKE 'not-hashed:%' "
+            "ORDER BY file_id DESC LIMIT 1",
             [stat.device, stat.inode, stat.size, stat.mtime_ns, stat.ctime_ns]).fetchone()
         return str(row[0]) if row else None
 

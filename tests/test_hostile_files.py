@@ -415,7 +415,26 @@ def _laughing_part_under_another_name(data: bytes) -> bytes:
     return zipped(parts)
 
 
+def _laughing_part_linked_from_the_media_folder(data: bytes) -> bytes:
+    """The sheet stored among the images (xl/media/), the workbook's link pointing there: the
+    reader follows the link, so no folder may go unchecked."""
+    parts = members(with_sheet(data, _laughing_sheet()))
+    parts["xl/media/sheet1.xml"] = parts.pop(SHEET)
+    parts["xl/_rels/workbook.xml.rels"] = parts["xl/_rels/workbook.xml.rels"].replace(
+        b"worksheets/sheet1.xml", b"media/sheet1.xml")
+    return zipped(parts)
+
+
+def _laughing_utf16_without_bom(sheet: bytes) -> bytes:
+    """No byte-order mark and a blank before the DTD: an XML parser still reads UTF-16 from the
+    zero byte, so the check must too."""
+    dtd, ref = laughs()
+    return (" " + dtd + sheet.decode().replace("<t>Agen</t>", f"<t>{ref}</t>", 1)).encode("utf-16-le")
+
+
 LAUGHING_WORKBOOKS: dict[str, Callable[[bytes], bytes]] = {
+    "in_utf16_without_bom": lambda d: with_sheet(d, _laughing_utf16_without_bom),
+    "in_a_part_linked_from_the_media_folder": _laughing_part_linked_from_the_media_folder,
     "in_the_sheet": lambda d: with_sheet(d, _laughing_sheet()),
     "in_shared_strings": _laughing_shared_strings,
     # The old check read the first 4 kB of each part: a long comment pushed the DTD past it.
@@ -432,6 +451,42 @@ def test_entity_expansion_is_refused(wh: Pipeline, tmp_path: Path, variant: str)
     before = table_snapshot(wh.con)
     r = wh.ingest(path)
     assert_rejected(wh, before, r, {"xml_entities"}, "DTD or XML entities")
+
+
+def _two_directories(evil: bytes, clean: bytes) -> bytes:
+    """One file, two zip directories: the end record declares the evil one's offset and the
+    clean one's size. Python finds the directory just before the end record (clean parts);
+    the excel extension's minizip goes to the declared offset (evil parts)."""
+    def split(data: bytes) -> tuple[bytes, bytearray, int]:
+        end = data.rfind(b"PK\x05\x06")
+        count = struct.unpack_from("<H", data, end + 10)[0]
+        size, offset = struct.unpack_from("<II", data, end + 12)
+        return data[:offset], bytearray(data[offset:offset + size]), count
+
+    bad, bad_dir, n = split(evil)
+    good, good_dir, n2 = split(clean)
+    assert n == n2 and len(bad_dir) == len(good_dir)
+    bad += b"\0" * (max(0, len(good) - len(bad)) + 16)
+    i = 0
+    while i < len(good_dir):  # Python adds the gap it sees to these offsets: pre-subtract it
+        name_len, extra_len, comment_len = struct.unpack_from("<HHH", good_dir, i + 28)
+        struct.pack_into("<I", good_dir, i + 42, struct.unpack_from("<I", good_dir, i + 42)[0] + len(bad) - len(good))
+        i += 46 + name_len + extra_len + comment_len
+    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, n, n, len(good_dir), len(bad), 0)
+    return bad + bytes(bad_dir) + good + bytes(good_dir) + end
+
+
+def test_a_zip_with_two_directories_is_refused(wh: Pipeline, tmp_path: Path) -> None:
+    """Python's zipfile and the reader would see two different workbooks: the check would pass
+    the clean one while the reader expands the DTD of the other. Refused before either reads it."""
+    clean = bdt_workbook(bdt_rows(30))
+    path = tmp_path / "BDT_ACV_engagements_20261115.xlsx"
+    path.write_bytes(_two_directories(with_sheet(clean, _laughing_sheet()), clean))
+    with zipfile.ZipFile(path) as zf:  # what Python sees: the clean sheet
+        assert b"<!DOCTYPE" not in zf.read(SHEET)
+    before = table_snapshot(wh.con)
+    r = wh.ingest(path)
+    assert_rejected(wh, before, r, {"unreadable"}, "second directory")
 
 
 def test_renamed_part_is_a_real_workbook(wh: Pipeline, tmp_path: Path) -> None:

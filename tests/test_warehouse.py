@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from decimal import Decimal
@@ -14,6 +15,7 @@ from conftest import table_snapshot
 from cdv_etl.config import Settings
 from cdv_etl.load.warehouse import PUBLIC_VIEWS, init_warehouse, migrate, migrations
 from cdv_etl.pipeline import Pipeline, open_pipeline
+from cdv_etl.read import SETTLED_NS
 from cdv_etl.specs import load_specs
 
 AL_HEADER = ("Référence opération;Code commune;Nom commune;Type d'opération;Produit;Nb logements;"
@@ -178,6 +180,7 @@ def _bytes_read() -> int:
 def test_a_file_met_again_unchanged_is_recognised_without_reading_it(pipe: Pipeline, tmp_path: Path) -> None:
     big = tmp_path / "export_inconnu.bin"
     big.write_bytes(os.urandom(32 * 1024 * 1024))
+    time.sleep(SETTLED_NS / 1e9 + 0.2)  # a file still being written is not trusted by its stat
     first = pipe.ingest(big)
     assert first.status == "rejected" and first.reason == "unknown_partner"
     stat = pipe.con.execute("SELECT stat_inode, stat_mtime_ns, size_bytes FROM files WHERE file_id = ?",
@@ -200,10 +203,11 @@ def test_a_file_met_again_unchanged_is_recognised_without_reading_it(pipe: Pipel
 def test_a_rewrite_that_keeps_size_and_mtime_is_not_mistaken_for_the_same_bytes(
         pipe: Pipeline, tmp_path: Path) -> None:
     path = al_export(tmp_path, "2024-10", [("AL1", "47001", "100,00", "01/02/2020")])
+    time.sleep(SETTLED_NS / 1e9 + 0.2)
     first = pipe.ingest(path)
     assert first.status == "loaded" and first.engaged_amount_eur == Decimal("100.00")
+    assert pipe.con.execute("SELECT stat_ctime_ns FROM files WHERE file_id = ?", [first.file_id]).fetchone()[0]
     st = path.stat()
-    time.sleep(0.01)  # the change time must be able to move
     # Same length, same modification time put back: only the change time tells.
     path.write_bytes(path.read_bytes().replace(b"100,00", b"900,00"))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -229,3 +233,36 @@ def test_engagement_rows_rebuilt_without_index_keep_their_rows_and_constraints(t
                        "AND constraint_type = 'PRIMARY KEY'").fetchone() == (0,)
     with pytest.raises(duckdb.ConstraintException):
         con.execute("INSERT INTO engagement_rows (file_id, row_key) VALUES (1, 8)")
+
+
+def test_a_file_hashed_while_fresh_keeps_no_stat(pipe: Pipeline, tmp_path: Path) -> None:
+    """Written a moment ago, a file could be rewritten within the same clock tick without its
+    times moving: its stat is not kept, so it is hashed whenever it is met again."""
+    path = al_export(tmp_path, "2024-10", [("AL1", "47001", "100,00", "01/02/2020")])
+    r = pipe.ingest(path)
+    assert r.status == "loaded"
+    assert pipe.con.execute("SELECT stat_inode FROM files WHERE file_id = ?", [r.file_id]).fetchone() == (None,)
+
+
+def test_a_file_refused_unread_is_hashed_once_the_limit_allows_it(settings: Settings, tmp_path: Path) -> None:
+    """Too large, a file is refused without being hashed (its ledger key is a placeholder).
+    Once the limit is raised, the placeholder must not stand in for its hash: it is read,
+    loaded, and a copy of the same bytes is then a duplicate."""
+    path = al_export(tmp_path, "2024-10", [("AL1", "47001", "100,00", "01/02/2020")])
+    time.sleep(SETTLED_NS / 1e9 + 0.2)
+    small = dataclasses.replace(settings, max_file_mb=path.stat().st_size / 2 / 1024 / 1024)
+    with open_pipeline(small, need_reference=False) as p:
+        from cdv_etl.load.reference import SAMPLE_REFERENCE
+
+        p.load_reference(SAMPLE_REFERENCE)
+        refused = p.ingest(path)
+    assert (refused.status, refused.reason) == ("rejected", "too_large")
+    with open_pipeline(settings) as p:
+        loaded = p.ingest(path)
+        assert (loaded.status, loaded.rows_loaded) == ("loaded", 1), loaded.message
+        copy = tmp_path / "copie" / path.name
+        copy.parent.mkdir()
+        copy.write_bytes(path.read_bytes())
+        again = p.ingest(copy, partner="action_logement")
+        assert again.status == "duplicate"
+        assert p.con.execute("SELECT count(*) FROM engagement_rows").fetchone() == (1,)

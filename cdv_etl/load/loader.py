@@ -114,7 +114,7 @@ def record_duplicate(con: duckdb.DuckDBPyConnection, *, partner: str | None, pat
 
 def record_stat(con: duckdb.DuckDBPyConnection, file_id: int, stat: FileStat | None) -> None:
     """Remember how the file looked on disk when hashed (``Pipeline.known_sha``'s quick check)."""
-    if stat is None:
+    if stat is None or not stat.settled:
         return
     con.execute("UPDATE files SET stat_device = ?, stat_inode = ?, stat_mtime_ns = ?, stat_ctime_ns = ? "
                 "WHERE file_id = ?", [stat.device, stat.inode, stat.mtime_ns, stat.ctime_ns, file_id])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -20,6 +21,7 @@ from cdv_etl.errors import FileRejected
 from cdv_etl.specs import CsvFormat, JsonFormat, PartnerSpec, XlsxFormat, last_day
 
 STAGING_TABLE = "stg_raw"
+SETTLED_NS = 2_000_000_000
 
 
 @dataclass
@@ -42,11 +44,24 @@ class FileStat:
     size: int
     mtime_ns: int
     ctime_ns: int
+    taken_ns: int = 0
+    """When the stat was taken (epoch ns)."""
 
     @classmethod
     def of(cls, path: Path) -> FileStat:
+        taken = time.time_ns()
         st = path.stat()
-        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, taken)
+
+    @property
+    def settled(self) -> bool:
+        """Whether the file had not changed for a while when the stat was taken.
+
+        A file written in the same clock tick as the stat (coarse timestamps, network file
+        systems) could be rewritten without its times moving: such a stat is not kept for the
+        quick check (git's "racily clean" entries).
+        """
+        return self.taken_ns - max(self.mtime_ns, self.ctime_ns) > SETTLED_NS
 
 
 def sha256_of(path: Path) -> str:

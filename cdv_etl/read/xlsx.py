@@ -13,6 +13,8 @@ nothing), and a part that lies about its size or is not well-formed fails the re
 
 from __future__ import annotations
 
+import posixpath
+import re
 import zipfile
 import zlib
 from decimal import Decimal, InvalidOperation
@@ -51,11 +53,41 @@ def _column_letters(n: int) -> str:
 
 
 def _encoding(head: bytes) -> str:
-    if head.startswith((b"\xff\xfe", b"<\x00")):
+    """The encoding an XML parser (expat) assumes from a part's first bytes: a byte-order mark,
+    or, without one, a zero first byte (UTF-16BE) or a zero second byte (UTF-16LE)."""
+    if head.startswith(b"\xff\xfe") or (len(head) > 1 and head[1] == 0 and head[0] != 0):
         return "utf-16-le"
-    if head.startswith((b"\xfe\xff", b"\x00<")):
+    if head.startswith(b"\xfe\xff") or (head[:1] == b"\x00"):
         return "utf-16-be"
     return "utf-8"
+
+
+def _directory_where_declared(path: Path, zf: zipfile.ZipFile) -> bool:
+    """Whether the zip directory Python read is the one the end record declares.
+
+    Zip readers find the directory differently: Python takes the one just before the end
+    record, others (the excel extension's minizip) the declared offset. A file holding two
+    directories would show the check one workbook and the reader another.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        fh.seek(max(0, size - (1 << 16) - 22))
+        tail = fh.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        return False
+    offset = int.from_bytes(tail[at + 16:at + 20], "little")
+    if offset == 0xFFFFFFFF:  # ZIP64: the offset is in the ZIP64 end record
+        locator = tail.rfind(b"PK\x06\x07", 0, at)
+        if locator < 0:
+            return False
+        with path.open("rb") as fh:
+            fh.seek(int.from_bytes(tail[locator + 8:locator + 16], "little"))
+            record = fh.read(56)
+        if not record.startswith(b"PK\x06\x06"):
+            return False
+        offset = int.from_bytes(record[48:56], "little")
+    return bool(getattr(zf, "start_dir", None) == offset)
 
 
 def _prolog_verdict(text: str) -> str | None:
@@ -125,10 +157,15 @@ def check_container(path: Path) -> list[str]:
                     "zip_bomb",
                     f"{path.name}: the workbook would inflate to {total / 1024**2:.0f} MB from "
                     f"{packed / 1024**2:.1f} MB (over {MAX_INFLATION}×): refused as a zip bomb", _HINT)
+            names = [i.filename for i in infos]
+            if len(set(names)) != len(names) or not _directory_where_declared(path, zf):
+                raise FileRejected(
+                    "unreadable",
+                    f"{path.name}: the zip holds a part twice or a second directory (readers would not "
+                    "agree on its content): refused", _HINT)
+            # Every part, whatever its name or folder: the reader opens what the workbook's
+            # links name, not only *.xml files, and an image may be linked as a sheet.
             for info in infos:
-                # Images (an SVG may carry a harmless DOCTYPE) are never parsed as XML.
-                if info.is_dir() or info.filename.startswith("xl/media/"):
-                    continue
                 with zf.open(info) as fh:
                     _check_prolog(fh, info.filename, path)
             try:
@@ -166,6 +203,116 @@ def _unreadable(path: Path, sheet: str, exc: Exception) -> FileRejected:
 
 _READ = ("read_xlsx(?, sheet = ?, header = false, all_varchar = true, stop_at_empty = false, "
          "range = ?)")
+# What counts as blank around a cell's text (Python's str.strip() takes these too).
+_BLANKS = " \t\n\r\x0b\x0c\u00a0\u2007\u202f\u3000"
+_RESERVED = {ROW_KEY_COLUMN, SOURCE_ROW_COLUMN, SHEET_COLUMN}
+
+
+def _text(cell: str) -> str:
+    """A cell's text, NULL when blank (the SQL twin of ``str.strip() or None``)."""
+    return f"NULLIF(trim({quote_ident(cell)}, '{_BLANKS}'), '')"
+
+
+def _any_text(cells: list[str]) -> str:
+    return "coalesce(" + ", ".join(_text(c) for c in cells) + ")"
+
+
+def _is_blank(value: object) -> bool:
+    return value is None or not str(value).strip()
+
+
+def _sheet_table(index: int) -> str:
+    """The temporary table holding the rows of the ``index``-th sheet read."""
+    return f"stg_sheet_{int(index)}"
+
+
+def _last_row(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    found = con.execute(f"SELECT max({SOURCE_ROW_COLUMN}) FROM {table}").fetchone()  # noqa: S608
+    return int(found[0]) if found and found[0] is not None else 0
+
+
+def _rightmost(con: duckdb.DuckDBPyConnection, path: Path, sheet: str, first_row: int) -> int:
+    """The rightmost column (1-based, at most MAX_COLUMNS) holding text from ``first_row`` down.
+
+    Columns are named by position (``#n``): read_xlsx names them after the first row it reads
+    (letters, or cell references when that row is blank).
+    """
+    case = " ".join(f"WHEN NULLIF(trim(#{position}, '{_BLANKS}'), '') IS NOT NULL THEN {position}"
+                    for position in range(MAX_COLUMNS, 0, -1))
+    found = con.execute(
+        f"SELECT max(CASE {case} END) FROM {_READ}",  # noqa: S608 - positions and constants only
+        [str(path), sheet, f"A{first_row}:{_column_letters(MAX_COLUMNS)}"]).fetchone()
+    return int(found[0]) if found and found[0] is not None else 0
+
+
+def _rows_below(con: duckdb.DuckDBPyConnection, path: Path, sheet: str, h: int, width: int,
+                look_further: bool, index: int) -> bool:
+    """The ``index``-th sheet's table: the non-blank rows below the header row ``h``, in columns named A to
+    the ``width``-th letter, numbered as the spreadsheet numbers them (the open range runs to
+    the sheet's last possible row; blank rows are dropped). With ``look_further``, the rows
+    are read to column IV and True says some row holds a cell right of ``width``.
+    """
+    table = _sheet_table(index)
+    letters = [_column_letters(i + 1) for i in range(width)]
+    renamed = ", ".join(f"#{position} AS {quote_ident(c)}" for position, c in enumerate(letters, start=1))
+    further = ", ".join(f"#{position}" for position in range(width + 1, MAX_COLUMNS + 1))
+    beyond = f"coalesce({further}) IS NOT NULL" if look_further and further else "false"
+    last = _column_letters(MAX_COLUMNS) if look_further else letters[-1]
+    con.execute(f"DROP TABLE IF EXISTS {table}")
+    con.execute(
+        f"CREATE TEMP TABLE {table} AS SELECT * FROM ("  # noqa: S608 - positions, quoted letters
+        f"SELECT ?::INTEGER AS _idx, row_number() OVER () + ? AS {SOURCE_ROW_COLUMN}, {renamed}, "
+        f"{beyond} AS _beyond FROM {_READ}) WHERE {_any_text(letters)} IS NOT NULL OR _beyond",
+        [index, h, str(path), sheet, f"A{h + 1}:{last}"])
+    found = con.execute(f"SELECT bool_or(_beyond) FROM {table}").fetchone()  # noqa: S608
+    return bool(found and found[0])
+
+
+_DIMENSION = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?dimension\s+ref\s*=\s*[\"']\$?([A-Za-z]{1,3})\$?[0-9]+"
+                        rb"(?::\$?([A-Za-z]{1,3})\$?([0-9]{1,7}))?[\"']")
+
+
+def _declared_extent(path: Path, sheet: str) -> tuple[int, int] | None:
+    """(last column, last row) the sheet's ``<dimension>`` declares, if it declares one.
+
+    Excel, LibreOffice and the usual libraries write the range the cells really use; it tells
+    whether a row may hold cells right of the header without reading the sheet twice. A
+    streaming writer's placeholder is caught by the row check in ``read_xlsx``.
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            rid = _sheet_relationship(zf.read("xl/workbook.xml"), sheet)
+            rels = ElementTree.fromstring(zf.read("xl/_rels/workbook.xml.rels"))
+            target = next((str(el.get("Target")) for el in rels.iter()
+                           if el.tag.rpartition("}")[2] == "Relationship" and el.get("Id") == rid), None)
+            if rid is None or target is None:
+                return None
+            part = target.lstrip("/") if target.startswith("/") else posixpath.normpath("xl/" + target)
+            with zf.open(part) as fh:
+                head = fh.read(64 * 1024)
+    except Exception:  # no hint: the caller reads every column
+        return None
+    m = _DIMENSION.search(head)
+    if m is None:
+        return None
+    right = (m.group(2) or m.group(1)).decode("ascii")
+    rows = int(m.group(3)) if m.group(3) else 1
+    return _column_number(right), rows
+
+
+def _sheet_relationship(workbook: bytes, sheet: str) -> str | None:
+    root = ElementTree.fromstring(workbook)
+    for el in root.iter():
+        if el.tag.rpartition("}")[2] == "sheet" and el.get("name") == sheet:
+            return next((v for k, v in el.attrib.items() if k.rpartition("}")[2] == "id"), None)
+    return None
+
+
+def _column_number(letters: str) -> int:
+    n = 0
+    for ch in letters.upper():
+        n = n * 26 + ord(ch) - 64
+    return n
 
 
 def read_xlsx(con: duckdb.DuckDBPyConnection, path: Path, fmt: XlsxFormat) -> RawExport:
@@ -187,29 +334,43 @@ def read_xlsx(con: duckdb.DuckDBPyConnection, path: Path, fmt: XlsxFormat) -> Ra
     control_total: Decimal | None = None
     title_rows: list[str] = []
     header: list[str] | None = None
-    rows_read = 0
-    for sheet in wanted:
+    read: list[tuple[int, str, int | None]] = []  # (index, sheet, footer row) of each sheet kept
+    last_letter = _column_letters(MAX_COLUMNS)
+    for index, sheet in enumerate(wanted):
+        table = _sheet_table(index)
         try:
             top = con.execute(f"SELECT * FROM {_READ} LIMIT ?",  # noqa: S608 - constant SQL
-                              [str(path), sheet, f"A1:{_column_letters(MAX_COLUMNS)}", h]).fetchall()
+                              [str(path), sheet, f"A1:{last_letter}", h]).fetchall()
+            cells = list(top[h - 1]) if len(top) >= h else []
+            width = max((i + 1 for i, c in enumerate(cells) if not _is_blank(c)), default=0)
+            if width == 0 and _rightmost(con, path, sheet, h + 1):
+                raise FileRejected(
+                    "no_header",
+                    f"{path.name}: sheet {sheet!r} holds data but no header on row {h}; nothing was loaded",
+                    "check the workbook's layout against the partner's spec (format.header_row)")
+            if width:
+                # Cells right of the header's last name still belong to their rows: the columns
+                # run to the rightmost cell holding text (never silently cut). The sheet's
+                # declared extent says when there can be none, sparing a read of every column.
+                extent = _declared_extent(path, sheet)
+                trusted = extent is not None and extent[0] <= width
+                beyond = _rows_below(con, path, sheet, h, width, not trusted, index)
+                if trusted and extent is not None and _last_row(con, table) > extent[1]:
+                    beyond = _rows_below(con, path, sheet, h, width, True, index)  # a placeholder extent
+                if beyond:
+                    width = max(width, _rightmost(con, path, sheet, h + 1))
+                    _rows_below(con, path, sheet, h, width, False, index)
         except duckdb.Error as exc:
             raise _unreadable(path, sheet, exc) from exc
-        if len(top) < h or not any(c not in (None, "") for c in top[h - 1]):
-            continue
-        title_rows += [" ".join(str(c) for c in r if c not in (None, "")) for r in top[: h - 1]]
-        cells = list(top[h - 1])
-        width = max(i for i, c in enumerate(cells) if c not in (None, "")) + 1
-        sheet_header = [str(c).strip() if c not in (None, "") else f"column_{i + 1}"
+        if width == 0:
+            continue  # an empty sheet
+        title_rows += [" ".join(str(c) for c in r if not _is_blank(c)) for r in top[: h - 1]]
+        cells += [None] * (width - len(cells))
+        sheet_header = [str(c).strip() if not _is_blank(c) else f"column_{i + 1}"
                         for i, c in enumerate(cells[:width])]
         if header is None:
-            twice = sorted({n for n in sheet_header if sheet_header.count(n) > 1})
-            if twice:
-                raise FileRejected(
-                    "duplicate_columns",
-                    f"{path.name}: sheet {sheet!r} has the column(s) {', '.join(map(repr, twice))} twice",
-                    "ask the partner to name every column once")
+            _check_names(path, sheet, sheet_header)
             header = sheet_header
-            _create_staging(con, header)
         elif sheet_header != header:
             raise FileRejected(
                 "inconsistent_sheets",
@@ -218,49 +379,59 @@ def read_xlsx(con: duckdb.DuckDBPyConnection, path: Path, fmt: XlsxFormat) -> Ra
                 "ask the partner to use the same columns on every sheet",
             )
         letters = [_column_letters(i + 1) for i in range(width)]
-        first_cell = "coalesce(" + ", ".join(f"NULLIF(trim({quote_ident(c)}), '')" for c in letters) + ")"
-        try:
-            # The non-blank rows below the header, numbered as the spreadsheet numbers them
-            # (the open range runs to the sheet's last possible row: blank rows are dropped).
-            con.execute("DROP TABLE IF EXISTS stg_sheet")
-            con.execute(
-                f"CREATE TEMP TABLE stg_sheet AS SELECT * FROM ("  # noqa: S608 - constant SQL
-                f"SELECT row_number() OVER () + ? AS {SOURCE_ROW_COLUMN}, * FROM {_READ}) "
-                f"WHERE {first_cell} IS NOT NULL", [h, str(path), sheet, f"A{h + 1}:{letters[-1]}"])
-        except duckdb.Error as exc:
-            raise _unreadable(path, sheet, exc) from exc
         footer_row: int | None = None
         if fmt.footer_label:
             found = con.execute(
-                f"SELECT {SOURCE_ROW_COLUMN}, {', '.join(quote_ident(c) for c in letters)} FROM stg_sheet "  # noqa: S608
-                f"WHERE lower({first_cell}) = lower(?) ORDER BY {SOURCE_ROW_COLUMN} LIMIT 1",
+                f"SELECT {SOURCE_ROW_COLUMN}, {', '.join(quote_ident(c) for c in letters)} FROM {table} "  # noqa: S608
+                f"WHERE lower({_any_text(letters)}) = lower(?) ORDER BY {SOURCE_ROW_COLUMN} LIMIT 1",
                 [fmt.footer_label.strip()]).fetchone()
             if found is not None:
                 footer_row = int(found[0])
                 values = list(found[1:])
-                label_at = next(i for i, c in enumerate(values) if c is not None and c.strip())
+                label_at = next(i for i, c in enumerate(values) if not _is_blank(c))
                 total = _footer_total(values[label_at + 1:])
                 if total is not None:
                     control_total = (control_total or Decimal(0)) + total
-        select = ", ".join(f"{quote_ident(c)} AS {quote_ident(n)}" for c, n in zip(letters, header, strict=True))
-        added = con.execute(
-            f"INSERT INTO {STAGING_TABLE} SELECT {select}, {SOURCE_ROW_COLUMN}, ?::VARCHAR, "  # noqa: S608
-            f"? + row_number() OVER (ORDER BY {SOURCE_ROW_COLUMN}) - 1 FROM stg_sheet "
-            f"WHERE {SOURCE_ROW_COLUMN} IS DISTINCT FROM ?",
-            [sheet, rows_read, footer_row]).fetchone()
-        rows_read += int(added[0]) if added else 0
-        con.execute("DROP TABLE stg_sheet")
+        read.append((index, sheet, footer_row))
     if header is None:
         raise FileRejected(
             "no_header", f"{path.name}: no header on row {fmt.header_row} of {', '.join(wanted)}",
             "check the workbook's layout against the partner's spec (format.header_row)",
         )
-    return RawExport(STAGING_TABLE, header, rows_read, control_total, title_rows)
+    _staging_view(con, header, read)
+    counted = con.execute(f"SELECT count(*) FROM {STAGING_TABLE}").fetchone()  # noqa: S608 - constant
+    return RawExport(STAGING_TABLE, header, int(counted[0]) if counted else 0, control_total, title_rows)
 
 
-def _create_staging(con: duckdb.DuckDBPyConnection, header: list[str]) -> None:
-    columns = ", ".join(f"{quote_ident(n)} VARCHAR" for n in header)
-    con.execute(f"DROP TABLE IF EXISTS {STAGING_TABLE}")
-    con.execute(
-        f"CREATE TEMP TABLE {STAGING_TABLE} ({columns}, {SOURCE_ROW_COLUMN} BIGINT, "
-        f"{SHEET_COLUMN} VARCHAR, {ROW_KEY_COLUMN} BIGINT)")
+def _check_names(path: Path, sheet: str, header: list[str]) -> None:
+    folded = [n.casefold() for n in header]
+    twice = sorted({n for n in header if folded.count(n.casefold()) > 1})
+    if twice:
+        raise FileRejected(
+            "duplicate_columns",
+            f"{path.name}: sheet {sheet!r} has the column(s) {', '.join(map(repr, twice))} twice "
+            "(names are compared without case)", "ask the partner to name every column once")
+    reserved = sorted(set(header) & _RESERVED)
+    if reserved:
+        raise FileRejected(
+            "duplicate_columns",
+            f"{path.name}: sheet {sheet!r} has a column named {', '.join(map(repr, reserved))}, "
+            "a name cdv-etl keeps for itself", "ask the partner to rename that column")
+
+
+def _staging_view(con: duckdb.DuckDBPyConnection, header: list[str],
+                  read: list[tuple[int, str, int | None]]) -> None:
+    """``stg_raw``: the sheets' rows under the header's names, footers left out — a view over
+    the tables read_xlsx filled, not a second copy of the cells. A row's key is its reading
+    order: the sheet's index in the high bits, its spreadsheet row in the low ones."""
+    con.execute("CREATE OR REPLACE TEMP TABLE stg_sheet_meta (idx INTEGER, sheet VARCHAR, footer_row BIGINT)")
+    con.executemany("INSERT INTO stg_sheet_meta VALUES (?, ?, ?)", [list(r) for r in read])
+    renamed = ", ".join(f"s.{quote_ident(_column_letters(i + 1))} AS {quote_ident(n)}" for i, n in enumerate(header))
+    branches = [
+        f"SELECT {renamed}, s.{SOURCE_ROW_COLUMN}, m.sheet AS {SHEET_COLUMN}, "  # noqa: S608 - identifiers only
+        f"(m.idx::BIGINT << 32) + s.{SOURCE_ROW_COLUMN} AS {ROW_KEY_COLUMN} "
+        f"FROM {_sheet_table(index)} AS s JOIN stg_sheet_meta AS m ON m.idx = s._idx "
+        f"WHERE s.{SOURCE_ROW_COLUMN} IS DISTINCT FROM m.footer_row"
+        for index, _sheet, _footer in read]
+    con.execute(f"DROP VIEW IF EXISTS {STAGING_TABLE}")
+    con.execute(f"CREATE TEMP VIEW {STAGING_TABLE} AS {' UNION ALL '.join(branches)}")
