@@ -405,24 +405,25 @@ def _laughing_shared_strings(data: bytes) -> bytes:
     return zipped(parts)
 
 
+def _laughing_part_moved(data: bytes, target: str) -> bytes:
+    """The laughing sheet stored as xl/<target>, the workbook's link pointing there."""
+    parts = members(with_sheet(data, _laughing_sheet()))
+    parts[f"xl/{target}"] = parts.pop(SHEET)
+    parts["xl/_rels/workbook.xml.rels"] = parts["xl/_rels/workbook.xml.rels"].replace(
+        b"worksheets/sheet1.xml", target.encode())
+    return zipped(parts)
+
+
 def _laughing_part_under_another_name(data: bytes) -> bytes:
     """The sheet stored as xl/worksheets/sheet1.bin: the reader follows the workbook's links, not
     the names (the old check only looked into *.xml and *.rels)."""
-    parts = members(with_sheet(data, _laughing_sheet()))
-    parts["xl/worksheets/sheet1.bin"] = parts.pop(SHEET)
-    parts["xl/_rels/workbook.xml.rels"] = parts["xl/_rels/workbook.xml.rels"].replace(
-        b"worksheets/sheet1.xml", b"worksheets/sheet1.bin")
-    return zipped(parts)
+    return _laughing_part_moved(data, "worksheets/sheet1.bin")
 
 
 def _laughing_part_linked_from_the_media_folder(data: bytes) -> bytes:
     """The sheet stored among the images (xl/media/), the workbook's link pointing there: the
     reader follows the link, so no folder may go unchecked."""
-    parts = members(with_sheet(data, _laughing_sheet()))
-    parts["xl/media/sheet1.xml"] = parts.pop(SHEET)
-    parts["xl/_rels/workbook.xml.rels"] = parts["xl/_rels/workbook.xml.rels"].replace(
-        b"worksheets/sheet1.xml", b"media/sheet1.xml")
-    return zipped(parts)
+    return _laughing_part_moved(data, "media/sheet1.xml")
 
 
 def _laughing_utf16_without_bom(sheet: bytes) -> bytes:
