@@ -299,20 +299,28 @@ def step_nightly(p: dict) -> dict:
             "warehouse_rows": int(rows), "stages": dict(timings.stages)}
 
 
-def step_floor_csv(p: dict) -> dict:
-    import duckdb
-
+def _csv_contender(p: dict, database: str) -> tuple[Any, Any, Path, Path, Path]:
+    """What the floor and the peer start from: the partner's spec and CSV format, the file, a
+    work folder and a fresh database file in it."""
     from cdv_etl.specs import CsvFormat, load_specs
-    from cdv_etl.validate.parse import parser_sql
 
     spec = load_specs()[p.get("partner", "action_logement")]
     fmt = spec.format
     assert isinstance(fmt, CsvFormat)
-    src = Path(p["file"])
     work = Path(p["workdir"])
     work.mkdir(parents=True, exist_ok=True)
-    db = work / "floor.duckdb"
+    db = work / database
     db.unlink(missing_ok=True)
+    return spec, fmt, Path(p["file"]), work, db
+
+
+def step_floor_csv(p: dict) -> dict:
+    import duckdb
+
+    from cdv_etl.sql import quote_ident
+    from cdv_etl.validate.parse import parser_sql
+
+    spec, fmt, src, work, db = _csv_contender(p, "floor.duckdb")
     con = duckdb.connect(str(db), config={"memory_limit": p.get("memory_limit", "1GB")})
     t0, c0 = time.perf_counter(), time.process_time()
     if fmt.encoding in ("utf-8", "utf-8-sig"):
@@ -326,8 +334,7 @@ def step_floor_csv(p: dict) -> dict:
     t1 = time.perf_counter()
     casts = []
     for name, f in spec.fields.items():
-        col = '"' + f.source_columns[0].replace('"', '""') + '"'
-        casts.append(f"{parser_sql(f.parser, col, f.scale)} AS {name}")
+        casts.append(f"{parser_sql(f.parser, quote_ident(f.source_columns[0]), f.scale)} AS {name}")
     con.execute(
         f"CREATE TABLE typed AS SELECT {', '.join(casts)} "  # noqa: S608 - identifiers from the spec
         "FROM read_csv(?, delim = ?, quote = ?, escape = ?, header = true, all_varchar = true)",
@@ -350,17 +357,9 @@ def step_peer_csv(p: dict) -> dict:
 
     from bench.generate import AL_EXTRACTION
     from cdv_etl.load.reference import SAMPLE_REFERENCE, read_reference
-    from cdv_etl.specs import CsvFormat, load_specs
     from schemas.canonical import RuleContext, canonical_schema
 
-    spec = load_specs()[p.get("partner", "action_logement")]
-    fmt = spec.format
-    assert isinstance(fmt, CsvFormat)
-    src = Path(p["file"])
-    work = Path(p["workdir"])
-    work.mkdir(parents=True, exist_ok=True)
-    db = work / "peer.duckdb"
-    db.unlink(missing_ok=True)
+    spec, fmt, src, work, db = _csv_contender(p, "peer.duckdb")
     communes = frozenset(read_reference(SAMPLE_REFERENCE)["insee_code"].dropna())
     con = duckdb.connect(str(db), config={"memory_limit": p.get("memory_limit", "1GB")})
     t0, c0 = time.perf_counter(), time.process_time()

@@ -57,7 +57,7 @@ ALLOWLIST: list[tuple[str, str, str]] = [
     ("cdv_etl/read/xlsx.py", "quote_ident(c)", "a column letter (A…IV) made by _column_letters, quoted"),
     ("cdv_etl/read/xlsx.py", "quote_ident(n)", "a column of the partner's header, quoted"),
     ("cdv_etl/read/xlsx.py", "position", "a column's position (#n): an int from range/enumerate"),
-    ("cdv_etl/read/xlsx.py", "_BLANKS", "module constant: the blank characters trim removes"),
+    ("cdv_etl/read/xlsx.py", "_nonblank(f'#{position}')", "trim of a column position (#n) from range()"),
     ("cdv_etl/read/xlsx.py", "_any_text(letters)", "coalesce over column letters made by _column_letters, quoted"),
     ("cdv_etl/read/xlsx.py", "table", "_sheet_table(index): stg_sheet_ and an int"),
     ("cdv_etl/read/xlsx.py", "_sheet_table(index)", "stg_sheet_ and an int from enumerate"),

@@ -52,6 +52,9 @@ def _column_letters(n: int) -> str:
     return letters
 
 
+_LAST_COLUMN = _column_letters(MAX_COLUMNS)
+
+
 def _encoding(head: bytes) -> str:
     """The encoding an XML parser (expat) assumes from a part's first bytes: a byte-order mark,
     or, without one, a zero first byte (UTF-16BE) or a zero second byte (UTF-16LE)."""
@@ -141,11 +144,12 @@ def _check_prolog(fh: IO[bytes], member: str, path: Path) -> None:
         "its first element (hiding a DTD?): refused", _HINT)
 
 
-def check_container(path: Path) -> list[str]:
+def check_container(path: Path) -> dict[str, tuple[int, int] | None]:
     """Refuse workbooks that are not zips, would inflate too much or carry a DTD.
 
-    Returns the workbook's sheet names, in order. Reads the zip directory, the workbook part
-    and the first bytes of every other part, never a whole sheet.
+    Returns the workbook's sheets, in order, each with the extent its ``<dimension>`` declares
+    (see ``_declared_extent``). Reads the zip directory, the workbook part and the first bytes
+    of every other part, never a whole sheet.
     """
     try:
         with zipfile.ZipFile(path) as zf:
@@ -173,20 +177,22 @@ def check_container(path: Path) -> list[str]:
             except KeyError:
                 raise FileRejected("unreadable", f"{path.name}: not an XLSX workbook (no xl/workbook.xml)",
                                    _HINT) from None
+            try:
+                root = ElementTree.fromstring(workbook)
+            except Exception as exc:  # defusedxml and expat raise several types
+                raise FileRejected("unreadable", f"{path.name}: xl/workbook.xml cannot be read ({exc})",
+                                   _HINT) from exc
+            sheets = [el for el in root.iter() if el.tag.rpartition("}")[2] == "sheet" and el.get("name")]
+            return {str(el.get("name")): _declared_extent(zf, el) for el in sheets}
     except _ZIP_ERRORS as exc:
         raise FileRejected(
             "unreadable", f"{path.name}: not a valid XLSX workbook ({type(exc).__name__}: {exc})", _HINT
         ) from exc
-    try:
-        root = ElementTree.fromstring(workbook)
-    except Exception as exc:  # defusedxml and expat raise several types
-        raise FileRejected("unreadable", f"{path.name}: xl/workbook.xml cannot be read ({exc})", _HINT) from exc
-    return [str(el.get("name")) for el in root.iter() if el.tag.rpartition("}")[2] == "sheet" and el.get("name")]
 
 
 def _footer_total(row: list[Any]) -> Decimal | None:
     for cell in reversed(row):
-        if cell is None or (isinstance(cell, str) and not cell.strip()):
+        if _is_blank(cell):
             continue
         try:
             return Decimal(str(cell).replace(" ", "").replace("\u00a0", "").replace(",", ".")).quantize(Decimal("0.01"))
@@ -208,9 +214,14 @@ _BLANKS = " \t\n\r\x0b\x0c\u00a0\u2007\u202f\u3000"
 _RESERVED = {ROW_KEY_COLUMN, SOURCE_ROW_COLUMN, SHEET_COLUMN}
 
 
+def _nonblank(expr: str) -> str:
+    """The SQL twin of ``str.strip() or None`` over the SQL expression ``expr``."""
+    return f"NULLIF(trim({expr}, '{_BLANKS}'), '')"
+
+
 def _text(cell: str) -> str:
-    """A cell's text, NULL when blank (the SQL twin of ``str.strip() or None``)."""
-    return f"NULLIF(trim({quote_ident(cell)}, '{_BLANKS}'), '')"
+    """A named cell's text, NULL when blank."""
+    return _nonblank(quote_ident(cell))
 
 
 def _any_text(cells: list[str]) -> str:
@@ -237,11 +248,11 @@ def _rightmost(con: duckdb.DuckDBPyConnection, path: Path, sheet: str, first_row
     Columns are named by position (``#n``): read_xlsx names them after the first row it reads
     (letters, or cell references when that row is blank).
     """
-    case = " ".join(f"WHEN NULLIF(trim(#{position}, '{_BLANKS}'), '') IS NOT NULL THEN {position}"
+    case = " ".join(f"WHEN {_nonblank(f'#{position}')} IS NOT NULL THEN {position}"
                     for position in range(MAX_COLUMNS, 0, -1))
     found = con.execute(
         f"SELECT max(CASE {case} END) FROM {_READ}",  # noqa: S608 - positions and constants only
-        [str(path), sheet, f"A{first_row}:{_column_letters(MAX_COLUMNS)}"]).fetchone()
+        [str(path), sheet, f"A{first_row}:{_LAST_COLUMN}"]).fetchone()
     return int(found[0]) if found and found[0] is not None else 0
 
 
@@ -257,7 +268,7 @@ def _rows_below(con: duckdb.DuckDBPyConnection, path: Path, sheet: str, h: int, 
     renamed = ", ".join(f"#{position} AS {quote_ident(c)}" for position, c in enumerate(letters, start=1))
     further = ", ".join(f"#{position}" for position in range(width + 1, MAX_COLUMNS + 1))
     beyond = f"coalesce({further}) IS NOT NULL" if look_further and further else "false"
-    last = _column_letters(MAX_COLUMNS) if look_further else letters[-1]
+    last = _LAST_COLUMN if look_further else letters[-1]
     con.execute(f"DROP TABLE IF EXISTS {table}")
     con.execute(
         f"CREATE TEMP TABLE {table} AS SELECT * FROM ("  # noqa: S608 - positions, quoted letters
@@ -272,24 +283,24 @@ _DIMENSION = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?dimension\s+ref\s*=\s*[\"']\$?
                         rb"(?::\$?([A-Za-z]{1,3})\$?([0-9]{1,7}))?[\"']")
 
 
-def _declared_extent(path: Path, sheet: str) -> tuple[int, int] | None:
-    """(last column, last row) the sheet's ``<dimension>`` declares, if it declares one.
+def _declared_extent(zf: zipfile.ZipFile, sheet: Any) -> tuple[int, int] | None:
+    """(last column, last row) the ``<dimension>`` of a sheet (its workbook.xml element) declares.
 
     Excel, LibreOffice and the usual libraries write the range the cells really use; it tells
     whether a row may hold cells right of the header without reading the sheet twice. A
-    streaming writer's placeholder is caught by the row check in ``read_xlsx``.
+    streaming writer's placeholder is caught by the row check in ``read_xlsx``; without a
+    declaration (None) every column is read.
     """
     try:
-        with zipfile.ZipFile(path) as zf:
-            rid = _sheet_relationship(zf.read("xl/workbook.xml"), sheet)
-            rels = ElementTree.fromstring(zf.read("xl/_rels/workbook.xml.rels"))
-            target = next((str(el.get("Target")) for el in rels.iter()
-                           if el.tag.rpartition("}")[2] == "Relationship" and el.get("Id") == rid), None)
-            if rid is None or target is None:
-                return None
-            part = target.lstrip("/") if target.startswith("/") else posixpath.normpath("xl/" + target)
-            with zf.open(part) as fh:
-                head = fh.read(64 * 1024)
+        rid = next((v for k, v in sheet.attrib.items() if k.rpartition("}")[2] == "id"), None)
+        rels = ElementTree.fromstring(zf.read("xl/_rels/workbook.xml.rels"))
+        target = next((str(el.get("Target")) for el in rels.iter()
+                       if el.tag.rpartition("}")[2] == "Relationship" and el.get("Id") == rid), None)
+        if rid is None or target is None:
+            return None
+        part = target.lstrip("/") if target.startswith("/") else posixpath.normpath("xl/" + target)
+        with zf.open(part) as fh:
+            head = fh.read(64 * 1024)
     except Exception:  # no hint: the caller reads every column
         return None
     m = _DIMENSION.search(head)
@@ -300,14 +311,6 @@ def _declared_extent(path: Path, sheet: str) -> tuple[int, int] | None:
     return _column_number(right), rows
 
 
-def _sheet_relationship(workbook: bytes, sheet: str) -> str | None:
-    root = ElementTree.fromstring(workbook)
-    for el in root.iter():
-        if el.tag.rpartition("}")[2] == "sheet" and el.get("name") == sheet:
-            return next((v for k, v in el.attrib.items() if k.rpartition("}")[2] == "id"), None)
-    return None
-
-
 def _column_number(letters: str) -> int:
     n = 0
     for ch in letters.upper():
@@ -316,7 +319,8 @@ def _column_number(letters: str) -> int:
 
 
 def read_xlsx(con: duckdb.DuckDBPyConnection, path: Path, fmt: XlsxFormat) -> RawExport:
-    names = check_container(path)
+    sheets = check_container(path)
+    names = list(sheets)
     if fmt.sheets == "first":
         wanted = names[:1]
     elif fmt.sheets == "all":
@@ -335,12 +339,11 @@ def read_xlsx(con: duckdb.DuckDBPyConnection, path: Path, fmt: XlsxFormat) -> Ra
     title_rows: list[str] = []
     header: list[str] | None = None
     read: list[tuple[int, str, int | None]] = []  # (index, sheet, footer row) of each sheet kept
-    last_letter = _column_letters(MAX_COLUMNS)
     for index, sheet in enumerate(wanted):
         table = _sheet_table(index)
         try:
             top = con.execute(f"SELECT * FROM {_READ} LIMIT ?",  # noqa: S608 - constant SQL
-                              [str(path), sheet, f"A1:{last_letter}", h]).fetchall()
+                              [str(path), sheet, f"A1:{_LAST_COLUMN}", h]).fetchall()
             cells = list(top[h - 1]) if len(top) >= h else []
             width = max((i + 1 for i, c in enumerate(cells) if not _is_blank(c)), default=0)
             if width == 0 and _rightmost(con, path, sheet, h + 1):
@@ -352,7 +355,7 @@ def read_xlsx(con: duckdb.DuckDBPyConnection, path: Path, fmt: XlsxFormat) -> Ra
                 # Cells right of the header's last name still belong to their rows: the columns
                 # run to the rightmost cell holding text (never silently cut). The sheet's
                 # declared extent says when there can be none, sparing a read of every column.
-                extent = _declared_extent(path, sheet)
+                extent = sheets[sheet]
                 trusted = extent is not None and extent[0] <= width
                 beyond = _rows_below(con, path, sheet, h, width, not trusted, index)
                 if trusted and extent is not None and _last_row(con, table) > extent[1]:

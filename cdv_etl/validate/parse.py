@@ -26,6 +26,9 @@ _NUMBER_NOISE = r"[ \t\x{00A0}\x{202F}\x{2009}€]|EUR"
 
 
 
+# An Excel date serial as text: days since 1899-12-30, with a fraction for the time of day.
+_EXCEL_SERIAL = r"[0-9]{1,7}(\.[0-9]+)?"
+
 _ABSENT_TYPE = {"amount_eur": "DECIMAL(18, 2)", "engagement_date": "DATE", "year": "SMALLINT"}
 
 
@@ -73,7 +76,7 @@ def parser_sql(parser: str, x: str, scale: int = 1) -> str:
     if parser == "date_iso":
         return f"coalesce(TRY_CAST({t} AS DATE), TRY_CAST({t} AS TIMESTAMP)::DATE)"
     if parser == "date_excel":
-        serial = (f"CASE WHEN regexp_full_match({t}, '[0-9]{{1,7}}(\\.[0-9]+)?') "
+        serial = (f"CASE WHEN regexp_full_match({t}, '{_EXCEL_SERIAL}') "
                   f"AND TRY_CAST({t} AS DOUBLE) BETWEEN 1 AND 2958465 "
                   f"THEN DATE '1899-12-30' + CAST(floor(CAST({t} AS DOUBLE)) AS INTEGER) END")
         return (f"coalesce(TRY_CAST({t} AS DATE), TRY_CAST({t} AS TIMESTAMP)::DATE, "
@@ -103,7 +106,7 @@ def field_sql(spec: PartnerSpec, name: str) -> tuple[str, str]:
     if f.parser == "date_excel":
         # A workbook stores a date as its serial (45281); show the day a person sees in Excel.
         t = _text(src)
-        return parsed, (f"CASE WHEN regexp_full_match({t}, '[0-9]{{1,7}}(\\.[0-9]+)?') AND {parsed} IS NOT NULL "
+        return parsed, (f"CASE WHEN regexp_full_match({t}, '{_EXCEL_SERIAL}') AND {parsed} IS NOT NULL "
                         f"THEN strftime({parsed}, '%Y-%m-%d') ELSE {t} END")
     return parsed, _text(src)
 
