@@ -129,10 +129,10 @@ class Pipeline:
                 return self._already(path, fid, already=False)
         if spec is None:
             names = ", ".join(sorted(self.specs))
-            return self._reject(path, None, sha, size, FileRejected(
+            return self._reject(path, None, sha, stat, FileRejected(
                 "unknown_partner",
                 f"{path.name}: no partner spec recognises this file name",
-                f"pass --partner ({names}) or add a spec under schemas/partners/"), replace_id, stat)
+                f"pass --partner ({names}) or add a spec under schemas/partners/"), replace_id)
         with tempfile.TemporaryDirectory(prefix="cdv-") as tmp:
             reader = reader_connection(path, Path(tmp), share_of(self.settings.memory_limit, READER_SHARE),
                                        excel=spec.format.type == "xlsx")
@@ -172,7 +172,7 @@ class Pipeline:
                     f"schemas/partners/{spec.partner}.yaml")
             extracted = extraction_date(path, spec, raw, today)
         except FileRejected as exc:
-            return self._reject(path, spec.partner, sha, stat.size, exc, replace_id, stat)
+            return self._reject(path, spec.partner, sha, stat, exc, replace_id)
         step(f"{path.name}: validating {raw.rows_read} rows")
         canonical = build_canonical(reader, spec, workdir)
         ctx = RuleContext(
@@ -203,10 +203,10 @@ class Pipeline:
             control_total_diff_eur=row[8], extraction_date=row[9], reason=row[10],
             message=message, already_recorded=already)
 
-    def _reject(self, path: Path, partner: str | None, sha: str, size: int,
-                exc: FileRejected, replace_id: int | None, stat: FileStat | None = None) -> LoadResult:
+    def _reject(self, path: Path, partner: str | None, sha: str, stat: FileStat,
+                exc: FileRejected, replace_id: int | None) -> LoadResult:
         message = str(exc)
-        file_id = record_rejected(self.con, partner=partner, path=path, sha=sha, size=size,
+        file_id = record_rejected(self.con, partner=partner, path=path, sha=sha, size=stat.size,
                                   reason=exc.reason, message=message,
                                   replace_file_id=replace_id, stat=stat)
         self.changed = True
