@@ -80,26 +80,48 @@ BDT_MISTAKES = {
 }
 
 # Communes outside the programme (99999 is no commune at all).
-OUTSIDERS = (("75056", "Paris"), ("69123", "Lyon"), ("99999", "Commune inconnue"),
-             ("13055", "Marseille"))
+OUTSIDERS = (("75056", "Paris"), ("69123", "Lyon"), ("99999", "Commune inconnue"), ("13055", "Marseille"))
 UNPARSEABLE = ("à préciser", "#VALEUR!", "N/A", "#VALEUR! €", "à préciser €")
 NBSP = "\u00a0"
 
-AL_HEADER = ["Référence opération", "Code commune", "Nom commune", "Type d'opération", "Produit",
-             "Nb logements", "Montant engagé", "Date décision CE"]
-AL_TYPES = ("Construction neuve", "Démolition-reconstruction", "Acquisition-amélioration",
-            "Réhabilitation lourde")
+AL_HEADER = [
+    "Référence opération",
+    "Code commune",
+    "Nom commune",
+    "Type d'opération",
+    "Produit",
+    "Nb logements",
+    "Montant engagé",
+    "Date décision CE",
+]
+AL_TYPES = ("Construction neuve", "Démolition-reconstruction", "Acquisition-amélioration", "Réhabilitation lourde")
 
-BDT_HEADER = ["N° engagement", "Code INSEE", "Commune", "Nature d'intervention", "Thématique",
-              "Intitulé du projet", "Date d'engagement", "Montant engagé (€)"]
-BDT_THEMES = ("Habitat", "Commerce / développement économique", "Mobilité et connexions",
-              "Espaces publics et patrimoine", "Équipements et services publics")
+BDT_HEADER = [
+    "N° engagement",
+    "Code INSEE",
+    "Commune",
+    "Nature d'intervention",
+    "Thématique",
+    "Intitulé du projet",
+    "Date d'engagement",
+    "Montant engagé (€)",
+]
+BDT_THEMES = (
+    "Habitat",
+    "Commerce / développement économique",
+    "Mobilité et connexions",
+    "Espaces publics et patrimoine",
+    "Équipements et services publics",
+)
 # Labels partners type for the same theme: matched ignoring case and surrounding spaces.
 BDT_THEME_VARIANTS = ("HABITAT", " Mobilité et connexions ", "espaces publics et patrimoine")
 BDT_UNKNOWN_THEMES = ("Divers", "Culture", "Autre")
 # Nature d'intervention: (label, weight, lowest, highest amount in euros).
-BDT_NATURES = (("Prêt", 5, 200_000, 2_000_000), ("Fonds propres", 3, 100_000, 2_000_000),
-               ("Ingénierie", 2, 30_000, 250_000))
+BDT_NATURES = (
+    ("Prêt", 5, 200_000, 2_000_000),
+    ("Fonds propres", 3, 100_000, 2_000_000),
+    ("Ingénierie", 2, 30_000, 250_000),
+)
 
 
 @dataclass
@@ -140,10 +162,10 @@ def size_label(n: int) -> str:
 
 # -- shared helpers ----------------------------------------------------------------------------
 
+
 def _communes() -> tuple[list[str], list[str]]:
     ref = pd.read_csv(REFERENCE, dtype=str, keep_default_na=False)
-    codes = [c.strip().upper().zfill(5) if c.strip().isdigit() else c.strip().upper()
-             for c in ref["insee_com"]]
+    codes = [c.strip().upper().zfill(5) if c.strip().isdigit() else c.strip().upper() for c in ref["insee_com"]]
     return codes, [n.strip() for n in ref["lib_com"]]
 
 
@@ -159,7 +181,7 @@ def _plan(rng: np.random.Generator, n: int, rates: dict[str, float]) -> tuple[np
     chosen = rng.choice(n, size=total, replace=False)
     start = 0
     for i, k in enumerate(rates):
-        kinds[chosen[start:start + counts[k]]] = i
+        kinds[chosen[start : start + counts[k]]] = i
         start += counts[k]
     copied = np.empty(0, dtype=np.int64)
     if "duplicate_operation_id" in rates:
@@ -170,8 +192,9 @@ def _plan(rng: np.random.Generator, n: int, rates: dict[str, float]) -> tuple[np
     return kinds, copied, counts
 
 
-def _log_uniform_cents(rng: np.random.Generator, low: np.ndarray | float, high: np.ndarray | float,
-                       size: int) -> np.ndarray:
+def _log_uniform_cents(
+    rng: np.random.Generator, low: np.ndarray | float, high: np.ndarray | float, size: int
+) -> np.ndarray:
     u = rng.random(size)
     return np.round(np.exp(np.log(low) + u * (np.log(high) - np.log(low))) * 100).astype(np.int64)
 
@@ -187,8 +210,9 @@ def _s(values: np.ndarray | pa.Array) -> pa.Array:
 
 def _pick(options: tuple[str, ...] | list[str], index: np.ndarray) -> pa.Array:
     """options[index], as an arrow string array (dictionary decode, no Python loop)."""
-    return pa.DictionaryArray.from_arrays(pa.array(index.astype(np.int32)),
-                                          pa.array(list(options), pa.string())).dictionary_decode()
+    return pa.DictionaryArray.from_arrays(
+        pa.array(index.astype(np.int32)), pa.array(list(options), pa.string())
+    ).dictionary_decode()
 
 
 def _french_numbers(cents: np.ndarray, nbsp: np.ndarray, euro: np.ndarray) -> pa.Array:
@@ -211,12 +235,13 @@ def _french_numbers(cents: np.ndarray, nbsp: np.ndarray, euro: np.ndarray) -> pa
 def _concat_bytes(lines: pa.Array) -> bytes:
     """The UTF-8 bytes of all the strings of an arrow string array, end to end."""
     lines = lines.combine_chunks() if isinstance(lines, pa.ChunkedArray) else lines
-    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset:lines.offset + len(lines) + 1]
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset : lines.offset + len(lines) + 1]
     data = lines.buffers()[2]
-    return data.to_pybytes()[offsets[0]:offsets[-1]]
+    return data.to_pybytes()[offsets[0] : offsets[-1]]
 
 
 # -- Action Logement CSV -----------------------------------------------------------------------
+
 
 def generate_al_csv(n: int, out_dir: Path, seed: int = SEED) -> Generated:
     """``AL_ACV_export_2026-10.csv`` with ``n`` data rows, in the partner's exact layout."""
@@ -263,23 +288,39 @@ def generate_al_csv(n: int, out_dir: Path, seed: int = SEED) -> Generated:
         for lo in range(0, n, CHUNK):
             hi = min(n, lo + CHUNK)
             sl = slice(lo, hi)
-            ids = pc.binary_join_element_wise(
-                "AL", _s(id_year[sl]), pc.utf8_lpad(_s(id_seq[sl]), width, "0"), "")
+            ids = pc.binary_join_element_wise("AL", _s(id_year[sl]), pc.utf8_lpad(_s(id_seq[sl]), width, "0"), "")
             amount = _french_numbers(cents[sl], nbsp[sl], euro[sl])
             k = kinds[sl]
-            amount = pc.if_else(pa.array(k == kind_of["amount_unparseable"]),
-                                _pick(UNPARSEABLE, bad_amount[sl]), amount)
+            amount = pc.if_else(
+                pa.array(k == kind_of["amount_unparseable"]), _pick(UNPARSEABLE, bad_amount[sl]), amount
+            )
             amount = pc.if_else(pa.array(k == kind_of["amount_missing"]), "", amount)
             day_txt = pc.strftime(pc.cast(pa.array(days[sl]), pa.timestamp("s")), format="%d/%m/%Y")
             line = pc.binary_join_element_wise(
-                ids, _pick(all_codes, commune_idx[sl]), _pick(all_names, commune_idx[sl]),
-                _pick(AL_TYPES, op_type[sl]), _pick(("Prêt", "Subvention"), product[sl]),
-                _s(dwellings[sl]), amount, day_txt, ";")
+                ids,
+                _pick(all_codes, commune_idx[sl]),
+                _pick(all_names, commune_idx[sl]),
+                _pick(AL_TYPES, op_type[sl]),
+                _pick(("Prêt", "Subvention"), product[sl]),
+                _s(dwellings[sl]),
+                amount,
+                day_txt,
+                ";",
+            )
             line = pc.binary_join_element_wise(line, "\r\n", "")
             fh.write(_concat_bytes(line).decode("utf-8").encode("cp1252"))
     quarantined = sum(counts.values()) + len(np.unique(copied))
-    return Generated("action_logement", size_label(n), n, str(path), path.stat().st_size,
-                     quarantined, counts, None, round(time.perf_counter() - t0, 2))
+    return Generated(
+        "action_logement",
+        size_label(n),
+        n,
+        str(path),
+        path.stat().st_size,
+        quarantined,
+        counts,
+        None,
+        round(time.perf_counter() - t0, 2),
+    )
 
 
 # -- Banque des Territoires XLSX ---------------------------------------------------------------
@@ -298,21 +339,25 @@ _CONTENT_TYPES = (
     '<Override PartName="/docProps/core.xml" '
     'ContentType="application/vnd.openxmlformats-package.core-properties+xml" />'
     f'<Override PartName="/docProps/app.xml" ContentType="{_CT}.extended-properties+xml" />'
-    "</Types>")
+    "</Types>"
+)
 _ROOT_RELS = (
     f'<Relationships xmlns="{_PKG}">'
     f'<Relationship Type="{_REL}/officeDocument" Target="xl/workbook.xml" Id="rId1" />'
     f'<Relationship Type="{_PKG}/metadata/core-properties" Target="docProps/core.xml" Id="rId2" />'
     f'<Relationship Type="{_REL}/extended-properties" Target="docProps/app.xml" Id="rId3" />'
-    "</Relationships>")
+    "</Relationships>"
+)
 _WORKBOOK = (
     f'<workbook xmlns:r="{_REL}" xmlns="{_NS}"><workbookPr /><bookViews><workbookView activeTab="0" />'
     '</bookViews><sheets><sheet name="Engagements" sheetId="1" state="visible" r:id="rId1" /></sheets>'
-    '<calcPr calcId="124519" fullCalcOnLoad="1" /></workbook>')
+    '<calcPr calcId="124519" fullCalcOnLoad="1" /></workbook>'
+)
 _WORKBOOK_RELS = (
     f'<Relationships xmlns="{_PKG}">'
     f'<Relationship Type="{_REL}/worksheet" Target="/xl/worksheets/sheet1.xml" Id="rId1" />'
-    f'<Relationship Type="{_REL}/styles" Target="styles.xml" Id="rId2" /></Relationships>')
+    f'<Relationship Type="{_REL}/styles" Target="styles.xml" Id="rId2" /></Relationships>'
+)
 # Style 1: a date cell shown DD/MM/YYYY; style 2: an amount shown #,##0.00.
 _STYLES = (
     f'<styleSheet xmlns="{_NS}"><numFmts count="1"><numFmt numFmtId="165" formatCode="DD/MM/YYYY" />'
@@ -323,16 +368,20 @@ _STYLES = (
     '</cellStyleXfs><cellXfs count="3"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0" />'
     '<xf numFmtId="165" fontId="0" fillId="0" borderId="0" applyNumberFormat="1" xfId="0" />'
     '<xf numFmtId="4" fontId="0" fillId="0" borderId="0" applyNumberFormat="1" xfId="0" /></cellXfs>'
-    '<cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0" /></cellStyles></styleSheet>')
-_APP = ('<Properties xmlns="http://schemas.openxmlformats.org/officeDocument/2006/extended-properties">'
-        "<Application>Microsoft Excel</Application></Properties>")
+    '<cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0" /></cellStyles></styleSheet>'
+)
+_APP = (
+    '<Properties xmlns="http://schemas.openxmlformats.org/officeDocument/2006/extended-properties">'
+    "<Application>Microsoft Excel</Application></Properties>"
+)
 _CORE = (
     '<cp:coreProperties xmlns:cp="http://schemas.openxmlformats.org/package/2006/metadata/core-properties" '
     'xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:dcterms="http://purl.org/dc/terms/" '
     'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><dc:creator>Banque des Territoires</dc:creator>'
     '<dcterms:created xsi:type="dcterms:W3CDTF">2026-11-15T06:00:00Z</dcterms:created>'
     '<dcterms:modified xsi:type="dcterms:W3CDTF">2026-11-15T06:00:00Z</dcterms:modified>'
-    "</cp:coreProperties>")
+    "</cp:coreProperties>"
+)
 
 
 def _xml_escape(a: pa.Array) -> pa.Array:
@@ -342,13 +391,11 @@ def _xml_escape(a: pa.Array) -> pa.Array:
 
 
 def _inline(col: str, rownum: pa.Array, text: pa.Array | str) -> pa.Array:
-    return pc.binary_join_element_wise(f'<c r="{col}', rownum, '" t="inlineStr"><is><t>', text,
-                                       "</t></is></c>", "")
+    return pc.binary_join_element_wise(f'<c r="{col}', rownum, '" t="inlineStr"><is><t>', text, "</t></is></c>", "")
 
 
 def _inline_row(r: int, values: list[str]) -> str:
-    cells = "".join(f'<c r="{chr(65 + i)}{r}" t="inlineStr"><is><t>{v}</t></is></c>'
-                    for i, v in enumerate(values) if v)
+    cells = "".join(f'<c r="{chr(65 + i)}{r}" t="inlineStr"><is><t>{v}</t></is></c>' for i, v in enumerate(values) if v)
     return f'<row r="{r}">{cells}</row>'
 
 
@@ -405,14 +452,16 @@ def generate_bdt_xlsx(n: int, out_dir: Path, seed: int = SEED) -> Generated:
     variant = rng.random(n) < 0.01
     theme = np.where(variant, len(BDT_THEMES) + rng.integers(0, len(BDT_THEME_VARIANTS), size=n), theme)
     unknown = kinds == kind_of["unknown_category"]
-    theme = np.where(unknown, len(BDT_THEMES) + len(BDT_THEME_VARIANTS)
-                     + rng.integers(0, len(BDT_UNKNOWN_THEMES), size=n), theme)
+    theme = np.where(
+        unknown, len(BDT_THEMES) + len(BDT_THEME_VARIANTS) + rng.integers(0, len(BDT_UNKNOWN_THEMES), size=n), theme
+    )
 
     esc_names = [nm.replace("&", "&amp;").replace("<", "&lt;") for nm in all_names]
     esc_themes = [t.replace("&", "&amp;").replace("<", "&lt;") for t in themes]
     natures = [nat for nat, _, _, _ in BDT_NATURES]
     last = 4 + n + 2  # blank row, then TOTAL
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+
         def put(name: str, text: str) -> None:
             info = zipfile.ZipInfo(name, (2026, 11, 15, 6, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
@@ -435,50 +484,79 @@ def generate_bdt_xlsx(n: int, out_dir: Path, seed: int = SEED) -> Generated:
                 '<col min="5" max="6" width="40" customWidth="1" /></cols><sheetData>'
                 + _inline_row(1, ["Banque des Territoires — Programme Action Cœur de Ville"])
                 + _inline_row(2, [f"Extraction du {BDT_EXTRACTION:%d/%m/%Y} — montants en euros"])
-                + _inline_row(4, BDT_HEADER))
+                + _inline_row(4, BDT_HEADER)
+            )
             sheet.write(head.encode("utf-8"))
             for lo in range(0, n, CHUNK):
                 hi = min(n, lo + CHUNK)
                 sl = slice(lo, hi)
                 r = _s(np.arange(lo, hi) + 5)
                 ids = pc.binary_join_element_wise(
-                    "BDT-", _s(id_year[sl]), "-", pc.utf8_lpad(_s(id_seq[sl]), width, "0"), "")
+                    "BDT-", _s(id_year[sl]), "-", pc.utf8_lpad(_s(id_seq[sl]), width, "0"), ""
+                )
                 code_cell = pc.if_else(
                     pa.array(as_number[sl]),
-                    pc.binary_join_element_wise('<c r="B', r, '" t="n"><v>',
-                                                _s(code_num[commune_idx[sl]]), "</v></c>", ""),
-                    _inline("B", r, _pick(all_codes, commune_idx[sl])))
+                    pc.binary_join_element_wise(
+                        '<c r="B', r, '" t="n"><v>', _s(code_num[commune_idx[sl]]), "</v></c>", ""
+                    ),
+                    _inline("B", r, _pick(all_codes, commune_idx[sl])),
+                )
                 commune = _pick(esc_names, commune_idx[sl])
                 project = pc.binary_join_element_wise("Projet ", commune, " n°", _s(seq[sl]), "")
                 c = cents[sl]
                 whole = _s(np.abs(c) // 100)
                 amount_txt = pc.binary_join_element_wise(
-                    pc.if_else(pa.array(c < 0), "-", ""), whole, ".",
-                    pc.utf8_lpad(_s(np.abs(c) % 100), 2, "0"), "")
+                    pc.if_else(pa.array(c < 0), "-", ""), whole, ".", pc.utf8_lpad(_s(np.abs(c) % 100), 2, "0"), ""
+                )
                 amount_cell = pc.if_else(
-                    pa.array(missing[sl]), "",
-                    pc.binary_join_element_wise('<c r="H', r, '" s="2" t="n"><v>', amount_txt, "</v></c>", ""))
+                    pa.array(missing[sl]),
+                    "",
+                    pc.binary_join_element_wise('<c r="H', r, '" s="2" t="n"><v>', amount_txt, "</v></c>", ""),
+                )
                 row = pc.binary_join_element_wise(
-                    '<row r="', r, '">',
-                    _inline("A", r, ids), code_cell, _inline("C", r, commune),
+                    '<row r="',
+                    r,
+                    '">',
+                    _inline("A", r, ids),
+                    code_cell,
+                    _inline("C", r, commune),
                     _inline("D", r, _pick(natures, nature[sl])),
                     _inline("E", r, _pick(esc_themes, theme[sl])),
                     _inline("F", r, project),
-                    '<c r="G', r, '" s="1" t="n"><v>', _s(serial[sl]), "</v></c>",
-                    amount_cell, "</row>", "")
+                    '<c r="G',
+                    r,
+                    '" s="1" t="n"><v>',
+                    _s(serial[sl]),
+                    "</v></c>",
+                    amount_cell,
+                    "</row>",
+                    "",
+                )
                 sheet.write(_concat_bytes(row))
             total_txt = f"{'-' if control_total < 0 else ''}{abs(control_total) // 100}.{abs(control_total) % 100:02d}"
-            tail = (f'<row r="{last}"><c r="A{last}" t="inlineStr"><is><t>TOTAL</t></is></c>'
-                    f'<c r="H{last}" s="2" t="n"><v>{total_txt}</v></c></row></sheetData>'
-                    '<pageMargins left="0.75" right="0.75" top="1" bottom="1" header="0.5" footer="0.5" />'
-                    "</worksheet>")
+            tail = (
+                f'<row r="{last}"><c r="A{last}" t="inlineStr"><is><t>TOTAL</t></is></c>'
+                f'<c r="H{last}" s="2" t="n"><v>{total_txt}</v></c></row></sheetData>'
+                '<pageMargins left="0.75" right="0.75" top="1" bottom="1" header="0.5" footer="0.5" />'
+                "</worksheet>"
+            )
             sheet.write(tail.encode("utf-8"))
     quarantined = sum(counts.values()) + len(np.unique(copied))
-    return Generated("bdt", size_label(n), n, str(path), path.stat().st_size, quarantined,
-                     counts, total_txt, round(time.perf_counter() - t0, 2))
+    return Generated(
+        "bdt",
+        size_label(n),
+        n,
+        str(path),
+        path.stat().st_size,
+        quarantined,
+        counts,
+        total_txt,
+        round(time.perf_counter() - t0, 2),
+    )
 
 
 # -- cache -------------------------------------------------------------------------------------
+
 
 def manifest_path(data_dir: Path) -> Path:
     return data_dir / "manifest.json"
@@ -495,8 +573,13 @@ def ensure(partner: str, n: int, data_dir: Path = DATA_DIR, seed: int = SEED) ->
     key = f"{partner}/{size_label(n)}"
     manifest = load_manifest(data_dir)
     entry = manifest.get(key)
-    if (entry and entry.get("generator_version") == GENERATOR_VERSION and entry.get("seed") == seed
-            and Path(entry["path"]).exists() and Path(entry["path"]).stat().st_size == entry["bytes"]):
+    if (
+        entry
+        and entry.get("generator_version") == GENERATOR_VERSION
+        and entry.get("seed") == seed
+        and Path(entry["path"]).exists()
+        and Path(entry["path"]).stat().st_size == entry["bytes"]
+    ):
         return entry
     out_dir = data_dir / size_label(n)
     gen = generate_al_csv(n, out_dir, seed) if partner == "action_logement" else generate_bdt_xlsx(n, out_dir, seed)
@@ -522,9 +605,11 @@ def main(argv: list[str] | None = None) -> None:
             entry = ensure(partner, n, args.out)
             done.append(entry)
             if not args.json:
-                print(f"{entry['partner']:>16} {entry['size']:>5}: {entry['bytes'] / 1e6:8.1f} MB, "
-                      f"{entry['expected_quarantined']} rows to quarantine ({entry['seconds']} s) "
-                      f"{entry['path']}")
+                print(
+                    f"{entry['partner']:>16} {entry['size']:>5}: {entry['bytes'] / 1e6:8.1f} MB, "
+                    f"{entry['expected_quarantined']} rows to quarantine ({entry['seconds']} s) "
+                    f"{entry['path']}"
+                )
     if args.json:
         print(json.dumps(done))
 

@@ -48,8 +48,12 @@ README = BENCH / "README.md"
 SIZES = {"10k": 10_000, "100k": 100_000, "1M": 1_000_000, "5M": 5_000_000}
 XLSX_MAX = 1_000_000
 CONSOLIDATED_VIEWS = (
-    "v_financing_by_axis", "v_financing_by_partner", "v_financing_by_year",
-    "v_financing_axis_partner_year", "v_financing_by_convention", "v_financing_by_commune",
+    "v_financing_by_axis",
+    "v_financing_by_partner",
+    "v_financing_by_year",
+    "v_financing_axis_partner_year",
+    "v_financing_by_convention",
+    "v_financing_by_commune",
     "v_envelope_consumption",
 )
 OTHER_VIEWS = ("v_quarantine_summary", "current_files", "file_loads")
@@ -105,13 +109,17 @@ def run_step(step: str, params: dict[str, Any], *, tag: str, timeout: float) -> 
     pfile, rfile, log = work / f"{tag}.params.json", work / f"{tag}.result.json", work / f"{tag}.log"
     pfile.write_text(json.dumps(params), encoding="utf-8")
     rfile.unlink(missing_ok=True)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), DO_NOT_TRACK="1",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
     t0 = time.perf_counter()
     cpu0, _ = _cpu_busy()
     with log.open("wb") as logf:
-        proc = subprocess.Popen([sys.executable, "-m", "bench.steps", step, str(pfile), str(rfile)],
-                                cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.steps", step, str(pfile), str(rfile)],
+            cwd=ROOT,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         timer = threading.Timer(timeout, proc.kill)
         timer.start()
         try:
@@ -124,13 +132,21 @@ def run_step(step: str, params: dict[str, Any], *, tag: str, timeout: float) -> 
     peak = usage.ru_maxrss / MIB  # KiB on Linux
     child_cpu = usage.ru_utime + usage.ru_stime
     foreign = max(0.0, (cpu1 - cpu0) - child_cpu) / (wall * (os.cpu_count() or 1))
-    context = {"cpu_s": child_cpu, "foreign_cpu_share": round(foreign, 3),
-               "settle_wait_s": round(waited, 1), "busy_before": round(busy_before, 3)}
+    context = {
+        "cpu_s": child_cpu,
+        "foreign_cpu_share": round(foreign, 3),
+        "settle_wait_s": round(waited, 1),
+        "busy_before": round(busy_before, 3),
+    }
     if proc.returncode != 0 or not rfile.exists():
         tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-8:]
         why = "timeout" if wall >= timeout else f"exit {proc.returncode}"
-        return {"error": f"{step} failed ({why}): " + " | ".join(tail), "process_wall_s": wall,
-                "peak_rss_mib": peak, **context}
+        return {
+            "error": f"{step} failed ({why}): " + " | ".join(tail),
+            "process_wall_s": wall,
+            "peak_rss_mib": peak,
+            **context,
+        }
     out = json.loads(rfile.read_text(encoding="utf-8"))
     out.update(process_wall_s=wall, peak_rss_mib=peak, **context)
     return out
@@ -176,18 +192,22 @@ class Measured:
         m = self.median
         if m is None:
             return {"error": self.runs[-1].get("error") if self.runs else "not run"}
-        return {**m, "times_s": [round(r[self.key], 3) for r in self.ok],
-                "peak_rss_mib": max(r["peak_rss_mib"] for r in self.ok),
-                "foreign_cpu_share": m.get("foreign_cpu_share", 0.0)}
+        return {
+            **m,
+            "times_s": [round(r[self.key], 3) for r in self.ok],
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in self.ok),
+            "foreign_cpu_share": m.get("foreign_cpu_share", 0.0),
+        }
 
 
 # -- the run ---------------------------------------------------------------------------------------
 
+
 def generate(sizes: list[str], partners: str) -> dict[str, dict[str, Any]]:
-    cmd = [sys.executable, "-m", "bench.generate", "--sizes", ",".join(sizes), "--partners", partners,
-           "--json"]
-    out = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    cmd = [sys.executable, "-m", "bench.generate", "--sizes", ",".join(sizes), "--partners", partners, "--json"]
+    out = subprocess.run(
+        cmd, cwd=ROOT, check=True, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT))
+    )
     return {f"{e['partner']}/{e['size']}": e for e in json.loads(out.stdout.strip().splitlines()[-1])}
 
 
@@ -196,8 +216,11 @@ def core_fingerprint() -> str:
     import hashlib
 
     h = hashlib.sha256()
-    for folder, patterns in (("cdv_etl", ("*.py",)), ("schemas", ("*.py", "*.yaml")),
-                             ("warehouse", ("*.sql", "*.yaml"))):
+    for folder, patterns in (
+        ("cdv_etl", ("*.py",)),
+        ("schemas", ("*.py", "*.yaml")),
+        ("warehouse", ("*.sql", "*.yaml")),
+    ):
         for pattern in patterns:
             for path in sorted((ROOT / folder).rglob(pattern)):
                 h.update(str(path.relative_to(ROOT)).encode())
@@ -226,8 +249,14 @@ def machine() -> dict[str, Any]:
             versions[pkg] = version(pkg)
         except Exception:
             versions[pkg] = "?"
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory": mem, "python": platform.python_version(),
-            "platform": platform.platform(), **versions}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory": mem,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        **versions,
+    }
 
 
 def run(args: argparse.Namespace, console: Any) -> dict[str, Any]:
@@ -270,20 +299,42 @@ def run(args: argparse.Namespace, console: Any) -> dict[str, Any]:
         for rep in range(repeats(size)):
             warm(path)
             say(f"CSV {size}: floor ({rep + 1}/{repeats(size)})")
-            floor.runs.append(run_step("floor_csv", {"file": str(path), "workdir": str(OUT / "floor")},
-                                       tag=f"floor-{size}-{rep}", timeout=timeout))
+            floor.runs.append(
+                run_step(
+                    "floor_csv",
+                    {"file": str(path), "workdir": str(OUT / "floor")},
+                    tag=f"floor-{size}-{rep}",
+                    timeout=timeout,
+                )
+            )
             say(f"CSV {size}: project ingest")
             wh = fresh_warehouse(template, f"csv-{size}")
-            project.runs.append(run_step("project", {"file": str(path), "warehouse": str(wh)},
-                                         tag=f"project-{size}-{rep}", timeout=timeout))
+            project.runs.append(
+                run_step(
+                    "project", {"file": str(path), "warehouse": str(wh)}, tag=f"project-{size}-{rep}", timeout=timeout
+                )
+            )
             if not args.skip_peer:
                 say(f"CSV {size}: naive peer")
-                peer.runs.append(run_step("peer_csv", {"file": str(path), "workdir": str(OUT / "peer")},
-                                          tag=f"peer-{size}-{rep}", timeout=timeout))
-        csv_rows.append({"size": size, "rows": entry["rows"], "file_mb": entry["bytes"] / 1e6,
-                         "expected_quarantined": entry["expected_quarantined"],
-                         "floor": floor.summary(), "project": project.summary(),
-                         "peer": peer.summary() if not args.skip_peer else None})
+                peer.runs.append(
+                    run_step(
+                        "peer_csv",
+                        {"file": str(path), "workdir": str(OUT / "peer")},
+                        tag=f"peer-{size}-{rep}",
+                        timeout=timeout,
+                    )
+                )
+        csv_rows.append(
+            {
+                "size": size,
+                "rows": entry["rows"],
+                "file_mb": entry["bytes"] / 1e6,
+                "expected_quarantined": entry["expected_quarantined"],
+                "floor": floor.summary(),
+                "project": project.summary(),
+                "peer": peer.summary() if not args.skip_peer else None,
+            }
+        )
         if project.ok:
             largest_wh, largest_size, largest_file = wh, size, path
 
@@ -295,15 +346,27 @@ def run(args: argparse.Namespace, console: Any) -> dict[str, Any]:
         for rep in range(repeats(size)):
             warm(path)
             say(f"XLSX {size}: python-calamine alone ({rep + 1}/{repeats(size)})")
-            cal.runs.append(run_step("calamine", {"file": str(path)}, tag=f"calamine-{size}-{rep}",
-                                     timeout=timeout))
+            cal.runs.append(run_step("calamine", {"file": str(path)}, tag=f"calamine-{size}-{rep}", timeout=timeout))
             say(f"XLSX {size}: project ingest")
             wh = fresh_warehouse(template, f"xlsx-{size}")
-            project.runs.append(run_step("project", {"file": str(path), "warehouse": str(wh)},
-                                         tag=f"project-xlsx-{size}-{rep}", timeout=timeout))
-        xlsx_rows.append({"size": size, "rows": entry["rows"], "file_mb": entry["bytes"] / 1e6,
-                          "expected_quarantined": entry["expected_quarantined"],
-                          "calamine": cal.summary(), "project": project.summary()})
+            project.runs.append(
+                run_step(
+                    "project",
+                    {"file": str(path), "warehouse": str(wh)},
+                    tag=f"project-xlsx-{size}-{rep}",
+                    timeout=timeout,
+                )
+            )
+        xlsx_rows.append(
+            {
+                "size": size,
+                "rows": entry["rows"],
+                "file_mb": entry["bytes"] / 1e6,
+                "expected_quarantined": entry["expected_quarantined"],
+                "calamine": cal.summary(),
+                "project": project.summary(),
+            }
+        )
 
     nightly: dict[str, Any] | None = None
     views: dict[str, Any] | None = None
@@ -312,19 +375,37 @@ def run(args: argparse.Namespace, console: Any) -> dict[str, Any]:
         night, redelivered = Measured(), Measured()
         for rep in range(3):
             warm(largest_file)
-            night.runs.append(run_step("nightly", {"file": str(largest_file), "warehouse": str(largest_wh)},
-                                       tag=f"nightly-{rep}", timeout=timeout))
-            redelivered.runs.append(run_step(
-                "nightly", {"file": str(largest_file), "warehouse": str(largest_wh),
-                            "copy_to": str(OUT / "redelivered")},
-                tag=f"nightly-copy-{rep}", timeout=timeout))
-        nightly = {"size": largest_size, **(night.summary() or {}),
-                   "redelivered": redelivered.summary()}
+            night.runs.append(
+                run_step(
+                    "nightly",
+                    {"file": str(largest_file), "warehouse": str(largest_wh)},
+                    tag=f"nightly-{rep}",
+                    timeout=timeout,
+                )
+            )
+            redelivered.runs.append(
+                run_step(
+                    "nightly",
+                    {"file": str(largest_file), "warehouse": str(largest_wh), "copy_to": str(OUT / "redelivered")},
+                    tag=f"nightly-copy-{rep}",
+                    timeout=timeout,
+                )
+            )
+        nightly = {"size": largest_size, **(night.summary() or {}), "redelivered": redelivered.summary()}
         say(f"consolidated views over the {largest_size} warehouse (published copy, read-only)")
-        views = {"size": largest_size, **run_step(
-            "views", {"database": str(published_of(largest_wh)),
-                      "views": list(CONSOLIDATED_VIEWS + OTHER_VIEWS), "repeats": 5},
-            tag="views", timeout=timeout)}
+        views = {
+            "size": largest_size,
+            **run_step(
+                "views",
+                {
+                    "database": str(published_of(largest_wh)),
+                    "views": list(CONSOLIDATED_VIEWS + OTHER_VIEWS),
+                    "repeats": 5,
+                },
+                tag="views",
+                timeout=timeout,
+            ),
+        }
 
     incremental: dict[str, Any] | None = None
     inc_size = "1M" if "1M" in sizes else (sizes[0] if sizes else None)
@@ -338,9 +419,16 @@ def run(args: argparse.Namespace, console: Any) -> dict[str, Any]:
         shutil.copyfile(largest_wh, inc_wh)
         inc_file = Path(files[f"action_logement/{inc_size}"]["path"])
         warm(inc_file)
-        incremental = {"size": inc_size, "into": largest_size, **run_step(
-            "project", {"file": str(inc_file), "warehouse": str(inc_wh)},
-            tag=f"incremental-{inc_size}", timeout=timeout)}
+        incremental = {
+            "size": inc_size,
+            "into": largest_size,
+            **run_step(
+                "project",
+                {"file": str(inc_file), "warehouse": str(inc_wh)},
+                tag=f"incremental-{inc_size}",
+                timeout=timeout,
+            ),
+        }
 
     profile = None
     if args.profile:
@@ -349,8 +437,12 @@ def run(args: argparse.Namespace, console: Any) -> dict[str, Any]:
         say(f"profiling the project's ingest at {size} (cProfile)")
         wh = fresh_warehouse(template, f"profile-{size}")
         pstats_path = OUT / f"profile-{size}.pstats"
-        profile = run_step("profile", {"file": entry["path"], "warehouse": str(wh), "pstats": str(pstats_path)},
-                           tag=f"profile-{size}", timeout=timeout)
+        profile = run_step(
+            "profile",
+            {"file": entry["path"], "warehouse": str(wh), "pstats": str(pstats_path)},
+            tag=f"profile-{size}",
+            timeout=timeout,
+        )
         profile["pstats"] = str(pstats_path.relative_to(ROOT))
 
     return {
@@ -358,8 +450,9 @@ def run(args: argparse.Namespace, console: Any) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - t_all, 1),
         "generate_s": round(gen_s, 1),
         "command": "python -m bench.harness " + " ".join(args.argv),
-        "core": core_before if core_before == core_fingerprint() else
-        f"{core_before} → {core_fingerprint()} (the core changed during the run: results mix versions)",
+        "core": core_before
+        if core_before == core_fingerprint()
+        else f"{core_before} → {core_fingerprint()} (the core changed during the run: results mix versions)",
         "machine": machine(),
         "parent_rss_mib": _self_rss(),
         "import_baseline": base,
@@ -382,6 +475,7 @@ def _self_rss() -> float:
 
 # -- targets -----------------------------------------------------------------------------------------
 
+
 def _get(rows: list[dict[str, Any]], size: str) -> dict[str, Any] | None:
     return next((r for r in rows if r["size"] == size), None)
 
@@ -402,58 +496,99 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     csv = res["csv"]
 
-    def add(name: str, goal: str, value: float | None, met: bool | None, unit: str = "",
-            note: str = "") -> None:
-        out.append({"target": name, "goal": goal, "measured": value, "unit": unit, "met": met,
-                    "note": note})
+    def add(name: str, goal: str, value: float | None, met: bool | None, unit: str = "", note: str = "") -> None:
+        out.append({"target": name, "goal": goal, "measured": value, "unit": unit, "met": met, "note": note})
 
     for size in ("1M", "5M"):
         row = _get(csv, size)
         p = _t(row and row["project"], "ingest_s")
         f = _t(row and row["floor"], "total_s")
         q = _t(row and row.get("peer"), "total_s")
-        add(f"CSV {size}: project / DuckDB floor", "≤ 3×", p / f if p and f else None,
-            (p / f <= 3) if p and f else None, "×")
-        add(f"CSV {size}: naive peer / project", "≥ 3×", q / p if p and q else None,
-            (q / p >= 3) if p and q else None, "×")
+        add(
+            f"CSV {size}: project / DuckDB floor",
+            "≤ 3×",
+            p / f if p and f else None,
+            (p / f <= 3) if p and f else None,
+            "×",
+        )
+        add(
+            f"CSV {size}: naive peer / project",
+            "≥ 3×",
+            q / p if p and q else None,
+            (q / p >= 3) if p and q else None,
+            "×",
+        )
     row = _get(csv, "5M")
     rss = _t(_project(csv, "5M"), "peak_rss_mib")
     add("CSV 5M: project peak RSS", "< 1 GiB", rss, (rss < 1024) if rss else None, "MiB")
     p1 = _t(_project(csv, "1M"), "ingest_s")
     p5 = _t(_project(csv, "5M"), "ingest_s")
-    add("CSV linear growth: 5M time / 1M time", "≤ 5.5", p5 / p1 if p1 and p5 else None,
-        (p5 / p1 <= 5.5) if p1 and p5 else None, "×")
+    add(
+        "CSV linear growth: 5M time / 1M time",
+        "≤ 5.5",
+        p5 / p1 if p1 and p5 else None,
+        (p5 / p1 <= 5.5) if p1 and p5 else None,
+        "×",
+    )
     night = res.get("nightly")
     n = _t(night, "total_s")
     if night is not None and n is not None and p1:
-        add(f"nightly with nothing new ({night['size']} warehouse) / 1M ingest", "< 5 %",
-            100 * n / p1, (100 * n / p1 < 5) and night["size"] == "5M", "%",
-            "" if night["size"] == "5M" else f"warehouse holds {night['size']}, not 5M")
+        add(
+            f"nightly with nothing new ({night['size']} warehouse) / 1M ingest",
+            "< 5 %",
+            100 * n / p1,
+            (100 * n / p1 < 5) and night["size"] == "5M",
+            "%",
+            "" if night["size"] == "5M" else f"warehouse holds {night['size']}, not 5M",
+        )
         copy = _t(night.get("redelivered"), "total_s")
         if copy is not None:
-            add(f"(for information) the same, the file re-delivered as a copy ({night['size']} file hashed)",
-                "—", 100 * copy / p1, None, "%", "a copy has a new inode: its bytes are hashed")
+            add(
+                f"(for information) the same, the file re-delivered as a copy ({night['size']} file hashed)",
+                "—",
+                100 * copy / p1,
+                None,
+                "%",
+                "a copy has a new inode: its bytes are hashed",
+            )
     else:
-        add("nightly with nothing new / 1M ingest", "< 5 %", None, None, "%",
-            "needs the 1M and 5M sizes")
+        add("nightly with nothing new / 1M ingest", "< 5 %", None, None, "%", "needs the 1M and 5M sizes")
     views = res.get("views")
     if views and "views" in views:
         worst = max(views["views"][v]["first_ms"] for v in CONSOLIDATED_VIEWS)
         worst_warm = max(views["views"][v]["warm_median_ms"] for v in CONSOLIDATED_VIEWS)
         at5 = views["size"] == "5M"
-        add(f"slowest consolidated view, first query ({views['size']} rows)", "< 200 ms", worst,
-            worst < 200 if at5 else None, "ms", "" if at5 else "indicative: not the 5M warehouse")
-        add(f"slowest consolidated view, warm ({views['size']} rows)", "< 200 ms", worst_warm,
-            worst_warm < 200 if at5 else None, "ms", "" if at5 else "indicative: not the 5M warehouse")
+        add(
+            f"slowest consolidated view, first query ({views['size']} rows)",
+            "< 200 ms",
+            worst,
+            worst < 200 if at5 else None,
+            "ms",
+            "" if at5 else "indicative: not the 5M warehouse",
+        )
+        add(
+            f"slowest consolidated view, warm ({views['size']} rows)",
+            "< 200 ms",
+            worst_warm,
+            worst_warm < 200 if at5 else None,
+            "ms",
+            "" if at5 else "indicative: not the 5M warehouse",
+        )
     for row in res["xlsx"]:
         p = _t(row["project"], "ingest_s")
         c = _t(row["calamine"], "total_s")
-        add(f"XLSX {row['size']}: project / python-calamine alone", "≤ 1.5×", p / c if p and c else None,
-            (p / c <= 1.5) if p and c else None, "×")
+        add(
+            f"XLSX {row['size']}: project / python-calamine alone",
+            "≤ 1.5×",
+            p / c if p and c else None,
+            (p / c <= 1.5) if p and c else None,
+            "×",
+        )
     return out
 
 
 # -- rendering ---------------------------------------------------------------------------------------
+
 
 def _s(x: float | None, digits: int = 2) -> str:
     return "—" if x is None else f"{x:,.{digits}f}"
@@ -484,102 +619,230 @@ def tables(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
         ft, pt, qt = _t(f, "total_s"), _t(p, "ingest_s"), _t(q, "total_s")
         quarantined = p.get("rows_quarantined") if p and "error" not in p else None
         ok = "✓" if quarantined == r["expected_quarantined"] else "✗"
-        rows.append([f"{r['rows']:,}", _s(r["file_mb"], 1), _tn(f, "total_s"), _tn(p, "ingest_s"),
-                     _s(_t(p, "publish_s")), _tn(q, "total_s"),
-                     _ratio(pt, ft), _ratio(qt, pt), _s(_t(f, "peak_rss_mib"), 0),
-                     _s(_t(p, "peak_rss_mib"), 0), _s(_t(q, "peak_rss_mib"), 0),
-                     f"{quarantined:,} {ok}" if quarantined is not None else "—"])
+        rows.append(
+            [
+                f"{r['rows']:,}",
+                _s(r["file_mb"], 1),
+                _tn(f, "total_s"),
+                _tn(p, "ingest_s"),
+                _s(_t(p, "publish_s")),
+                _tn(q, "total_s"),
+                _ratio(pt, ft),
+                _ratio(qt, pt),
+                _s(_t(f, "peak_rss_mib"), 0),
+                _s(_t(p, "peak_rss_mib"), 0),
+                _s(_t(q, "peak_rss_mib"), 0),
+                f"{quarantined:,} {ok}" if quarantined is not None else "—",
+            ]
+        )
     if rows:
-        out.append(("CSV ingest — Action Logement export (Windows-1252, ';', French numbers)",
-                    ["rows", "file MB", "floor s", "project s", "publish s", "peer s", "project/floor",
-                     "peer/project", "floor RSS MiB", "project RSS MiB", "peer RSS MiB", "quarantined"],
-                    rows))
+        out.append(
+            (
+                "CSV ingest — Action Logement export (Windows-1252, ';', French numbers)",
+                [
+                    "rows",
+                    "file MB",
+                    "floor s",
+                    "project s",
+                    "publish s",
+                    "peer s",
+                    "project/floor",
+                    "peer/project",
+                    "floor RSS MiB",
+                    "project RSS MiB",
+                    "peer RSS MiB",
+                    "quarantined",
+                ],
+                rows,
+            )
+        )
     rows = []
     for r in res["xlsx"]:
         c, p = r["calamine"], r["project"]
         ct, pt = _t(c, "total_s"), _t(p, "ingest_s")
         quarantined = p.get("rows_quarantined") if p and "error" not in p else None
         ok = "✓" if quarantined == r["expected_quarantined"] else "✗"
-        rows.append([f"{r['rows']:,}", _s(r["file_mb"], 1), _tn(c, "total_s"), _tn(p, "ingest_s"),
-                     _s(_t(p, "publish_s")),
-                     _ratio(pt, ct), _s(_t(c, "peak_rss_mib"), 0), _s(_t(p, "peak_rss_mib"), 0),
-                     f"{quarantined:,} {ok}" if quarantined is not None else "—"])
+        rows.append(
+            [
+                f"{r['rows']:,}",
+                _s(r["file_mb"], 1),
+                _tn(c, "total_s"),
+                _tn(p, "ingest_s"),
+                _s(_t(p, "publish_s")),
+                _ratio(pt, ct),
+                _s(_t(c, "peak_rss_mib"), 0),
+                _s(_t(p, "peak_rss_mib"), 0),
+                f"{quarantined:,} {ok}" if quarantined is not None else "—",
+            ]
+        )
     if rows:
-        out.append(("XLSX ingest — Banque des Territoires workbook (header on row 4, TOTAL footer)",
-                    ["rows", "file MB", "calamine s", "project s", "publish s", "project/calamine",
-                     "calamine RSS MiB", "project RSS MiB", "quarantined"], rows))
+        out.append(
+            (
+                "XLSX ingest — Banque des Territoires workbook (header on row 4, TOTAL footer)",
+                [
+                    "rows",
+                    "file MB",
+                    "calamine s",
+                    "project s",
+                    "publish s",
+                    "project/calamine",
+                    "calamine RSS MiB",
+                    "project RSS MiB",
+                    "quarantined",
+                ],
+                rows,
+            )
+        )
     n = res.get("nightly")
     if n and "error" not in n:
         p1 = _t(_project(res["csv"], "1M"), "ingest_s")
         ref = "1M" if p1 else (res["csv"][-1]["size"] if res["csv"] else None)
         pref = p1 or (_t(res["csv"][-1]["project"], "ingest_s") if res["csv"] else None)
-        out.append((f"Nightly run with nothing new — warehouse after the {n['size']} ingest "
-                    f"({n.get('warehouse_rows', 0):,} rows loaded)",
-                    ["file", "open s", "ingest (stat or hash + ledger) s", "close s", "total s",
-                     "process incl. imports s",
-                     "peak RSS MiB", f"vs {ref} ingest" if ref else "vs ingest", "status"],
-                    [[case, _s(c["open_s"], 3), _s(c["ingest_s"], 3), _s(c["close_s"], 3), _tn(c, "total_s", 3),
-                      _s(c["process_wall_s"]), _s(c["peak_rss_mib"], 0),
-                      f"{100 * c['total_s'] / pref:.1f} %" if pref else "—",
-                      f"{c['status']}, {'hashed' if c.get('hashed') else 'not read'}"]
-                     for case, c in (("the same file, left in the inbox", n),
-                                     ("a re-delivered copy (new inode)", n.get("redelivered")))
-                     if c and "error" not in c]))
+        out.append(
+            (
+                f"Nightly run with nothing new — warehouse after the {n['size']} ingest "
+                f"({n.get('warehouse_rows', 0):,} rows loaded)",
+                [
+                    "file",
+                    "open s",
+                    "ingest (stat or hash + ledger) s",
+                    "close s",
+                    "total s",
+                    "process incl. imports s",
+                    "peak RSS MiB",
+                    f"vs {ref} ingest" if ref else "vs ingest",
+                    "status",
+                ],
+                [
+                    [
+                        case,
+                        _s(c["open_s"], 3),
+                        _s(c["ingest_s"], 3),
+                        _s(c["close_s"], 3),
+                        _tn(c, "total_s", 3),
+                        _s(c["process_wall_s"]),
+                        _s(c["peak_rss_mib"], 0),
+                        f"{100 * c['total_s'] / pref:.1f} %" if pref else "—",
+                        f"{c['status']}, {'hashed' if c.get('hashed') else 'not read'}",
+                    ]
+                    for case, c in (
+                        ("the same file, left in the inbox", n),
+                        ("a re-delivered copy (new inode)", n.get("redelivered")),
+                    )
+                    if c and "error" not in c
+                ],
+            )
+        )
     inc = res.get("incremental")
     if inc and "error" not in inc:
         base_row = _get(res["csv"], inc["size"])
         empty = base_row["project"] if base_row else None
-        out.append((f"Growth with the warehouse — the {inc['size']} file loaded into an empty warehouse "
-                    f"and into the {inc['into']} one",
-                    ["warehouse", "ingest s", "publish s", "peak RSS MiB", "warehouse MB after"],
-                    [["empty", _tn(empty, "ingest_s"), _s(_t(empty, "publish_s")), _s(_t(empty, "peak_rss_mib"), 0),
-                      _s(_t(empty, "warehouse_mb"), 0)],
-                     [f"holding the {inc['into']} file", _tn(inc, "ingest_s"), _s(_t(inc, "publish_s")),
-                      _s(_t(inc, "peak_rss_mib"), 0), _s(_t(inc, "warehouse_mb"), 0)]]))
+        out.append(
+            (
+                f"Growth with the warehouse — the {inc['size']} file loaded into an empty warehouse "
+                f"and into the {inc['into']} one",
+                ["warehouse", "ingest s", "publish s", "peak RSS MiB", "warehouse MB after"],
+                [
+                    [
+                        "empty",
+                        _tn(empty, "ingest_s"),
+                        _s(_t(empty, "publish_s")),
+                        _s(_t(empty, "peak_rss_mib"), 0),
+                        _s(_t(empty, "warehouse_mb"), 0),
+                    ],
+                    [
+                        f"holding the {inc['into']} file",
+                        _tn(inc, "ingest_s"),
+                        _s(_t(inc, "publish_s")),
+                        _s(_t(inc, "peak_rss_mib"), 0),
+                        _s(_t(inc, "warehouse_mb"), 0),
+                    ],
+                ],
+            )
+        )
     v = res.get("views")
     if v and "views" in v:
-        rows = [[name, f"{d['rows']:,}", _s(d["first_ms"], 1), _s(d["warm_median_ms"], 1),
-                 "consolidated" if name in CONSOLIDATED_VIEWS else "other"]
-                for name, d in v["views"].items()]
-        out.append((f"Views on the published copy — {v['financing_rows']:,} current financing rows "
-                    f"({v['size']} file), read-only connection",
-                    ["view", "rows", "first query ms", "warm median ms", "kind"], rows))
+        rows = [
+            [
+                name,
+                f"{d['rows']:,}",
+                _s(d["first_ms"], 1),
+                _s(d["warm_median_ms"], 1),
+                "consolidated" if name in CONSOLIDATED_VIEWS else "other",
+            ]
+            for name, d in v["views"].items()
+        ]
+        out.append(
+            (
+                f"Views on the published copy — {v['financing_rows']:,} current financing rows "
+                f"({v['size']} file), read-only connection",
+                ["view", "rows", "first query ms", "warm median ms", "kind"],
+                rows,
+            )
+        )
     t = res.get("targets") or []
     if t:
-        out.append(("Targets (measured in this run; reported, never enforced)",
-                    ["target", "goal", "measured", "met"],
-                    [[x["target"], x["goal"],
-                      ("—" if x["measured"] is None else f"{x['measured']:,.2f} {x['unit']}".strip())
-                      + (f" ({x['note']})" if x["note"] else ""),
-                      {True: "yes", False: "**no**", None: "n/a"}[x["met"]]] for x in t]))
+        out.append(
+            (
+                "Targets (measured in this run; reported, never enforced)",
+                ["target", "goal", "measured", "met"],
+                [
+                    [
+                        x["target"],
+                        x["goal"],
+                        ("—" if x["measured"] is None else f"{x['measured']:,.2f} {x['unit']}".strip())
+                        + (f" ({x['note']})" if x["note"] else ""),
+                        {True: "yes", False: "**no**", None: "n/a"}[x["met"]],
+                    ]
+                    for x in t
+                ],
+            )
+        )
     big = next((r for r in reversed(res["csv"]) if r["project"] and "error" not in r["project"]), None)
     if big:
         p = big["project"]
         total = p["ingest_s"] + p["publish_s"]
-        stage_rows = [[k, _s(s, 3), f"{100 * s / total:.0f} %"]
-                      for k, s in sorted(p["stages"].items(), key=lambda kv: -kv[1])]
-        sql_rows = [[k, _s(s, 3), f"{100 * s / total:.0f} %"]
-                    for k, s in sorted(p["sql"].items(), key=lambda kv: -kv[1]) if s >= 0.001]
-        out.append((f"Where the project's time goes — CSV {big['size']} (ingest {p['ingest_s']:.2f} s "
-                    f"+ publish {p['publish_s']:.2f} s); stages nest (read ⊃ read.decode, validate ⊃ "
-                    "validate.pandera, load ⊃ its SQL)", ["stage", "s", "share"], stage_rows))
+        stage_rows = [
+            [k, _s(s, 3), f"{100 * s / total:.0f} %"] for k, s in sorted(p["stages"].items(), key=lambda kv: -kv[1])
+        ]
+        sql_rows = [
+            [k, _s(s, 3), f"{100 * s / total:.0f} %"]
+            for k, s in sorted(p["sql"].items(), key=lambda kv: -kv[1])
+            if s >= 0.001
+        ]
+        out.append(
+            (
+                f"Where the project's time goes — CSV {big['size']} (ingest {p['ingest_s']:.2f} s "
+                f"+ publish {p['publish_s']:.2f} s); stages nest (read ⊃ read.decode, validate ⊃ "
+                "validate.pandera, load ⊃ its SQL)",
+                ["stage", "s", "share"],
+                stage_rows,
+            )
+        )
         out.append((f"SQL statements of that ingest — CSV {big['size']}", ["statement", "s", "share"], sql_rows))
     return out
 
 
 def markdown(res: dict[str, Any]) -> str:
     m = res["machine"]
-    lines = [f"Measured {res['started']} with `{res['command']}` "
-             f"({m['cores']} cores, {m['memory']}, {m['cpu'] or 'unknown CPU'}; Python {m['python']}, "
-             f"DuckDB {m['duckdb']}, pandas {m['pandas']}, pandera {m['pandera']}, "
-             f"python-calamine {m['python-calamine']}; core {res.get('core', '?')}). "
-             "Times in seconds, median of the runs; "
-             "RSS is each process's peak (a bare `import cdv_etl.pipeline` is "
-             f"{_s(_t(res['import_baseline'], 'peak_rss_mib'), 0)} MiB). † marks a time measured while "
-             "other processes used over 10 % of the CPUs.", ""]
+    lines = [
+        f"Measured {res['started']} with `{res['command']}` "
+        f"({m['cores']} cores, {m['memory']}, {m['cpu'] or 'unknown CPU'}; Python {m['python']}, "
+        f"DuckDB {m['duckdb']}, pandas {m['pandas']}, pandera {m['pandera']}, "
+        f"python-calamine {m['python-calamine']}; core {res.get('core', '?')}). "
+        "Times in seconds, median of the runs; "
+        "RSS is each process's peak (a bare `import cdv_etl.pipeline` is "
+        f"{_s(_t(res['import_baseline'], 'peak_rss_mib'), 0)} MiB). † marks a time measured while "
+        "other processes used over 10 % of the CPUs.",
+        "",
+    ]
     for title, header, rows in tables(res):
-        lines += [f"**{title}**", "", "| " + " | ".join(header) + " |",
-                  "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+        lines += [
+            f"**{title}**",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
+        ]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         lines.append("")
     return "\n".join(lines)
@@ -610,26 +873,38 @@ def update_readme(md: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    ap = argparse.ArgumentParser(prog="python -m bench.harness",
-                                 description="Ingest benchmarks: project vs DuckDB floor vs naive peer.")
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.harness", description="Ingest benchmarks: project vs DuckDB floor vs naive peer."
+    )
     ap.add_argument("--sizes", default="10k,100k,1M,5M", help="CSV sizes (10k,100k,1M,5M)")
-    ap.add_argument("--xlsx-sizes", default=None,
-                    help=f"XLSX sizes (default: the CSV sizes up to {XLSX_MAX:,} rows; '' for none)")
+    ap.add_argument(
+        "--xlsx-sizes", default=None, help=f"XLSX sizes (default: the CSV sizes up to {XLSX_MAX:,} rows; '' for none)"
+    )
     ap.add_argument("--quick", action="store_true", help="10k and 100k only, one run each")
-    ap.add_argument("--repeat", type=int, default=0,
-                    help="runs per measurement (default: 3 up to 100k rows, 1 above)")
+    ap.add_argument("--repeat", type=int, default=0, help="runs per measurement (default: 3 up to 100k rows, 1 above)")
     ap.add_argument("--skip-peer", action="store_true", help="leave out the naive pandas peer")
-    ap.add_argument("--profile", default=None, metavar="SIZE",
-                    help="also run the project's CSV ingest at SIZE under cProfile (bench/out/)")
+    ap.add_argument(
+        "--profile",
+        default=None,
+        metavar="SIZE",
+        help="also run the project's CSV ingest at SIZE under cProfile (bench/out/)",
+    )
     ap.add_argument("--timeout", type=float, default=1800, help="seconds allowed per step")
-    ap.add_argument("--settle", type=float, default=None, metavar="SECONDS",
-                    help="before each step, wait up to SECONDS (default 60, 3 with --quick) for other "
-                         "processes to leave the CPUs idle (0: never wait); each step records the "
-                         "CPU share others used")
-    ap.add_argument("--keep", action="store_true",
-                    help="keep the warehouses in bench/out/wh (several hundred MB at 5M rows)")
-    ap.add_argument("--name", default=None,
-                    help="results name under bench/results/ (default: latest, or quick with --quick)")
+    ap.add_argument(
+        "--settle",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="before each step, wait up to SECONDS (default 60, 3 with --quick) for other "
+        "processes to leave the CPUs idle (0: never wait); each step records the "
+        "CPU share others used",
+    )
+    ap.add_argument(
+        "--keep", action="store_true", help="keep the warehouses in bench/out/wh (several hundred MB at 5M rows)"
+    )
+    ap.add_argument(
+        "--name", default=None, help="results name under bench/results/ (default: latest, or quick with --quick)"
+    )
     args = ap.parse_args(argv)
     args.argv = argv
     if args.quick:
@@ -661,8 +936,10 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(OUT / work, ignore_errors=True)
     print_tables(res, console)
     errors = [r for r in json.dumps(res).split('"error": ')[1:]]
-    console.print(f"[bold]written[/] bench/results/{name}.json and {name}.md in {res['seconds']} s"
-                  + (f" — [red]{len(errors)} step(s) failed[/], see bench/out/steps/*.log" if errors else ""))
+    console.print(
+        f"[bold]written[/] bench/results/{name}.json and {name}.md in {res['seconds']} s"
+        + (f" — [red]{len(errors)} step(s) failed[/], see bench/out/steps/*.log" if errors else "")
+    )
 
 
 if __name__ == "__main__":

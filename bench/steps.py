@@ -54,6 +54,7 @@ def _rss_mib() -> float:
 
 # -- instrumentation of the project's ingest ---------------------------------------------------
 
+
 class Timings:
     """Seconds per stage; a stage wrapped with ``nested`` is named after the stage it runs in."""
 
@@ -196,11 +197,13 @@ def _instrument() -> Timings:
     except AttributeError:
         pass
     else:
+
         def timed_reader(*args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
             con = make_reader(*args, **kwargs)
             t.stages["reader connection (sandbox)"] += time.perf_counter() - start
             return TimedConnection(con, t, "reader › ")
+
         pipeline.reader_connection = timed_reader
     t.missing = missing
     return t
@@ -260,13 +263,22 @@ def step_project(p: dict) -> dict:
     cm.__exit__(None, None, None)
     t3 = time.perf_counter()
     return {
-        "open_s": t1 - t0, "ingest_s": t2 - t1, "publish_s": t3 - t2, "total_s": t3 - t0,
+        "open_s": t1 - t0,
+        "ingest_s": t2 - t1,
+        "publish_s": t3 - t2,
+        "total_s": t3 - t0,
         "ingest_cpu_s": c2 - c1,
-        "status": result.status, "rows_read": result.rows_read, "rows_loaded": result.rows_loaded,
-        "rows_quarantined": result.rows_quarantined, "control_total_ok": result.control_total_ok,
+        "status": result.status,
+        "rows_read": result.rows_read,
+        "rows_loaded": result.rows_loaded,
+        "rows_quarantined": result.rows_quarantined,
+        "control_total_ok": result.control_total_ok,
         "rss_after_ingest_mib": rss_ingest,
-        "stages": dict(timings.stages), "sql": dict(timings.sql), "sql_calls": dict(timings.sql_calls),
-        "stages_cpu": dict(timings.stages_cpu), "sql_cpu": dict(timings.sql_cpu),
+        "stages": dict(timings.stages),
+        "sql": dict(timings.sql),
+        "sql_calls": dict(timings.sql_calls),
+        "stages_cpu": dict(timings.stages_cpu),
+        "sql_cpu": dict(timings.sql_cpu),
         "peak_rss_after_stage_mib": timings.peak_rss_after,
         "instrumentation_missing": timings.missing,
         "warehouse_mb": Path(p["warehouse"]).stat().st_size / 1e6,
@@ -293,10 +305,17 @@ def step_nightly(p: dict) -> dict:
         t2 = time.perf_counter()
         rows = _count(pipe.con, "SELECT count(*) FROM engagement_rows")
     t3 = time.perf_counter()
-    return {"open_s": t1 - t0, "ingest_s": t2 - t1, "close_s": t3 - t2, "total_s": t3 - t0,
-            "status": result.status, "already_recorded": result.already_recorded,
-            "hashed": "hash (SHA-256 of the file)" in timings.stages,
-            "warehouse_rows": int(rows), "stages": dict(timings.stages)}
+    return {
+        "open_s": t1 - t0,
+        "ingest_s": t2 - t1,
+        "close_s": t3 - t2,
+        "total_s": t3 - t0,
+        "status": result.status,
+        "already_recorded": result.already_recorded,
+        "hashed": "hash (SHA-256 of the file)" in timings.stages,
+        "warehouse_rows": int(rows),
+        "stages": dict(timings.stages),
+    }
 
 
 def _csv_contender(p: dict, database: str) -> tuple[Any, Any, Path, Path, Path]:
@@ -327,8 +346,10 @@ def step_floor_csv(p: dict) -> dict:
         utf8 = src
     else:
         utf8 = work / (src.name + ".utf8")
-        with src.open("r", encoding=fmt.encoding, newline="") as fin, \
-                utf8.open("w", encoding="utf-8", newline="") as fout:
+        with (
+            src.open("r", encoding=fmt.encoding, newline="") as fin,
+            utf8.open("w", encoding="utf-8", newline="") as fout,
+        ):
             while block := fin.read(16 << 20):
                 fout.write(block)
     t1 = time.perf_counter()
@@ -338,7 +359,8 @@ def step_floor_csv(p: dict) -> dict:
     con.execute(
         f"CREATE TABLE typed AS SELECT {', '.join(casts)} "  # noqa: S608 - identifiers from the spec
         "FROM read_csv(?, delim = ?, quote = ?, escape = ?, header = true, all_varchar = true)",
-        [str(utf8), fmt.delimiter, fmt.quote, fmt.quote])
+        [str(utf8), fmt.delimiter, fmt.quote, fmt.quote],
+    )
     t2 = time.perf_counter()
     rows = _count(con, "SELECT count(*) FROM typed")
     con.close()
@@ -346,8 +368,14 @@ def step_floor_csv(p: dict) -> dict:
     if utf8 != src:
         utf8.unlink()
     db.unlink(missing_ok=True)
-    return {"transcode_s": t1 - t0, "duckdb_s": t2 - t1, "close_s": t3 - t2, "total_s": t3 - t0,
-            "total_cpu_s": time.process_time() - c0, "rows": int(rows)}
+    return {
+        "transcode_s": t1 - t0,
+        "duckdb_s": t2 - t1,
+        "close_s": t3 - t2,
+        "total_s": t3 - t0,
+        "total_cpu_s": time.process_time() - c0,
+        "rows": int(rows),
+    }
 
 
 def step_peer_csv(p: dict) -> dict:
@@ -399,9 +427,14 @@ def step_peer_csv(p: dict) -> dict:
     frame["scheme"] = text(f["scheme"].source_columns[0])
     t2 = time.perf_counter()
     extracted = date.fromisoformat(p.get("extraction_date", AL_EXTRACTION.isoformat()))
-    ctx = RuleContext(communes=communes, extraction_date=extracted,
-                      statuses=frozenset(spec.status_counts()), has_date=True, has_year=False,
-                      names_instrument=True)
+    ctx = RuleContext(
+        communes=communes,
+        extraction_date=extracted,
+        statuses=frozenset(spec.status_counts()),
+        has_date=True,
+        has_year=False,
+        names_instrument=True,
+    )
     failed = pd.DataFrame({"row": pd.Series(dtype="int64"), "rule": pd.Series(dtype=str)})
     try:
         canonical_schema(ctx).validate(frame, lazy=True)
@@ -412,20 +445,30 @@ def step_peer_csv(p: dict) -> dict:
     bad = frame.index.isin(failed["row"])
     valid = frame[~bad]
     rejected = raw[bad].assign(source_row=frame["source_row"][bad])  # noqa: F841 - read by DuckDB by name
-    con.execute("CREATE TABLE engagement_rows AS SELECT source_row, operation_id, insee_code, "
-                "commune_label, axis::TINYINT AS axis, instrument, instrument_label, scheme, "
-                "amount_eur::DECIMAL(18, 2) AS amount_eur, engagement_date::DATE AS engagement_date, "
-                "status FROM valid")
+    con.execute(
+        "CREATE TABLE engagement_rows AS SELECT source_row, operation_id, insee_code, "
+        "commune_label, axis::TINYINT AS axis, instrument, instrument_label, scheme, "
+        "amount_eur::DECIMAL(18, 2) AS amount_eur, engagement_date::DATE AS engagement_date, "
+        "status FROM valid"
+    )
     con.execute("CREATE TABLE quarantine_failures AS SELECT * FROM failed")
     con.execute("CREATE TABLE quarantine_rows AS SELECT * FROM rejected")  # raw cells of the rows
     t4 = time.perf_counter()
     con.close()
     t5 = time.perf_counter()
     db.unlink(missing_ok=True)
-    return {"read_csv_s": t1 - t0, "transform_s": t2 - t1, "pandera_s": t3 - t2, "insert_s": t4 - t3,
-            "close_s": t5 - t4, "total_s": t5 - t0, "total_cpu_s": time.process_time() - c0,
-            "rows_read": len(raw),
-            "rows_loaded": int(len(valid)), "rows_quarantined": int(bad.sum())}
+    return {
+        "read_csv_s": t1 - t0,
+        "transform_s": t2 - t1,
+        "pandera_s": t3 - t2,
+        "insert_s": t4 - t3,
+        "close_s": t5 - t4,
+        "total_s": t5 - t0,
+        "total_cpu_s": time.process_time() - c0,
+        "rows_read": len(raw),
+        "rows_loaded": int(len(valid)),
+        "rows_quarantined": int(bad.sum()),
+    }
 
 
 def step_calamine(p: dict) -> dict:
@@ -456,13 +499,21 @@ def step_views(p: dict) -> dict:
             t = time.perf_counter()
             con.execute(f'SELECT * FROM "{v}"').fetchall()  # noqa: S608
             warm.append(time.perf_counter() - t)
-        out[v] = {"first_ms": first * 1000, "warm_median_ms": statistics.median(warm) * 1000,
-                  "warm_max_ms": max(warm) * 1000, "rows": len(rows)}
+        out[v] = {
+            "first_ms": first * 1000,
+            "warm_median_ms": statistics.median(warm) * 1000,
+            "warm_max_ms": max(warm) * 1000,
+            "rows": len(rows),
+        }
     current = _count(con, "SELECT count(*) FROM financing")
     stored = _count(con, "SELECT count(*) FROM engagement_rows")
     con.close()
-    return {"connect_ms": connect_s * 1000, "views": out, "financing_rows": int(current),
-            "engagement_rows": int(stored)}
+    return {
+        "connect_ms": connect_s * 1000,
+        "views": out,
+        "financing_rows": int(current),
+        "engagement_rows": int(stored),
+    }
 
 
 def step_profile(p: dict) -> dict:
@@ -483,9 +534,15 @@ def step_profile(p: dict) -> dict:
 
 
 STEPS = {
-    "import": step_import, "setup": step_setup, "project": step_project, "nightly": step_nightly,
-    "floor_csv": step_floor_csv, "peer_csv": step_peer_csv, "calamine": step_calamine,
-    "views": step_views, "profile": step_profile,
+    "import": step_import,
+    "setup": step_setup,
+    "project": step_project,
+    "nightly": step_nightly,
+    "floor_csv": step_floor_csv,
+    "peer_csv": step_peer_csv,
+    "calamine": step_calamine,
+    "views": step_views,
+    "profile": step_profile,
 }
 
 

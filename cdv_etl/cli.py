@@ -26,7 +26,9 @@ offline.apply()
 
 app = typer.Typer(
     help="Consolidate Action Cœur de Ville partner exports into a DuckDB warehouse.",
-    no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
 )
 reference_app = typer.Typer(help="The ANCT reference of ACV communes.", no_args_is_help=True)
 app.add_typer(reference_app, name="reference")
@@ -35,8 +37,10 @@ app.add_typer(reference_app, name="reference")
 console = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
-WarehouseOpt = Annotated[Path | None, typer.Option(
-    "--warehouse", "-w", help="Warehouse file [env: CDV_WAREHOUSE; default warehouse/cdv.duckdb].")]
+WarehouseOpt = Annotated[
+    Path | None,
+    typer.Option("--warehouse", "-w", help="Warehouse file [env: CDV_WAREHOUSE; default warehouse/cdv.duckdb]."),
+]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")]
 
 
@@ -51,8 +55,7 @@ def fail(exc: CdvError) -> None:
     raise typer.Exit(2)
 
 
-def print_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str,
-               title: str | None = None) -> None:
+def print_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str, title: str | None = None) -> None:
     if fmt == "csv":
         sys.stdout.write(as_csv(columns, rows))
     elif fmt == "json":
@@ -98,14 +101,20 @@ def reference_load(
 
 def run_ingest(s: Settings, files: list[Path], partner: str | None, force: bool) -> list[LoadResult]:
     results: list[LoadResult] = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err, transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
         task = bar.add_task("ingesting", total=len(files))
         with open_pipeline(s) as pipe:
             for f in files:
-                results.append(pipe.ingest(
-                    f, partner=partner, force=force,
-                    progress=lambda m: bar.update(task, description=m)))
+                results.append(
+                    pipe.ingest(f, partner=partner, force=force, progress=lambda m: bar.update(task, description=m))
+                )
                 bar.advance(task)
             bar.update(task, description="publishing")
     return results
@@ -148,12 +157,12 @@ def ingest(
         raise typer.Exit(1)
 
 
-def _query(s: Settings, sql: str, params: list[Any] | None = None,
-           live: bool = False) -> tuple[list[str], list[tuple[Any, ...]]]:
+def _query(
+    s: Settings, sql: str, params: list[Any] | None = None, live: bool = False
+) -> tuple[list[str], list[tuple[Any, ...]]]:
     path = s.warehouse if live else s.published_path
     if not path.exists():
-        raise CdvError(f"no warehouse at {path}",
-                       "load something first (cdv-etl ingest FILE, or cdv-etl demo)")
+        raise CdvError(f"no warehouse at {path}", "load something first (cdv-etl ingest FILE, or cdv-etl demo)")
     con = duckdb.connect(str(path), read_only=True)
     try:
         cur = con.execute(sql, params or [])
@@ -167,11 +176,16 @@ def _query(s: Settings, sql: str, params: list[Any] | None = None,
 
 @app.command()
 def sql(
-    query: Annotated[str, typer.Argument(help="SQL to run, e.g. \"SELECT * FROM v_financing_by_axis\".")],
+    query: Annotated[str, typer.Argument(help='SQL to run, e.g. "SELECT * FROM v_financing_by_axis".')],
     fmt: FormatOpt = "table",
     warehouse: WarehouseOpt = None,
-    live: Annotated[bool, typer.Option(help="Query the warehouse itself (waits for no writer; "
-                                               "fails while a load runs) instead of the published copy.")] = False,
+    live: Annotated[
+        bool,
+        typer.Option(
+            help="Query the warehouse itself (waits for no writer; "
+            "fails while a load runs) instead of the published copy."
+        ),
+    ] = False,
 ) -> None:
     """Run SQL on the published (read-only) warehouse: never blocked by a load."""
     s = settings(warehouse)
@@ -187,9 +201,12 @@ def files(warehouse: WarehouseOpt = None, fmt: FormatOpt = "table") -> None:
     """The file ledger: every file seen, loaded, duplicate or rejected."""
     s = settings(warehouse)
     try:
-        columns, rows = _query(s, "SELECT file_id, partner, file_name, status, extraction_date, rows_read, "
-                                  "rows_loaded, rows_quarantined, engaged_amount_eur, control_total_ok, "
-                                  "is_current, message FROM file_loads ORDER BY file_id")
+        columns, rows = _query(
+            s,
+            "SELECT file_id, partner, file_name, status, extraction_date, rows_read, "
+            "rows_loaded, rows_quarantined, engaged_amount_eur, control_total_ok, "
+            "is_current, message FROM file_loads ORDER BY file_id",
+        )
     except CdvError as exc:
         fail(exc)
     print_rows(columns, rows, fmt, "file_loads")
@@ -210,8 +227,10 @@ def quarantine(
         params.append(file)
     elif not all_files:
         where.append("is_current")
-    query = ("SELECT file_id, partner, file_name, source_row, sheet, rule, \"column\", value, message, all_rules "
-             "FROM quarantine WHERE " + " AND ".join(where) + " ORDER BY file_id, source_row")
+    query = (
+        'SELECT file_id, partner, file_name, source_row, sheet, rule, "column", value, message, all_rules '
+        "FROM quarantine WHERE " + " AND ".join(where) + " ORDER BY file_id, source_row"
+    )
     try:
         columns, rows = _query(s, query, params)
     except CdvError as exc:
@@ -241,8 +260,9 @@ def run_nightly(s: Settings) -> list[LoadResult]:
     """The nightly flow, once, in Prefect's ephemeral mode (no server to start)."""
     from flows.nightly import nightly as nightly_flow
 
-    summary = nightly_flow(inbox=str(s.inbox), warehouse=str(s.warehouse), archive=str(s.archive_dir),
-                           rejected=str(s.rejected_dir))
+    summary = nightly_flow(
+        inbox=str(s.inbox), warehouse=str(s.warehouse), archive=str(s.archive_dir), rejected=str(s.rejected_dir)
+    )
     return [LoadResult.from_dict(r) for r in summary["files"]]
 
 
@@ -275,9 +295,13 @@ def serve() -> None:
     import os
 
     if not os.environ.get("PREFECT_API_URL"):
-        fail(CdvError("PREFECT_API_URL is not set: serve needs a Prefect server",
-                      "start one with `prefect server start` and export "
-                      "PREFECT_API_URL=http://127.0.0.1:4200/api (see README, Running with Prefect)"))
+        fail(
+            CdvError(
+                "PREFECT_API_URL is not set: serve needs a Prefect server",
+                "start one with `prefect server start` and export "
+                "PREFECT_API_URL=http://127.0.0.1:4200/api (see README, Running with Prefect)",
+            )
+        )
     from flows.deployments import serve_all
 
     serve_all()
@@ -297,8 +321,9 @@ def demo(
     exports = generate_demo_exports(inbox)
     shutil.copyfile(SAMPLE_REFERENCE, inbox / SAMPLE_REFERENCE.name)
     console.print(f"demo inbox [bold]{inbox}[/bold]: {SAMPLE_REFERENCE.name}, {', '.join(p.name for p in exports)}")
-    s = Settings.from_env().with_(warehouse=out / "warehouse" / "cdv.duckdb", inbox=inbox,
-                                  archive=out / "archive", rejected=out / "rejected")
+    s = Settings.from_env().with_(
+        warehouse=out / "warehouse" / "cdv.duckdb", inbox=inbox, archive=out / "archive", rejected=out / "rejected"
+    )
     try:
         results = run_nightly(s)
         print_results(results)
@@ -309,9 +334,10 @@ def demo(
     console.print(f"\nengaged in total: [bold]{euros(total)}[/bold]")  # type: ignore[arg-type]
     console.print(
         "\nQuery the demo warehouse (in .venv/bin):\n"  # noqa: S608 - help text, not SQL
-        f"  cdv-etl sql -w {s.warehouse} \"SELECT * FROM v_financing_by_axis\"\n"
-        f"  duckdb -readonly {s.published_path} \"FROM v_envelope_consumption\"\n"
-        f"  cdv-etl quarantine -w {s.warehouse}")
+        f'  cdv-etl sql -w {s.warehouse} "SELECT * FROM v_financing_by_axis"\n'
+        f'  duckdb -readonly {s.published_path} "FROM v_envelope_consumption"\n'
+        f"  cdv-etl quarantine -w {s.warehouse}"
+    )
 
 
 def _register_extensions() -> None:

@@ -16,10 +16,13 @@ import typer
 
 from cdv_etl.errors import CdvError
 
-WarehouseOpt = Annotated[Path | None, typer.Option(
-    "--warehouse", "-w", help="Warehouse file [env: CDV_WAREHOUSE; default warehouse/cdv.duckdb].")]
-LiveOpt = Annotated[bool, typer.Option(
-    help="Read the warehouse itself (fails while a load runs) instead of the published copy.")]
+WarehouseOpt = Annotated[
+    Path | None,
+    typer.Option("--warehouse", "-w", help="Warehouse file [env: CDV_WAREHOUSE; default warehouse/cdv.duckdb]."),
+]
+LiveOpt = Annotated[
+    bool, typer.Option(help="Read the warehouse itself (fails while a load runs) instead of the published copy.")
+]
 
 
 def _source(warehouse: Path | None, live: bool) -> Path:
@@ -30,12 +33,18 @@ def _source(warehouse: Path | None, live: bool) -> Path:
 
 
 def changes(
-    partner: Annotated[str | None, typer.Option(
-        "--partner", "-p", help="Partner code (default: every partner, its two latest exports).")] = None,
-    from_: Annotated[str | None, typer.Option(
-        "--from", help="Earlier export: file_id or file name (default: the export before --to).")] = None,
-    to: Annotated[str | None, typer.Option(
-        "--to", help="Later export: file_id or file name (default: the partner's current export).")] = None,
+    partner: Annotated[
+        str | None,
+        typer.Option("--partner", "-p", help="Partner code (default: every partner, its two latest exports)."),
+    ] = None,
+    from_: Annotated[
+        str | None,
+        typer.Option("--from", help="Earlier export: file_id or file name (default: the export before --to)."),
+    ] = None,
+    to: Annotated[
+        str | None,
+        typer.Option("--to", help="Later export: file_id or file name (default: the partner's current export)."),
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
     warehouse: WarehouseOpt = None,
     live: LiveOpt = False,
@@ -59,9 +68,10 @@ def changes(
                 if partner is None:
                     found = {ch.partner_of(con, ref) for ref in (from_, to) if ref}
                     if None in found or len(found) != 1:
-                        raise CdvError("cannot tell the partner from --from/--to",
-                                       "give --partner, and file_ids or names of its loaded exports "
-                                       "(see `cdv-etl files`)")
+                        raise CdvError(
+                            "cannot tell the partner from --from/--to",
+                            "give --partner, and file_ids or names of its loaded exports (see `cdv-etl files`)",
+                        )
                     partner = str(found.pop())
                 frm, later = ch.pick_exports(con, partner, from_, to)
                 columns, rows = ch.changes(con, frm, later)
@@ -82,8 +92,12 @@ def changes(
 
 
 def docs(
-    output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="Markdown file to write, e.g. docs/data_dictionary.md (default: print it).")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Markdown file to write, e.g. docs/data_dictionary.md (default: print it)."
+        ),
+    ] = None,
     warehouse: WarehouseOpt = None,
     live: LiveOpt = False,
 ) -> None:
@@ -113,11 +127,13 @@ def docs(
 
 
 def export(
-    source: Annotated[str, typer.Argument(
-        help="A public view's name (e.g. financing) or a SQL query on the warehouse.")],
+    source: Annotated[
+        str, typer.Argument(help="A public view's name (e.g. financing) or a SQL query on the warehouse.")
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write (replaced whole).")],
-    fmt: Annotated[str | None, typer.Option(
-        "--format", "-f", help="xlsx, csv or parquet (default: from the file's suffix).")] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", "-f", help="xlsx, csv or parquet (default: from the file's suffix).")
+    ] = None,
     warehouse: WarehouseOpt = None,
     live: LiveOpt = False,
 ) -> None:
@@ -137,8 +153,9 @@ def export(
             result = run_export(con, source, output, fmt, origin=str(path))
     except CdvError as exc:
         fail(exc)
-    console.print(f"{result.rows} rows × {len(result.columns)} columns written to "
-                  f"[bold]{result.path}[/bold] ({result.fmt})")
+    console.print(
+        f"{result.rows} rows × {len(result.columns)} columns written to [bold]{result.path}[/bold] ({result.fmt})"
+    )
 
 
 def report(

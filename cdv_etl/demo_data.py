@@ -32,14 +32,31 @@ from schemas.canonical import PROGRAMME_START
 # put on its own row; a duplicated operation id makes two rows share one id, and both rows
 # are quarantined.
 _MISTAKES: dict[str, tuple[str, ...]] = {
-    "bdt": ("commune_not_acv", "amount_missing", "amount_not_positive", "date_before_programme",
-            "unknown_category", "duplicate_operation_id"),
-    "action_logement": ("commune_not_acv", "amount_missing", "amount_unparseable",
-                        "amount_unparseable", "amount_not_positive", "date_after_extraction"),
-    "anah": ("commune_not_acv", "amount_missing", "amount_unparseable", "amount_not_positive",
-             "unknown_status", "year_date_mismatch"),
-    "etat": ("commune_not_acv", "commune_missing", "amount_missing", "amount_not_positive",
-             "unknown_category"),
+    "bdt": (
+        "commune_not_acv",
+        "amount_missing",
+        "amount_not_positive",
+        "date_before_programme",
+        "unknown_category",
+        "duplicate_operation_id",
+    ),
+    "action_logement": (
+        "commune_not_acv",
+        "amount_missing",
+        "amount_unparseable",
+        "amount_unparseable",
+        "amount_not_positive",
+        "date_after_extraction",
+    ),
+    "anah": (
+        "commune_not_acv",
+        "amount_missing",
+        "amount_unparseable",
+        "amount_not_positive",
+        "unknown_status",
+        "year_date_mismatch",
+    ),
+    "etat": ("commune_not_acv", "commune_missing", "amount_missing", "amount_not_positive", "unknown_category"),
     "epf": ("commune_not_acv", "amount_unparseable"),
 }
 
@@ -71,21 +88,28 @@ class _Context:
     today: date
 
 
-def generate_demo_exports(out_dir: Path, *, reference_csv: Path = SAMPLE_REFERENCE, seed: int = 2026,
-                          today: date | None = None) -> list[Path]:
+def generate_demo_exports(
+    out_dir: Path, *, reference_csv: Path = SAMPLE_REFERENCE, seed: int = 2026, today: date | None = None
+) -> list[Path]:
     """Write one export per partner into out_dir (created if needed); return their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     communes = _read_communes(reference_csv)
     codes = {c.insee for c in communes}
     ctx = _Context(communes, [c for c in _OUTSIDERS if c.insee not in codes], today or date.today())
-    writers = (("bdt", _write_bdt), ("action_logement", _write_action_logement),
-               ("anah", _write_anah), ("etat", _write_etat), ("epf", _write_epf))
+    writers = (
+        ("bdt", _write_bdt),
+        ("action_logement", _write_action_logement),
+        ("anah", _write_anah),
+        ("etat", _write_etat),
+        ("epf", _write_epf),
+    )
     # One generator per partner, seeded from the seed and the partner: files are independent.
     return [write(out_dir, ctx, random.Random(f"{seed}:{partner}")) for partner, write in writers]
 
 
 # -- shared helpers --------------------------------------------------------------------------
+
 
 def _read_communes(path: Path) -> list[_Commune]:
     """The reference communes (ANCT property names), codes regaining lost leading zeros."""
@@ -95,8 +119,9 @@ def _read_communes(path: Path) -> list[_Commune]:
         text = text.strip().upper()
         return text.zfill(width) if text.isdigit() else text
 
-    return [_Commune(code(r.insee_com, 5), r.lib_com.strip(), code(r.insee_dep, 2))
-            for r in frame.itertuples(index=False)]
+    return [
+        _Commune(code(r.insee_com, 5), r.lib_com.strip(), code(r.insee_dep, 2)) for r in frame.itertuples(index=False)
+    ]
 
 
 def _plan(rng: random.Random, n_rows: int, kinds: tuple[str, ...]) -> dict[int, str]:
@@ -170,23 +195,44 @@ def _save_workbook(wb: Workbook, path: Path, day: date) -> None:
 # -- Banque des Territoires ------------------------------------------------------------------
 
 _BDT_PROJECTS = {
-    "Habitat": ("Réhabilitation d'un îlot dégradé", "Étude pré-opérationnelle OPAH-RU",
-                "Restructuration d'immeubles vacants"),
-    "Commerce / développement économique": ("Foncière de redynamisation commerciale",
-                                            "Requalification de cellules commerciales",
-                                            "Halle gourmande du centre-ville"),
-    "Mobilité et connexions": ("Pôle d'échanges multimodal", "Plan de mobilité du centre-ville",
-                               "Parking relais"),
-    "Espaces publics et patrimoine": ("Requalification de la place centrale",
-                                      "Restauration d'un monument historique", "Aménagement des berges"),
-    "Équipements et services publics": ("Maison de santé pluriprofessionnelle", "Médiathèque",
-                                        "Maison France Services"),
+    "Habitat": (
+        "Réhabilitation d'un îlot dégradé",
+        "Étude pré-opérationnelle OPAH-RU",
+        "Restructuration d'immeubles vacants",
+    ),
+    "Commerce / développement économique": (
+        "Foncière de redynamisation commerciale",
+        "Requalification de cellules commerciales",
+        "Halle gourmande du centre-ville",
+    ),
+    "Mobilité et connexions": ("Pôle d'échanges multimodal", "Plan de mobilité du centre-ville", "Parking relais"),
+    "Espaces publics et patrimoine": (
+        "Requalification de la place centrale",
+        "Restauration d'un monument historique",
+        "Aménagement des berges",
+    ),
+    "Équipements et services publics": (
+        "Maison de santé pluriprofessionnelle",
+        "Médiathèque",
+        "Maison France Services",
+    ),
 }
 # Nature d'intervention: (label, weight, lowest, highest amount in euros).
-_BDT_NATURES = (("Prêt", 5, 200_000, 2_000_000), ("Fonds propres", 3, 100_000, 2_000_000),
-                ("Ingénierie", 2, 30_000, 250_000))
-_BDT_HEADER = ["N° engagement", "Code INSEE", "Commune", "Nature d'intervention", "Thématique",
-               "Intitulé du projet", "Date d'engagement", "Montant engagé (€)"]
+_BDT_NATURES = (
+    ("Prêt", 5, 200_000, 2_000_000),
+    ("Fonds propres", 3, 100_000, 2_000_000),
+    ("Ingénierie", 2, 30_000, 250_000),
+)
+_BDT_HEADER = [
+    "N° engagement",
+    "Code INSEE",
+    "Commune",
+    "Nature d'intervention",
+    "Thématique",
+    "Intitulé du projet",
+    "Date d'engagement",
+    "Montant engagé (€)",
+]
 
 
 def _write_bdt(out_dir: Path, ctx: _Context, rng: random.Random, n_rows: int = 120) -> Path:
@@ -244,10 +290,17 @@ def _write_bdt(out_dir: Path, ctx: _Context, rng: random.Random, n_rows: int = 1
 
 # -- Action Logement -------------------------------------------------------------------------
 
-_AL_TYPES = ("Construction neuve", "Démolition-reconstruction", "Acquisition-amélioration",
-             "Réhabilitation lourde")
-_AL_HEADER = ["Référence opération", "Code commune", "Nom commune", "Type d'opération", "Produit",
-              "Nb logements", "Montant engagé", "Date décision CE"]
+_AL_TYPES = ("Construction neuve", "Démolition-reconstruction", "Acquisition-amélioration", "Réhabilitation lourde")
+_AL_HEADER = [
+    "Référence opération",
+    "Code commune",
+    "Nom commune",
+    "Type d'opération",
+    "Produit",
+    "Nb logements",
+    "Montant engagé",
+    "Date décision CE",
+]
 
 
 def _write_action_logement(out_dir: Path, ctx: _Context, rng: random.Random, n_rows: int = 150) -> Path:
@@ -269,8 +322,18 @@ def _write_action_logement(out_dir: Path, ctx: _Context, rng: random.Random, n_r
         elif kind == "date_after_extraction":
             day = extracted + timedelta(days=rng.randint(1, 45))
         product = rng.choices(("Prêt", "Subvention"), weights=(2, 1))[0]
-        rows.append([f"AL{day.year}{i + 1:06d}", commune.insee, commune.name, rng.choice(_AL_TYPES),
-                     product, str(rng.randint(4, 80)), amount, f"{day:%d/%m/%Y}"])
+        rows.append(
+            [
+                f"AL{day.year}{i + 1:06d}",
+                commune.insee,
+                commune.name,
+                rng.choice(_AL_TYPES),
+                product,
+                str(rng.randint(4, 80)),
+                amount,
+                f"{day:%d/%m/%Y}",
+            ]
+        )
     path = out_dir / f"AL_ACV_export_{extracted:%Y-%m}.csv"
     with path.open("w", encoding="cp1252", newline="") as fh:
         csv.writer(fh, delimiter=";", lineterminator="\r\n").writerows(rows)
@@ -280,10 +343,22 @@ def _write_action_logement(out_dir: Path, ctx: _Context, rng: random.Random, n_r
 # -- Anah ------------------------------------------------------------------------------------
 
 # type_intervention: (label, lowest, highest grant in euros).
-_ANAH_TYPES = (("Propriétaire occupant", 3_000, 40_000), ("Propriétaire bailleur", 5_000, 80_000),
-               ("Copropriété dégradée", 20_000, 300_000), ("RHI-THIRORI", 20_000, 300_000))
-_ANAH_HEADER = ["numero_dossier", "code_insee", "annee_engagement", "type_intervention",
-                "nb_logements", "montant_aide", "date_engagement", "statut"]
+_ANAH_TYPES = (
+    ("Propriétaire occupant", 3_000, 40_000),
+    ("Propriétaire bailleur", 5_000, 80_000),
+    ("Copropriété dégradée", 20_000, 300_000),
+    ("RHI-THIRORI", 20_000, 300_000),
+)
+_ANAH_HEADER = [
+    "numero_dossier",
+    "code_insee",
+    "annee_engagement",
+    "type_intervention",
+    "nb_logements",
+    "montant_aide",
+    "date_engagement",
+    "statut",
+]
 
 
 def _write_anah(out_dir: Path, ctx: _Context, rng: random.Random, n_rows: int = 200) -> Path:
@@ -309,8 +384,18 @@ def _write_anah(out_dir: Path, ctx: _Context, rng: random.Random, n_rows: int = 
         elif kind == "year_date_mismatch":
             year = day.year - 1  # the year of programming, not of the commitment
         many = label in ("Copropriété dégradée", "RHI-THIRORI")
-        rows.append([f"ANAH-{commune.insee}-{i + 1:07d}", commune.insee, str(year), label,
-                     str(rng.randint(4, 40) if many else rng.randint(1, 6)), amount, day.isoformat(), status])
+        rows.append(
+            [
+                f"ANAH-{commune.insee}-{i + 1:07d}",
+                commune.insee,
+                str(year),
+                label,
+                str(rng.randint(4, 40) if many else rng.randint(1, 6)),
+                amount,
+                day.isoformat(),
+                status,
+            ]
+        )
     path = out_dir / f"anah_acv_{ctx.today.year}.csv"
     with path.open("w", encoding="utf-8-sig", newline="") as fh:
         csv.writer(fh, delimiter=",", lineterminator="\n").writerows(rows)
@@ -319,16 +404,21 @@ def _write_anah(out_dir: Path, ctx: _Context, rng: random.Random, n_rows: int = 
 
 # -- État ------------------------------------------------------------------------------------
 
-_ETAT_AXES = {2: "Axe 2 - Développement économique et commercial",
-              3: "Axe 3 - Accessibilité, mobilité et connexions",
-              4: "Axe 4 - Espace public et patrimoine",
-              5: "Axe 5 - Équipements et services publics"}
+_ETAT_AXES = {
+    2: "Axe 2 - Développement économique et commercial",
+    3: "Axe 3 - Accessibilité, mobilité et connexions",
+    4: "Axe 4 - Espace public et patrimoine",
+    5: "Axe 5 - Équipements et services publics",
+}
 # Dispositif: (axes it funds, lowest, highest award in euros, first year).
-_ETAT_SCHEMES = {"DSIL": ((3, 4, 5), 100_000, 1_500_000, 2019), "DETR": ((3, 4, 5), 30_000, 800_000, 2019),
-                 "FNADT": ((2, 4, 5), 50_000, 1_000_000, 2019), "FISAC": ((2,), 30_000, 400_000, 2019),
-                 "Fonds friches": ((2, 4), 200_000, 1_500_000, 2021)}
-_ETAT_HEADER = ["Dispositif", "Département", "Commune (INSEE)", "Bénéficiaire", "Objet", "Axe ACV",
-                "Montant attribué"]
+_ETAT_SCHEMES = {
+    "DSIL": ((3, 4, 5), 100_000, 1_500_000, 2019),
+    "DETR": ((3, 4, 5), 30_000, 800_000, 2019),
+    "FNADT": ((2, 4, 5), 50_000, 1_000_000, 2019),
+    "FISAC": ((2,), 30_000, 400_000, 2019),
+    "Fonds friches": ((2, 4), 200_000, 1_500_000, 2021),
+}
+_ETAT_HEADER = ["Dispositif", "Département", "Commune (INSEE)", "Bénéficiaire", "Objet", "Axe ACV", "Montant attribué"]
 
 
 def _write_etat(out_dir: Path, ctx: _Context, rng: random.Random) -> Path:
@@ -394,8 +484,17 @@ def _write_epf(out_dir: Path, ctx: _Context, rng: random.Random, n_rows: int = 4
         amount = f"{_amount(rng, 100, 3_000):.1f}".replace(".", ",")
         if kind == "amount_unparseable":
             amount = rng.choice(_UNPARSEABLE)
-        rows.append([f"EPF{i + 1:05d}", commune.insee, commune.name, vocation,
-                     _day(rng, PROGRAMME_START, ctx.today).isoformat(), amount, str(rng.randint(300, 20_000))])
+        rows.append(
+            [
+                f"EPF{i + 1:05d}",
+                commune.insee,
+                commune.name,
+                vocation,
+                _day(rng, PROGRAMME_START, ctx.today).isoformat(),
+                amount,
+                str(rng.randint(300, 20_000)),
+            ]
+        )
     path = out_dir / "epf_interventions_acv.tsv"
     with path.open("w", encoding="utf-8", newline="") as fh:
         csv.writer(fh, delimiter="\t", lineterminator="\n").writerows(rows)

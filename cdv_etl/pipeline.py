@@ -35,8 +35,17 @@ from schemas.raw import missing_columns
 # keeps the rest for the interpreter, pandas and pandera (~320 MiB at 250k-row chunks).
 READER_SHARE = 0.4
 WAREHOUSE_SHARE = 0.25
-_UNITS = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
-          "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
 
 
 def share_of(limit: str, share: float) -> str:
@@ -55,8 +64,7 @@ Progress = Callable[[str], None]
 class Pipeline:
     """One run against the warehouse: opened once, files ingested one at a time."""
 
-    def __init__(self, settings: Settings, con: duckdb.DuckDBPyConnection,
-                 specs: dict[str, PartnerSpec]) -> None:
+    def __init__(self, settings: Settings, con: duckdb.DuckDBPyConnection, specs: dict[str, PartnerSpec]) -> None:
         self.settings = settings
         self.con = con
         self.specs = specs
@@ -72,8 +80,7 @@ class Pipeline:
     def spec_for(self, path: Path, partner: str | None) -> PartnerSpec | None:
         if partner is not None:
             if partner not in self.specs:
-                raise SpecError(f"unknown partner {partner!r}",
-                                f"known partners: {', '.join(sorted(self.specs))}")
+                raise SpecError(f"unknown partner {partner!r}", f"known partners: {', '.join(sorted(self.specs))}")
             return self.specs[partner]
         return recognise(path.name, self.specs)
 
@@ -81,7 +88,9 @@ class Pipeline:
         """The first ledger row with these bytes: (file_id, file_name, status, partner)."""
         row = self.con.execute(
             "SELECT file_id, file_name, status, partner FROM files WHERE sha256 = ? "
-            "ORDER BY (status = 'loaded') DESC, file_id LIMIT 1", [sha]).fetchone()
+            "ORDER BY (status = 'loaded') DESC, file_id LIMIT 1",
+            [sha],
+        ).fetchone()
         return (int(row[0]), str(row[1]), str(row[2]), row[3]) if row else None
 
     def known_sha(self, stat: FileStat) -> str | None:
@@ -95,11 +104,19 @@ class Pipeline:
             "SELECT sha256 FROM files WHERE stat_device = ? AND stat_inode = ? AND size_bytes = ? "
             "AND stat_mtime_ns = ? AND stat_ctime_ns = ? AND sha256 NOT LIKE 'not-hashed:%' "
             "ORDER BY file_id DESC LIMIT 1",
-            [stat.device, stat.inode, stat.size, stat.mtime_ns, stat.ctime_ns]).fetchone()
+            [stat.device, stat.inode, stat.size, stat.mtime_ns, stat.ctime_ns],
+        ).fetchone()
         return str(row[0]) if row else None
 
-    def ingest(self, path: Path, *, partner: str | None = None, force: bool = False,
-               progress: Progress | None = None, today: date | None = None) -> LoadResult:
+    def ingest(
+        self,
+        path: Path,
+        *,
+        partner: str | None = None,
+        force: bool = False,
+        progress: Progress | None = None,
+        today: date | None = None,
+    ) -> LoadResult:
         """Ingest one file. Bad input ends in a ``rejected`` result, never an exception."""
         step = progress or (lambda _msg: None)
         path = Path(path)
@@ -115,30 +132,48 @@ class Pipeline:
             sha = self.known_sha(stat) or sha256_of(path)
         known = self.seen(sha)
         same_name = self.con.execute(
-            "SELECT file_id, status FROM files WHERE sha256 = ? AND file_name = ? "
-            "ORDER BY file_id LIMIT 1", [sha, path.name]).fetchone()
+            "SELECT file_id, status FROM files WHERE sha256 = ? AND file_name = ? ORDER BY file_id LIMIT 1",
+            [sha, path.name],
+        ).fetchone()
         replace_id = int(same_name[0]) if (force and same_name) else None
         if known and not force:
             if same_name:
                 return self._already(path, int(same_name[0]))
             if known[2] == "loaded":
-                fid = record_duplicate(self.con, partner=spec.partner if spec else known[3],
-                                       path=path, sha=sha, size=size,
-                                       original_id=known[0], original_name=known[1], stat=stat)
+                fid = record_duplicate(
+                    self.con,
+                    partner=spec.partner if spec else known[3],
+                    path=path,
+                    sha=sha,
+                    size=size,
+                    original_id=known[0],
+                    original_name=known[1],
+                    stat=stat,
+                )
                 self.changed = True
                 return self._already(path, fid, already=False)
         if spec is None:
             names = ", ".join(sorted(self.specs))
-            return self._reject(path, None, sha, stat, FileRejected(
-                "unknown_partner",
-                f"{path.name}: no partner spec recognises this file name",
-                f"pass --partner ({names}) or add a spec under schemas/partners/"), replace_id)
+            return self._reject(
+                path,
+                None,
+                sha,
+                stat,
+                FileRejected(
+                    "unknown_partner",
+                    f"{path.name}: no partner spec recognises this file name",
+                    f"pass --partner ({names}) or add a spec under schemas/partners/",
+                ),
+                replace_id,
+            )
         with tempfile.TemporaryDirectory(prefix="cdv-") as tmp:
-            reader = reader_connection(path, Path(tmp), share_of(self.settings.memory_limit, READER_SHARE),
-                                       excel=spec.format.type == "xlsx")
+            reader = reader_connection(
+                path, Path(tmp), share_of(self.settings.memory_limit, READER_SHARE), excel=spec.format.type == "xlsx"
+            )
             try:
-                checked = self._read_validate(reader, path, spec, sha, stat, Path(tmp), replace_id,
-                                              step, today or date.today())
+                checked = self._read_validate(
+                    reader, path, spec, sha, stat, Path(tmp), replace_id, step, today or date.today()
+                )
             finally:
                 # The reader's memory (the file's cells) is given back before the warehouse
                 # takes the rows: at 5M rows the two together went past 1 GiB.
@@ -147,15 +182,33 @@ class Pipeline:
                 return checked
             raw, outputs, extracted = checked
             step(f"{path.name}: loading")
-            result = load_export(self.con, spec=spec, path=path, sha=sha, size=stat.size,
-                                 extraction_date=extracted, raw=raw, outputs=outputs,
-                                 replace_file_id=replace_id, stat=stat)
+            result = load_export(
+                self.con,
+                spec=spec,
+                path=path,
+                sha=sha,
+                size=stat.size,
+                extraction_date=extracted,
+                raw=raw,
+                outputs=outputs,
+                replace_file_id=replace_id,
+                stat=stat,
+            )
             self.changed = True
             return result
 
-    def _read_validate(self, reader: duckdb.DuckDBPyConnection, path: Path, spec: PartnerSpec, sha: str,
-                       stat: FileStat, workdir: Path, replace_id: int | None, step: Progress,
-                       today: date) -> LoadResult | tuple[RawExport, Outputs, date]:
+    def _read_validate(
+        self,
+        reader: duckdb.DuckDBPyConnection,
+        path: Path,
+        spec: PartnerSpec,
+        sha: str,
+        stat: FileStat,
+        workdir: Path,
+        replace_id: int | None,
+        step: Progress,
+        today: date,
+    ) -> LoadResult | tuple[RawExport, Outputs, date]:
         """Read and validate in the reader sandbox: a rejection, or what the loader needs."""
         try:
             check_size(path, self.settings.max_file_mb)
@@ -169,7 +222,8 @@ class Pipeline:
                     f"{', '.join(repr(c) for c in missing)} (found: "
                     f"{', '.join(repr(c) for c in raw.columns)}); nothing was loaded",
                     "ask the partner for the usual columns, or update the mapping in "
-                    f"schemas/partners/{spec.partner}.yaml")
+                    f"schemas/partners/{spec.partner}.yaml",
+                )
             extracted = extraction_date(path, spec, raw, today)
         except FileRejected as exc:
             return self._reject(path, spec.partner, sha, stat, exc, replace_id)
@@ -191,27 +245,55 @@ class Pipeline:
             "SELECT partner, status, rows_read, rows_loaded, rows_quarantined, "
             "loaded_amount_eur, engaged_amount_eur, control_total_eur, control_total_diff_eur, "
             "extraction_date, reason, message, duplicate_of FROM files WHERE file_id = ?",
-            [file_id]).fetchone()
+            [file_id],
+        ).fetchone()
         assert row is not None
         status = "duplicate" if already and row[1] == "loaded" else str(row[1])
-        message = (f"already ingested as file {file_id} ({row[1]}); nothing changed "
-                   "(use --force to re-ingest after a spec fix)") if already else str(row[11])
+        message = (
+            (
+                f"already ingested as file {file_id} ({row[1]}); nothing changed "
+                "(use --force to re-ingest after a spec fix)"
+            )
+            if already
+            else str(row[11])
+        )
         return LoadResult(
-            file_name=path.name, partner=row[0], status=status, file_id=file_id,
-            rows_read=row[2], rows_loaded=row[3], rows_quarantined=row[4],
-            loaded_amount_eur=row[5], engaged_amount_eur=row[6], control_total_eur=row[7],
-            control_total_diff_eur=row[8], extraction_date=row[9], reason=row[10],
-            message=message, already_recorded=already)
+            file_name=path.name,
+            partner=row[0],
+            status=status,
+            file_id=file_id,
+            rows_read=row[2],
+            rows_loaded=row[3],
+            rows_quarantined=row[4],
+            loaded_amount_eur=row[5],
+            engaged_amount_eur=row[6],
+            control_total_eur=row[7],
+            control_total_diff_eur=row[8],
+            extraction_date=row[9],
+            reason=row[10],
+            message=message,
+            already_recorded=already,
+        )
 
-    def _reject(self, path: Path, partner: str | None, sha: str, stat: FileStat,
-                exc: FileRejected, replace_id: int | None) -> LoadResult:
+    def _reject(
+        self, path: Path, partner: str | None, sha: str, stat: FileStat, exc: FileRejected, replace_id: int | None
+    ) -> LoadResult:
         message = str(exc)
-        file_id = record_rejected(self.con, partner=partner, path=path, sha=sha, size=stat.size,
-                                  reason=exc.reason, message=message,
-                                  replace_file_id=replace_id, stat=stat)
+        file_id = record_rejected(
+            self.con,
+            partner=partner,
+            path=path,
+            sha=sha,
+            size=stat.size,
+            reason=exc.reason,
+            message=message,
+            replace_file_id=replace_id,
+            stat=stat,
+        )
         self.changed = True
-        return LoadResult(file_name=path.name, partner=partner, status="rejected",
-                          file_id=file_id, reason=exc.reason, message=message)
+        return LoadResult(
+            file_name=path.name, partner=partner, status="rejected", file_id=file_id, reason=exc.reason, message=message
+        )
 
     # -- publish -----------------------------------------------------------------------
     def publish(self) -> Path:
@@ -219,8 +301,9 @@ class Pipeline:
 
 
 @contextmanager
-def open_pipeline(settings: Settings, *, need_reference: bool = True,
-                  publish_on_exit: bool = True) -> Iterator[Pipeline]:
+def open_pipeline(
+    settings: Settings, *, need_reference: bool = True, publish_on_exit: bool = True
+) -> Iterator[Pipeline]:
     """Open the warehouse for writing (waiting for the lock), migrate it, sync the specs.
 
     On leaving, a run that changed something publishes the read-only copy for analysts
@@ -228,16 +311,24 @@ def open_pipeline(settings: Settings, *, need_reference: bool = True,
     """
     specs = load_specs(settings.specs_dir)
     with writer_lock(settings.warehouse, settings.lock_timeout_s):
-        con = connect(settings.warehouse, timeout_s=settings.lock_timeout_s,
-                      memory_limit=share_of(settings.memory_limit, WAREHOUSE_SHARE))
+        con = connect(
+            settings.warehouse,
+            timeout_s=settings.lock_timeout_s,
+            memory_limit=share_of(settings.memory_limit, WAREHOUSE_SHARE),
+        )
         try:
             yield from _run(settings, con, specs, need_reference, publish_on_exit)
         finally:
             con.close()
 
 
-def _run(settings: Settings, con: duckdb.DuckDBPyConnection, specs: dict[str, PartnerSpec],
-         need_reference: bool, publish_on_exit: bool) -> Iterator[Pipeline]:
+def _run(
+    settings: Settings,
+    con: duckdb.DuckDBPyConnection,
+    specs: dict[str, PartnerSpec],
+    need_reference: bool,
+    publish_on_exit: bool,
+) -> Iterator[Pipeline]:
     upgraded = bool(migrate(con))
     sync_partners(con, specs)
     pipe = Pipeline(settings, con, specs)
@@ -246,16 +337,22 @@ def _run(settings: Settings, con: duckdb.DuckDBPyConnection, specs: dict[str, Pa
         count = con.execute("SELECT count(*) FROM communes").fetchone()
         if not count or count[0] == 0:
             raise CdvError(
-                f"the warehouse {settings.warehouse} has no ACV reference communes yet: "
-                "every row would be quarantined",
+                f"the warehouse {settings.warehouse} has no ACV reference communes yet: every row would be quarantined",
                 "load the ANCT list first: cdv-etl reference load FILE "
-                "(or `cdv-etl reference load --sample` for the bundled sample)")
+                "(or `cdv-etl reference load --sample` for the bundled sample)",
+            )
     yield pipe
     if publish_on_exit and (pipe.changed or is_stale(con, settings.published_path)):
         pipe.publish()
 
 
-def ingest_files(settings: Settings, paths: Sequence[Path], *, partner: str | None = None,
-                 force: bool = False, progress: Progress | None = None) -> list[LoadResult]:
+def ingest_files(
+    settings: Settings,
+    paths: Sequence[Path],
+    *,
+    partner: str | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> list[LoadResult]:
     with open_pipeline(settings) as pipe:
         return [pipe.ingest(p, partner=partner, force=force, progress=progress) for p in paths]

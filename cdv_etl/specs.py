@@ -71,8 +71,7 @@ class FieldSpec(_Model):
 
     @model_validator(mode="after")
     def _one_source(self) -> FieldSpec:
-        sources = [self.column is not None, self.columns is not None,
-                   self.constant is not None, self.sheet]
+        sources = [self.column is not None, self.columns is not None, self.constant is not None, self.sheet]
         if sum(sources) != 1:
             raise ValueError("give exactly one of column, columns, constant or sheet")
         return self
@@ -98,9 +97,7 @@ class XlsxFormat(_Model):
     type: Literal["xlsx"]
     sheets: Literal["first", "all"] | list[str] = "first"
     header_row: int = Field(1, ge=1, description="Spreadsheet row of the header (1-based).")
-    footer_label: str | None = Field(
-        None, description="First-cell label of the footer total row, e.g. TOTAL."
-    )
+    footer_label: str | None = Field(None, description="First-cell label of the footer total row, e.g. TOTAL.")
 
 
 class JsonFormat(_Model):
@@ -159,9 +156,7 @@ class PartnerSpec(_Model):
         default_factory=lambda: {"engagé": StatusSpec()},
         description="Statuses the partner uses, and whether each counts as engaged.",
     )
-    default_status: str | None = Field(
-        "engagé", description="Status of rows when the file has no status column."
-    )
+    default_status: str | None = Field("engagé", description="Status of rows when the file has no status column.")
 
     @field_validator("fields")
     @classmethod

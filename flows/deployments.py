@@ -21,14 +21,24 @@ def deployments() -> list[Any]:
     tags = ["cdv-etl"]
     return [
         nightly.to_deployment(
-            name="nightly", schedules=[Cron(NIGHTLY_CRON, timezone=TIMEZONE)], concurrency_limit=1, tags=tags,
-            description="Every night at 02:00 (Europe/Paris): the inbox's new exports into the warehouse."),
+            name="nightly",
+            schedules=[Cron(NIGHTLY_CRON, timezone=TIMEZONE)],
+            concurrency_limit=1,
+            tags=tags,
+            description="Every night at 02:00 (Europe/Paris): the inbox's new exports into the warehouse.",
+        ),
         ingest_export.to_deployment(
-            name="ingest-export", concurrency_limit=1, tags=tags,
-            description="Started by hand: one export file (a late export, a re-run after a spec fix)."),
+            name="ingest-export",
+            concurrency_limit=1,
+            tags=tags,
+            description="Started by hand: one export file (a late export, a re-run after a spec fix).",
+        ),
         reference_refresh.to_deployment(
-            name="reference-refresh", concurrency_limit=1, tags=tags,
-            description="Started by hand: a new ANCT list of ACV communes."),
+            name="reference-refresh",
+            concurrency_limit=1,
+            tags=tags,
+            description="Started by hand: a new ANCT list of ACV communes.",
+        ),
     ]
 
 

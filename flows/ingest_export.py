@@ -15,21 +15,29 @@ from flows.artifacts import publish_artifacts
 from flows.nightly import WRITER_LIMIT, flow_settings
 
 
-@flow(name="ingest-export", description="Ingest one partner export given by its path (the partner is "
-      "recognised from the file name unless given), then publish the warehouse for analysts.",
-      validate_parameters=True)
+@flow(
+    name="ingest-export",
+    description="Ingest one partner export given by its path (the partner is "
+    "recognised from the file name unless given), then publish the warehouse for analysts.",
+    validate_parameters=True,
+)
 def ingest_export(
     path: str = Field(description="Path of the export file on the machine running the flow."),
-    partner: str | None = Field(default=None, description="Partner code (bdt, action_logement, anah, etat, epf); "
-                                "empty: recognised from the file name."),
-    force: bool = Field(default=False, description="Re-ingest a file already loaded (after a spec fix), "
-                        "replacing its rows."),
+    partner: str | None = Field(
+        default=None,
+        description="Partner code (bdt, action_logement, anah, etat, epf); empty: recognised from the file name.",
+    ),
+    force: bool = Field(
+        default=False, description="Re-ingest a file already loaded (after a spec fix), replacing its rows."
+    ),
     warehouse: str | None = Field(default=None, description="Warehouse file (default: CDV_WAREHOUSE)."),
 ) -> dict[str, Any]:
     """Ingest one export file."""
     s = flow_settings(warehouse=warehouse)
-    with concurrency(WRITER_LIMIT, occupy=1, timeout_seconds=s.lock_timeout_s, strict=False), \
-            writer_lock(s.warehouse, s.lock_timeout_s):
+    with (
+        concurrency(WRITER_LIMIT, occupy=1, timeout_seconds=s.lock_timeout_s, strict=False),
+        writer_lock(s.warehouse, s.lock_timeout_s),
+    ):
         result = tasks.ingest_file(s, Path(path), partner or None, force)
         published = tasks.publish(s)
     publish_artifacts(Path(published), [result], prefix=None, title=f"Ingest {Path(path).name}")

@@ -23,28 +23,42 @@ REFERENCE_FILE = re.compile(r"acv_communes.*\.(geojson|json|csv)$", re.IGNORECAS
 """Files of the inbox that are a new ANCT reference rather than a partner export."""
 
 
-def flow_settings(inbox: str | None = None, warehouse: str | None = None,
-                  archive: str | None = None, rejected: str | None = None) -> Settings:
+def flow_settings(
+    inbox: str | None = None, warehouse: str | None = None, archive: str | None = None, rejected: str | None = None
+) -> Settings:
     return Settings.from_env().with_(
-        inbox=Path(inbox) if inbox else None, warehouse=Path(warehouse) if warehouse else None,
-        archive=Path(archive) if archive else None, rejected=Path(rejected) if rejected else None)
+        inbox=Path(inbox) if inbox else None,
+        warehouse=Path(warehouse) if warehouse else None,
+        archive=Path(archive) if archive else None,
+        rejected=Path(rejected) if rejected else None,
+    )
 
 
 def inbox_files(inbox: Path) -> tuple[list[Path], list[Path]]:
     """(reference files, exports) waiting in the inbox, oldest first; hidden files skipped."""
     if not inbox.is_dir():
         return [], []
-    files = sorted((p for p in inbox.iterdir() if p.is_file() and not p.name.startswith(".")
-                    and not p.name.endswith(".reason.txt")), key=lambda p: (p.stat().st_mtime, p.name))
+    files = sorted(
+        (
+            p
+            for p in inbox.iterdir()
+            if p.is_file() and not p.name.startswith(".") and not p.name.endswith(".reason.txt")
+        ),
+        key=lambda p: (p.stat().st_mtime, p.name),
+    )
     refs = [p for p in files if REFERENCE_FILE.search(p.name)]
     return refs, [p for p in files if p not in refs]
 
 
-@flow(name="nightly", description="Ingest every new partner export of the inbox (a new ANCT reference first), "
-      "archive or reject each file, publish the warehouse for analysts, and summarise the night.",
-      validate_parameters=True)
-def nightly(inbox: str | None = None, warehouse: str | None = None, archive: str | None = None,
-            rejected: str | None = None) -> dict[str, Any]:
+@flow(
+    name="nightly",
+    description="Ingest every new partner export of the inbox (a new ANCT reference first), "
+    "archive or reject each file, publish the warehouse for analysts, and summarise the night.",
+    validate_parameters=True,
+)
+def nightly(
+    inbox: str | None = None, warehouse: str | None = None, archive: str | None = None, rejected: str | None = None
+) -> dict[str, Any]:
     """The scheduled nightly run.
 
     Args:
@@ -55,8 +69,10 @@ def nightly(inbox: str | None = None, warehouse: str | None = None, archive: str
     """
     log = get_run_logger()
     s = flow_settings(inbox, warehouse, archive, rejected)
-    with concurrency(WRITER_LIMIT, occupy=1, timeout_seconds=s.lock_timeout_s, strict=False), \
-            writer_lock(s.warehouse, s.lock_timeout_s):
+    with (
+        concurrency(WRITER_LIMIT, occupy=1, timeout_seconds=s.lock_timeout_s, strict=False),
+        writer_lock(s.warehouse, s.lock_timeout_s),
+    ):
         refs, exports = inbox_files(s.inbox)
         log.info("inbox %s: %d reference file(s), %d export(s)", s.inbox, len(refs), len(exports))
         progress = cast(UUID, create_progress_artifact(0.0, description="Files of the night processed"))
@@ -74,8 +90,14 @@ def nightly(inbox: str | None = None, warehouse: str | None = None, archive: str
             state = tasks.ingest_file(s, path, return_state=True)
             if state.is_failed():
                 failures.append(f"{path.name}: {state.message}")
-                results.append({"file_name": path.name, "status": "failed", "message": str(state.message),
-                                "moved_to": "left in the inbox"})
+                results.append(
+                    {
+                        "file_name": path.name,
+                        "status": "failed",
+                        "message": str(state.message),
+                        "moved_to": "left in the inbox",
+                    }
+                )
             else:
                 r = state.result()
                 if r["status"] == "rejected":
@@ -88,12 +110,20 @@ def nightly(inbox: str | None = None, warehouse: str | None = None, archive: str
         published = tasks.publish(s) if (refs or exports or tasks.published_is_stale(s)) else str(s.published_path)
     publish_artifacts(Path(published), results, prefix="nightly", title="Nightly run")
     report = attach_report(Path(published), s.warehouse.parent / "reports", key="nightly-report")
-    summary = {"references": references, "files": results, "published": published,
-               "report": str(report) if report else None}
+    summary = {
+        "references": references,
+        "files": results,
+        "published": published,
+        "report": str(report) if report else None,
+    }
     loaded = sum(1 for r in results if r["status"] == "loaded" and not r.get("already_recorded"))
-    log.info("night done: %d file(s) loaded, %d duplicate, %d rejected, %d failed", loaded,
-             sum(r["status"] == "duplicate" for r in results), sum(r["status"] == "rejected" for r in results),
-             len(failures))
+    log.info(
+        "night done: %d file(s) loaded, %d duplicate, %d rejected, %d failed",
+        loaded,
+        sum(r["status"] == "duplicate" for r in results),
+        sum(r["status"] == "rejected" for r in results),
+        len(failures),
+    )
     if failures:
         raise RuntimeError("some files could not be processed (left in the inbox): " + "; ".join(failures))
     return summary

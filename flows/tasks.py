@@ -45,25 +45,35 @@ def result_dict(r: LoadResult) -> dict[str, Any]:
     return d
 
 
-@task(name="ingest-file", task_run_name="ingest {path.name}", cache_policy=NO_CACHE,
-      retries=2, retry_delay_seconds=5, retry_condition_fn=_lock_busy)
-def ingest_file(settings: Settings, path: Path, partner: str | None = None,
-                force: bool = False) -> dict[str, Any]:
+@task(
+    name="ingest-file",
+    task_run_name="ingest {path.name}",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=_lock_busy,
+)
+def ingest_file(settings: Settings, path: Path, partner: str | None = None, force: bool = False) -> dict[str, Any]:
     """Read, validate and load one export (one transaction); bad input ends 'rejected'."""
     with open_pipeline(settings, publish_on_exit=False) as pipe:
         return result_dict(pipe.ingest(path, partner=partner, force=force))
 
 
-@task(name="load-reference", task_run_name="reference {path.name}", cache_policy=NO_CACHE,
-      retries=2, retry_delay_seconds=5, retry_condition_fn=_lock_busy)
+@task(
+    name="load-reference",
+    task_run_name="reference {path.name}",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=_lock_busy,
+)
 def load_reference(settings: Settings, path: Path) -> dict[str, Any]:
     """Load a new ANCT list of ACV communes (replaces the reference; financing stays)."""
     with open_pipeline(settings, need_reference=False, publish_on_exit=False) as pipe:
         return dataclasses.asdict(pipe.load_reference(path))
 
 
-@task(name="publish", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
-      retry_condition_fn=_lock_busy)
+@task(name="publish", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=_lock_busy)
 def publish(settings: Settings) -> str:
     """Replace the analysts' read-only copy of the warehouse, atomically."""
     with open_pipeline(settings, need_reference=False, publish_on_exit=False) as pipe:
@@ -92,8 +102,7 @@ def _free_name(target: Path) -> Path:
     return target.with_name(f"{target.stem}.{stamp}{target.suffix}")
 
 
-@task(name="move-file", task_run_name="move {path.name}", cache_policy=NO_CACHE,
-      retries=3, retry_delay_seconds=2)
+@task(name="move-file", task_run_name="move {path.name}", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=2)
 def move_file(path: Path, folder: Path, reason: str | None = None) -> str:
     """Move a processed file to ``folder`` (never overwriting); a reason file goes beside it."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -40,34 +40,51 @@ class Rule:
     """Template; {value} is the raw value, {extraction_date} the export's date."""
 
 
-RULES: dict[str, Rule] = {r.id: r for r in [
-    Rule("commune_missing", 1, "insee_code", "no INSEE code in '{value}'"),
-    Rule("commune_not_acv", 1, "insee_code",
-         "INSEE code '{value}' is not a commune of the ACV reference"),
-    Rule("unknown_category", 2, "category", "category '{value}' maps to no axis 1-5"),
-    Rule("amount_missing", 3, "amount_eur", "the amount is missing"),
-    Rule("amount_unparseable", 3, "amount_eur", "'{value}' is not an amount"),
-    Rule("amount_not_positive", 3, "amount_eur", "amount '{value}' is zero or negative"),
-    Rule("amount_implausible", 3, "amount_eur",
-         "amount '{value}' is over 1 000 000 000 € for one line: a typing mistake?"),
-    Rule("date_missing", 4, "engagement_date", "the engagement date is missing"),
-    Rule("date_unparseable", 4, "engagement_date", "'{value}' is not a date"),
-    Rule("date_before_programme", 4, "engagement_date",
-         "engagement date '{value}' is before the programme (2018-01-01)"),
-    Rule("date_after_extraction", 4, "engagement_date",
-         "engagement date '{value}' is after the export's extraction date ({extraction_date})"),
-    Rule("year_missing", 4, "year", "the year is missing or unreadable ('{value}')"),
-    Rule("year_out_of_programme", 4, "year",
-         "year '{value}' is outside the programme (2018 to the extraction year)"),
-    Rule("year_date_mismatch", 4, "year",
-         "year '{value}' differs from the year of the engagement date"),
-    Rule("unknown_status", 5, "status", "status '{value}' is not one the partner's spec knows"),
-    Rule("unknown_instrument", 5, "instrument",
-         "instrument '{value}' is not one the partner's spec knows"),
-    Rule("operation_id_missing", 6, "operation_id", "the operation id is missing"),
-    Rule("duplicate_operation_id", 6, "operation_id",
-         "operation id '{value}' is carried by several rows of this file"),
-]}
+RULES: dict[str, Rule] = {
+    r.id: r
+    for r in [
+        Rule("commune_missing", 1, "insee_code", "no INSEE code in '{value}'"),
+        Rule("commune_not_acv", 1, "insee_code", "INSEE code '{value}' is not a commune of the ACV reference"),
+        Rule("unknown_category", 2, "category", "category '{value}' maps to no axis 1-5"),
+        Rule("amount_missing", 3, "amount_eur", "the amount is missing"),
+        Rule("amount_unparseable", 3, "amount_eur", "'{value}' is not an amount"),
+        Rule("amount_not_positive", 3, "amount_eur", "amount '{value}' is zero or negative"),
+        Rule(
+            "amount_implausible",
+            3,
+            "amount_eur",
+            "amount '{value}' is over 1 000 000 000 € for one line: a typing mistake?",
+        ),
+        Rule("date_missing", 4, "engagement_date", "the engagement date is missing"),
+        Rule("date_unparseable", 4, "engagement_date", "'{value}' is not a date"),
+        Rule(
+            "date_before_programme",
+            4,
+            "engagement_date",
+            "engagement date '{value}' is before the programme (2018-01-01)",
+        ),
+        Rule(
+            "date_after_extraction",
+            4,
+            "engagement_date",
+            "engagement date '{value}' is after the export's extraction date ({extraction_date})",
+        ),
+        Rule("year_missing", 4, "year", "the year is missing or unreadable ('{value}')"),
+        Rule(
+            "year_out_of_programme", 4, "year", "year '{value}' is outside the programme (2018 to the extraction year)"
+        ),
+        Rule("year_date_mismatch", 4, "year", "year '{value}' differs from the year of the engagement date"),
+        Rule("unknown_status", 5, "status", "status '{value}' is not one the partner's spec knows"),
+        Rule("unknown_instrument", 5, "instrument", "instrument '{value}' is not one the partner's spec knows"),
+        Rule("operation_id_missing", 6, "operation_id", "the operation id is missing"),
+        Rule(
+            "duplicate_operation_id",
+            6,
+            "operation_id",
+            "operation id '{value}' is carried by several rows of this file",
+        ),
+    ]
+}
 
 
 @dataclass(frozen=True)
@@ -92,56 +109,81 @@ def canonical_schema(ctx: RuleContext) -> pa.DataFrameSchema:
     communes = list(ctx.communes)
     statuses = list(ctx.statuses)
     columns: dict[str, pa.Column] = {
-        "operation_id": pa.Column(nullable=True, checks=[
-            _check("operation_id_missing", lambda s: s.notna()),
-        ]),
-        "operation_id_rows": pa.Column(nullable=True, checks=[
-            _check("duplicate_operation_id", lambda s: s.isna() | (s <= 1)),
-        ]),
-        "insee_code": pa.Column(nullable=True, checks=[
-            _check("commune_missing", lambda s: s.notna()),
-            _check("commune_not_acv", lambda s: s.isna() | s.isin(communes)),
-        ]),
-        "axis": pa.Column(nullable=True, checks=[
-            _check("unknown_category", lambda s: s.isin(AXES)),
-        ]),
-        "amount_raw": pa.Column(nullable=True, checks=[
-            _check("amount_missing", lambda s: s.notna()),
-        ]),
-        "status": pa.Column(nullable=True, checks=[
-            _check("unknown_status", lambda s: s.isin(statuses)),
-        ]),
+        "operation_id": pa.Column(
+            nullable=True,
+            checks=[
+                _check("operation_id_missing", lambda s: s.notna()),
+            ],
+        ),
+        "operation_id_rows": pa.Column(
+            nullable=True,
+            checks=[
+                _check("duplicate_operation_id", lambda s: s.isna() | (s <= 1)),
+            ],
+        ),
+        "insee_code": pa.Column(
+            nullable=True,
+            checks=[
+                _check("commune_missing", lambda s: s.notna()),
+                _check("commune_not_acv", lambda s: s.isna() | s.isin(communes)),
+            ],
+        ),
+        "axis": pa.Column(
+            nullable=True,
+            checks=[
+                _check("unknown_category", lambda s: s.isin(AXES)),
+            ],
+        ),
+        "amount_raw": pa.Column(
+            nullable=True,
+            checks=[
+                _check("amount_missing", lambda s: s.notna()),
+            ],
+        ),
+        "status": pa.Column(
+            nullable=True,
+            checks=[
+                _check("unknown_status", lambda s: s.isin(statuses)),
+            ],
+        ),
     }
     frame_checks = [
         _check("amount_unparseable", lambda df: df["amount_raw"].isna() | df["amount_cents"].notna()),
         _check("amount_not_positive", lambda df: df["amount_cents"].isna() | (df["amount_cents"] > 0)),
-        _check("amount_implausible",
-               lambda df: df["amount_cents"].isna() | (df["amount_cents"] <= MAX_LINE_EUR * 100)),
+        _check("amount_implausible", lambda df: df["amount_cents"].isna() | (df["amount_cents"] <= MAX_LINE_EUR * 100)),
     ]
     if ctx.names_instrument:
-        frame_checks.append(_check(
-            "unknown_instrument",
-            lambda df: df["instrument_label"].isna() | df["instrument"].notna()))
+        frame_checks.append(
+            _check("unknown_instrument", lambda df: df["instrument_label"].isna() | df["instrument"].notna())
+        )
     if ctx.has_date:
         frame_checks += [
             _check("date_missing", lambda df: df["date_raw"].notna()),
-            _check("date_unparseable",
-                   lambda df: df["date_raw"].isna() | df["engagement_date"].notna()),
-            _check("date_before_programme",
-                   lambda df: df["engagement_date"].isna() | (df["engagement_date"] >= start)),
-            _check("date_after_extraction",
-                   lambda df: df["engagement_date"].isna() | (df["engagement_date"] <= end)),
+            _check("date_unparseable", lambda df: df["date_raw"].isna() | df["engagement_date"].notna()),
+            _check("date_before_programme", lambda df: df["engagement_date"].isna() | (df["engagement_date"] >= start)),
+            _check("date_after_extraction", lambda df: df["engagement_date"].isna() | (df["engagement_date"] <= end)),
         ]
     if ctx.has_year:
         frame_checks.append(_check("year_missing", lambda df: df["year_given"].notna()))
         if ctx.has_date:
-            frame_checks.append(_check(
-                "year_date_mismatch",
-                lambda df: df["year_given"].isna() | df["engagement_date"].isna()
-                | (df["year_given"] == df["engagement_date"].dt.year)))
+            frame_checks.append(
+                _check(
+                    "year_date_mismatch",
+                    lambda df: (
+                        df["year_given"].isna()
+                        | df["engagement_date"].isna()
+                        | (df["year_given"] == df["engagement_date"].dt.year)
+                    ),
+                )
+            )
         else:
-            frame_checks.append(_check(
-                "year_out_of_programme",
-                lambda df: df["year_given"].isna()
-                | df["year_given"].between(PROGRAMME_START.year, ctx.extraction_date.year)))
+            frame_checks.append(
+                _check(
+                    "year_out_of_programme",
+                    lambda df: (
+                        df["year_given"].isna()
+                        | df["year_given"].between(PROGRAMME_START.year, ctx.extraction_date.year)
+                    ),
+                )
+            )
     return pa.DataFrameSchema(columns, checks=frame_checks, name="canonical", strict=False)

@@ -14,11 +14,27 @@ from cdv_etl.demo_data import generate_demo_exports
 from cdv_etl.load.reference import SAMPLE_REFERENCE
 from cdv_etl.pipeline import ingest_files, open_pipeline
 
-AL_HEADER = ["Référence opération", "Code commune", "Nom commune", "Type d'opération", "Produit",
-             "Nb logements", "Montant engagé", "Date décision CE"]
+AL_HEADER = [
+    "Référence opération",
+    "Code commune",
+    "Nom commune",
+    "Type d'opération",
+    "Produit",
+    "Nb logements",
+    "Montant engagé",
+    "Date décision CE",
+]
 EPF_HEADER = ["id_intervention", "insee", "commune", "vocation", "date_acte", "montant_keur", "surface_m2"]
-ANAH_HEADER = ["numero_dossier", "code_insee", "annee_engagement", "type_intervention", "nb_logements",
-               "montant_aide", "date_engagement", "statut"]
+ANAH_HEADER = [
+    "numero_dossier",
+    "code_insee",
+    "annee_engagement",
+    "type_intervention",
+    "nb_logements",
+    "montant_aide",
+    "date_engagement",
+    "statut",
+]
 
 CLI = [sys.executable, "-m", "cdv_etl.cli"]
 
@@ -34,8 +50,18 @@ def al_export(folder: Path, month: str, rows: list[dict[str, str]]) -> Path:
         w = csv.writer(fh, delimiter=";", lineterminator="\r\n")
         w.writerow(AL_HEADER)
         for r in rows:
-            w.writerow([r["ref"], r["insee"], r.get("commune", "Commune"), r.get("kind", "Construction neuve"),
-                        r.get("product", "Prêt"), "10", r["amount"], r["day"]])
+            w.writerow(
+                [
+                    r["ref"],
+                    r["insee"],
+                    r.get("commune", "Commune"),
+                    r.get("kind", "Construction neuve"),
+                    r.get("product", "Prêt"),
+                    "10",
+                    r["amount"],
+                    r["day"],
+                ]
+            )
     return path
 
 

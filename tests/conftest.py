@@ -33,8 +33,7 @@ def expected() -> dict[str, dict]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(warehouse=tmp_path / "wh" / "cdv.duckdb", inbox=tmp_path / "inbox",
-                    lock_timeout_s=5)
+    return Settings(warehouse=tmp_path / "wh" / "cdv.duckdb", inbox=tmp_path / "inbox", lock_timeout_s=5)
 
 
 @pytest.fixture
@@ -47,6 +46,7 @@ def pipe(settings: Settings) -> Iterator[Pipeline]:
 
 def table_snapshot(con) -> dict[str, list]:  # type: ignore[no-untyped-def]
     """Every row of every base table, sorted: to compare a warehouse before and after."""
-    names = [r[0] for r in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE NOT temporary ORDER BY 1").fetchall()]
+    names = [
+        r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE NOT temporary ORDER BY 1").fetchall()
+    ]
     return {n: sorted(map(repr, con.execute(f'SELECT * FROM "{n}"').fetchall())) for n in names}

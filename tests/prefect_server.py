@@ -46,15 +46,17 @@ class PrefectServer:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-        env.update({
-            "PREFECT_HOME": str(self.home),
-            "PREFECT_API_URL": self.api,
-            "PREFECT_UI_API_URL": self.api,
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
-            "DO_NOT_TRACK": "1",
-            "PREFECT_LOGGING_LEVEL": "INFO",
-        })
+        env.update(
+            {
+                "PREFECT_HOME": str(self.home),
+                "PREFECT_API_URL": self.api,
+                "PREFECT_UI_API_URL": self.api,
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+                "DO_NOT_TRACK": "1",
+                "PREFECT_LOGGING_LEVEL": "INFO",
+            }
+        )
         env.update(extra)
         return env
 
@@ -65,8 +67,9 @@ class PrefectServer:
 
     def start_child(self, args: list[str], cwd: Path, log: Path, **env: str) -> subprocess.Popen[bytes]:
         with log.open("wb") as out:
-            proc = subprocess.Popen(args, cwd=cwd, env=self.env(**env), stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                args, cwd=cwd, env=self.env(**env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.children.append(proc)
         return proc
 
@@ -118,7 +121,11 @@ def start_server(home: Path, timeout: float = 120) -> PrefectServer:
     with log.open("wb") as out:
         server.proc = subprocess.Popen(
             [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=server.env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            env=server.env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + timeout
     while True:
         try:

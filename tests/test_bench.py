@@ -23,5 +23,8 @@ def test_generated_exports_load_with_exactly_the_planted_mistakes(tmp_path: Path
         for entry in (al, bdt):
             result = pipe.ingest(Path(entry["path"]), today=date(2026, 11, 30))
             assert (result.status, result.rows_read, result.rows_quarantined) == (
-                "loaded", 10_000, entry["expected_quarantined"])
+                "loaded",
+                10_000,
+                entry["expected_quarantined"],
+            )
     assert ensure("action_logement", 10_000, tmp_path / "data") == al  # reused, not rewritten

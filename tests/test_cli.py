@@ -16,12 +16,27 @@ import pytest
 from conftest import ROOT
 
 CLI = [sys.executable, "-m", "cdv_etl.cli"]
-COMMANDS = ["init", "reference load", "ingest", "files", "quarantine", "sql", "publish", "nightly", "serve",
-            "demo", "changes", "docs", "export", "report"]
+COMMANDS = [
+    "init",
+    "reference load",
+    "ingest",
+    "files",
+    "quarantine",
+    "sql",
+    "publish",
+    "nightly",
+    "serve",
+    "demo",
+    "changes",
+    "docs",
+    "export",
+    "report",
+]
 
 
-def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, ok: bool = True
-        ) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, ok: bool = True
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "DO_NOT_TRACK": "1", **(env or {})}
     proc = subprocess.run(CLI + args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600)
     if ok:
@@ -50,16 +65,23 @@ def test_readme_documents_every_command() -> None:
 
 def test_demo_end_to_end_then_query(tmp_path: Path) -> None:
     out = run(["demo", "--out", str(tmp_path / "demo")], tmp_path).stdout
-    for title in ("Engaged by axis", "Engaged by partner", "Engaged by year", "Envelope consumption",
-                  "Quarantine", "cdv-etl sql"):
+    for title in (
+        "Engaged by axis",
+        "Engaged by partner",
+        "Engaged by year",
+        "Envelope consumption",
+        "Quarantine",
+        "cdv-etl sql",
+    ):
         assert title in out
     wh = tmp_path / "demo" / "warehouse" / "cdv.duckdb"
     files = run(["files", "-w", str(wh), "--format", "json"], tmp_path).stdout
     ledger = json.loads(files)
     assert {r["partner"] for r in ledger} == {"bdt", "action_logement", "anah", "etat", "epf"}
     assert all(r["status"] == "loaded" and r["rows_quarantined"] > 0 for r in ledger)
-    axis = run(["sql", "-w", str(wh), "--format", "csv",
-                "SELECT sum(engaged_eur) AS total FROM v_financing_by_axis"], tmp_path).stdout
+    axis = run(
+        ["sql", "-w", str(wh), "--format", "csv", "SELECT sum(engaged_eur) AS total FROM v_financing_by_axis"], tmp_path
+    ).stdout
     total = Decimal(next(csv.DictReader(io.StringIO(axis)))["total"])
     assert total == sum(Decimal(r["engaged_amount_eur"]) for r in ledger)
     q = run(["quarantine", "-w", str(wh), "--format", "csv"], tmp_path).stdout

@@ -28,8 +28,10 @@ def state(path: Path) -> tuple:
     """What a load changes, without timestamps."""
     con = duckdb.connect(str(path), read_only=True)
     try:
-        files = con.execute("SELECT file_name, status, rows_read, rows_loaded, rows_quarantined, engaged_amount_eur "
-                            "FROM files ORDER BY file_id").fetchall()
+        files = con.execute(
+            "SELECT file_name, status, rows_read, rows_loaded, rows_quarantined, engaged_amount_eur "
+            "FROM files ORDER BY file_id"
+        ).fetchall()
         rows = con.execute("SELECT count(*), sum(amount_eur) FROM engagement_rows").fetchone()
         quarantine = con.execute("SELECT count(*) FROM quarantine_rows").fetchone()
         failures = con.execute("SELECT count(*) FROM quarantine_failures").fetchone()
@@ -86,8 +88,9 @@ def test_kill_minus_nine_at_twenty_points_of_a_load(tmp_path: Path) -> None:
         wh = work / "cdv.duckdb"
         # Spread the kills over the whole run: start-up and reading, inserting, committing, publishing.
         delay = duration * (0.25 + 0.85 * (i + rng.random()) / KILLS)
-        proc = subprocess.Popen(CLI + ["ingest", str(export), "-w", str(wh)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            CLI + ["ingest", str(export), "-w", str(wh)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -41,8 +41,10 @@ def test_docs_lists_every_public_view_with_all_its_columns_and_comments(warehous
     con = duckdb.connect(str(warehouse.published_path), read_only=True)
     for view in PUBLIC_VIEWS:
         assert view in sections, f"{view} missing from the dictionary"
-        expected = con.execute("SELECT column_name, data_type, comment FROM duckdb_columns() "
-                               "WHERE table_name = ? ORDER BY column_index", [view]).fetchall()
+        expected = con.execute(
+            "SELECT column_name, data_type, comment FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index",
+            [view],
+        ).fetchall()
         assert [(c, t) for c, t, _ in sections[view]] == [(c, t) for c, t, _ in expected], view
         for (column, _, described), (_, _, comment) in zip(sections[view], expected, strict=True):
             assert described != NO_COMMENT and described == " ".join(comment.split()).replace("|", "\\|"), column

@@ -28,8 +28,12 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 def duckdb_cli(database: Path, sql: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
     if DUCKDB is None:
         pytest.fail(f"no duckdb CLI beside {sys.executable}: install the dev extras (duckdb-cli)")
-    proc = subprocess.run([DUCKDB, "-readonly", "-no-init", "-json", str(database), "-c", sql],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [DUCKDB, "-readonly", "-no-init", "-json", str(database), "-c", sql],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if ok:
         assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
@@ -57,14 +61,19 @@ def test_the_cli_reads_exact_decimals_and_the_history_macros(warehouse: Settings
     known_today = con.execute("SELECT count(*) FROM financing_as_of(current_date)").fetchone()[0]
     con.close()
     assert isinstance(total, Decimal) and total == sum(by_partner.values())
-    out = json.loads(duckdb_cli(published, "SELECT sum(amount_eur) AS total, sum(amount_eur)::VARCHAR AS text "
-                                           "FROM financing WHERE counts_as_engaged").stdout)
+    out = json.loads(
+        duckdb_cli(
+            published,
+            "SELECT sum(amount_eur) AS total, sum(amount_eur)::VARCHAR AS text FROM financing WHERE counts_as_engaged",
+        ).stdout
+    )
     assert out == [{"total": str(total), "text": str(total)}]  # the same cents, as text
     assert Decimal(out[0]["total"]) == total
     rows = json.loads(duckdb_cli(published, "SELECT partner, engaged_eur FROM v_financing_by_partner").stdout)
     assert {r["partner"]: Decimal(r["engaged_eur"]) for r in rows} == by_partner
-    assert json.loads(duckdb_cli(published, "SELECT count(*) AS n FROM financing_as_of(current_date)").stdout) == \
-        [{"n": known_today}]
+    assert json.loads(duckdb_cli(published, "SELECT count(*) AS n FROM financing_as_of(current_date)").stdout) == [
+        {"n": known_today}
+    ]
 
 
 def test_the_published_copy_cannot_be_written(warehouse: Settings) -> None:

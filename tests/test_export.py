@@ -21,8 +21,13 @@ from cdv_etl.publish.export import EURO_FORMAT, csv_value, export, neutralise
 
 HYPERLINK = '=HYPERLINK("http://x","y")'
 # The partner's "Type d'opération" (loaded as ``scheme``): text a spreadsheet could run.
-KINDS = {"AL1": HYPERLINK, "AL2": "+33 1 23 45 67 89", "AL3": "-Réhabilitation lourde", "AL4": "@SUM(A1:A9)",
-         "AL5": "Construction neuve"}
+KINDS = {
+    "AL1": HYPERLINK,
+    "AL2": "+33 1 23 45 67 89",
+    "AL3": "-Réhabilitation lourde",
+    "AL4": "@SUM(A1:A9)",
+    "AL5": "Construction neuve",
+}
 AMOUNTS = {"AL1": "1 234 567,89", "AL2": "0,01", "AL3": "98 765,40", "AL4": "10,00", "AL5": "2 500,00"}
 
 
@@ -30,8 +35,10 @@ AMOUNTS = {"AL1": "1 234 567,89", "AL2": "0,01", "AL3": "98 765,40", "AL4": "10,
 def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     folder = tmp_path_factory.mktemp("export")
     s = fresh_settings(folder)
-    rows = [{"ref": ref, "insee": "01004", "amount": AMOUNTS[ref], "day": "15/03/2021", "kind": kind}
-            for ref, kind in KINDS.items()]
+    rows = [
+        {"ref": ref, "insee": "01004", "amount": AMOUNTS[ref], "day": "15/03/2021", "kind": kind}
+        for ref, kind in KINDS.items()
+    ]
     with open_pipeline(s) as pipe:
         assert pipe.ingest(al_export(folder, "2024-10", rows)).rows_loaded == len(KINDS)
     return s
@@ -52,8 +59,9 @@ def _sheet_xml_values(path: Path) -> dict[str, str]:
     return {c.get("r"): (c.findtext("m:v", namespaces=ns) or "") for c in root.iterfind(".//m:c", ns)}
 
 
-def test_excel_keeps_a_formula_label_as_text_and_amounts_as_numbers(published: duckdb.DuckDBPyConnection,
-                                                                     tmp_path: Path) -> None:
+def test_excel_keeps_a_formula_label_as_text_and_amounts_as_numbers(
+    published: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
     out = tmp_path / "financing.xlsx"
     result = export(published, "financing", out)
     assert result.rows == len(KINDS) and result.fmt == "xlsx"
@@ -97,8 +105,11 @@ def test_csv_neutralises_text_not_numbers(published: duckdb.DuckDBPyConnection, 
     assert rows["AL1"]["insee_code"] == "01004"
     # A query: a negative amount stays a number, a tab or a carriage return in front is neutralised.
     out = tmp_path / "query.csv"
-    export(published, "SELECT -5.10::DECIMAL(18, 2) AS delta_eur, chr(9) || '=1+1' AS tab, "
-                      "chr(13) || 'x' AS cr, '@a' AS at, 3 AS n", out)
+    export(
+        published,
+        "SELECT -5.10::DECIMAL(18, 2) AS delta_eur, chr(9) || '=1+1' AS tab, chr(13) || 'x' AS cr, '@a' AS at, 3 AS n",
+        out,
+    )
     text = out.read_text(encoding="utf-8")
     assert text.splitlines()[1].startswith("-5.10,'\t=1+1,")
     row = next(csv.DictReader(out.open(encoding="utf-8", newline="")))
@@ -139,8 +150,9 @@ def test_a_name_that_is_no_public_view_is_refused(published: duckdb.DuckDBPyConn
 
 def test_export_command(warehouse: Settings, tmp_path: Path) -> None:
     wh = str(warehouse.warehouse)
-    out = run_cli(["export", "v_financing_by_partner", "--format", "xlsx", "-o", str(tmp_path / "p.xlsx"),
-                   "-w", wh], tmp_path).stdout
+    out = run_cli(
+        ["export", "v_financing_by_partner", "--format", "xlsx", "-o", str(tmp_path / "p.xlsx"), "-w", wh], tmp_path
+    ).stdout
     assert "rows" in out and (tmp_path / "p.xlsx").exists()
     ws = load_workbook(tmp_path / "p.xlsx").active
     header = [c.value for c in ws[1]]
@@ -148,9 +160,10 @@ def test_export_command(warehouse: Settings, tmp_path: Path) -> None:
     total = sum(Decimal(a.replace(" ", "").replace(",", ".")) for a in AMOUNTS.values())
     assert Decimal(_sheet_xml_values(tmp_path / "p.xlsx")[engaged["action_logement"].coordinate]) == total
     assert engaged["action_logement"].number_format == EURO_FORMAT
-    run_cli(["export", "SELECT operation_id, scheme FROM financing ORDER BY 1", "-o", str(tmp_path / "q.csv"),
-             "-w", wh], tmp_path)
-    assert (tmp_path / "q.csv").read_text(encoding="utf-8").splitlines()[1] == \
-        "AL1,\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\""
+    run_cli(
+        ["export", "SELECT operation_id, scheme FROM financing ORDER BY 1", "-o", str(tmp_path / "q.csv"), "-w", wh],
+        tmp_path,
+    )
+    assert (tmp_path / "q.csv").read_text(encoding="utf-8").splitlines()[1] == 'AL1,"\'=HYPERLINK(""http://x"",""y"")"'
     bad = run_cli(["export", "nope", "-o", str(tmp_path / "n.csv"), "-w", wh], tmp_path, ok=False)
     assert bad.returncode == 2 and "not a public view" in bad.stderr

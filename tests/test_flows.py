@@ -70,7 +70,8 @@ def test_nightly_over_the_specimens(tmp_path: Path) -> None:
     for name in names:
         exp = expected()[name]
         rows_loaded, engaged = con.execute(
-            "SELECT rows_loaded, engaged_amount_eur FROM file_loads WHERE file_name = ?", [Path(name).name]).fetchone()
+            "SELECT rows_loaded, engaged_amount_eur FROM file_loads WHERE file_name = ?", [Path(name).name]
+        ).fetchone()
         assert rows_loaded == exp["loaded_rows"] and engaged == Decimal(exp["engaged_amount_eur"])
     total = con.execute("SELECT sum(engaged_eur) FROM v_financing_by_partner").fetchone()[0]
     assert total == sum(Decimal(e["engaged_amount_eur"]) for e in expected().values())
@@ -80,7 +81,11 @@ def test_nightly_over_the_specimens(tmp_path: Path) -> None:
     bdt = expected()["bdt/BDT_ACV_engagements_20261115.xlsx"]
     row = by_file["BDT_ACV_engagements_20261115.xlsx"]
     assert (row["rows read"], row["rows loaded"], row["rows quarantined"], row["control check"]) == (
-        bdt["data_rows"], bdt["loaded_rows"], bdt["quarantined_rows"], "ok")
+        bdt["data_rows"],
+        bdt["loaded_rows"],
+        bdt["quarantined_rows"],
+        "ok",
+    )
     assert by_file["notes_partenaire.csv"]["status"] == "rejected"
     quarantine = latest_artifact("nightly-quarantine")
     anah = {r["rule"]: r["rows quarantined"] for r in quarantine if r["partner"] == "anah"}  # type: ignore[union-attr]

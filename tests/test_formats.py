@@ -16,10 +16,10 @@ from cdv_etl.pipeline import Pipeline, open_pipeline
 
 HEADER = "ref;code;montant;date;statut"
 ROWS = [
-    "R1;47001;1 234,50 €;05/03/2021;engagé",          # Agen, a € sign and a plain space
-    "R2;1004;2\u00a0000,00;06/03/2022;engagé",         # Ambérieu, code lost its zero, NBSP
-    "R3;2A004;3\u202f000,25 €;07/03/2023;engagé",      # Ajaccio, narrow no-break space
-    "R4;62498;10,00;08/03/2024;ENGAGÉ ",               # Lens, status in capitals
+    "R1;47001;1 234,50 €;05/03/2021;engagé",  # Agen, a € sign and a plain space
+    "R2;1004;2\u00a0000,00;06/03/2022;engagé",  # Ambérieu, code lost its zero, NBSP
+    "R3;2A004;3\u202f000,25 €;07/03/2023;engagé",  # Ajaccio, narrow no-break space
+    "R4;62498;10,00;08/03/2024;ENGAGÉ ",  # Lens, status in capitals
 ]
 SPEC = """
 partner: region_test
@@ -67,12 +67,22 @@ def test_every_encoding_loads_exactly(encoded: tuple[Pipeline, Path]) -> None:
     pipe, path = encoded
     r = pipe.ingest(path)
     assert (r.status, r.partner, r.rows_read, r.rows_loaded, r.rows_quarantined) == (
-        "loaded", "region_test", 4, 4, 0), r.message
+        "loaded",
+        "region_test",
+        4,
+        4,
+        0,
+    ), r.message
     assert r.engaged_amount_eur == Decimal("6244.75")
     rows = pipe.con.execute(
-        "SELECT operation_id, insee_code, axis, amount_eur, source_row FROM financing ORDER BY 1").fetchall()
-    assert rows == [("R1", "47001", 4, Decimal("1234.50"), 2), ("R2", "01004", 4, Decimal("2000.00"), 3),
-                    ("R3", "2A004", 4, Decimal("3000.25"), 4), ("R4", "62498", 4, Decimal("10.00"), 5)]
+        "SELECT operation_id, insee_code, axis, amount_eur, source_row FROM financing ORDER BY 1"
+    ).fetchall()
+    assert rows == [
+        ("R1", "47001", 4, Decimal("1234.50"), 2),
+        ("R2", "01004", 4, Decimal("2000.00"), 3),
+        ("R3", "2A004", 4, Decimal("3000.25"), 4),
+        ("R4", "62498", 4, Decimal("10.00"), 5),
+    ]
 
 
 def test_latin1_reading_would_have_corrupted_the_euro(tmp_path: Path) -> None:

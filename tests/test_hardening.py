@@ -32,8 +32,11 @@ def test_the_reader_touches_only_its_file_and_workdir(tmp_path: Path) -> None:
         con.execute(f"COPY (SELECT 42) TO '{elsewhere / 'out.csv'}'")
     with pytest.raises(duckdb.Error):
         con.execute(f"ATTACH '{tmp_path / 'other.duckdb'}' AS other")
-    for setting in ("SET enable_external_access = true", "SET memory_limit = '64GB'",
-                    "SET allowed_directories = ['/']"):
+    for setting in (
+        "SET enable_external_access = true",
+        "SET memory_limit = '64GB'",
+        "SET allowed_directories = ['/']",
+    ):
         with pytest.raises(duckdb.Error, match="(?i)configuration|cannot change"):
             con.execute(setting)
     limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
@@ -52,11 +55,13 @@ def test_a_crash_between_commit_and_archive_never_loads_twice(tmp_path: Path) ->
     for f in inbox.iterdir():
         if f != export:
             f.unlink()
-    subprocess.run([*cli, "reference", "load", str(SAMPLE_REFERENCE), "-w", str(wh)], env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [*cli, "reference", "load", str(SAMPLE_REFERENCE), "-w", str(wh)], env=env, check=True, capture_output=True
+    )
     subprocess.run([*cli, "ingest", str(export), "-w", str(wh)], env=env, check=True, capture_output=True)
-    night = subprocess.run([*cli, "nightly", "--inbox", str(inbox), "-w", str(wh)], env=env, capture_output=True,
-                           text=True, timeout=300)
+    night = subprocess.run(
+        [*cli, "nightly", "--inbox", str(inbox), "-w", str(wh)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert night.returncode == 0, night.stdout + night.stderr
     assert "duplicate" in night.stdout
     assert (tmp_path / "archive" / "bdt" / export.name).exists() and not export.exists()

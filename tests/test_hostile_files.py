@@ -69,14 +69,31 @@ axis: 4
 default_instrument: grant
 """
 
-AL_HEADER = ["Référence opération", "Code commune", "Nom commune", "Type d'opération", "Produit",
-             "Nb logements", "Montant engagé", "Date décision CE"]
-BDT_HEADER = ["N° engagement", "Code INSEE", "Commune", "Nature d'intervention", "Thématique",
-              "Intitulé du projet", "Date d'engagement", "Montant engagé (€)"]
+AL_HEADER = [
+    "Référence opération",
+    "Code commune",
+    "Nom commune",
+    "Type d'opération",
+    "Produit",
+    "Nb logements",
+    "Montant engagé",
+    "Date décision CE",
+]
+BDT_HEADER = [
+    "N° engagement",
+    "Code INSEE",
+    "Commune",
+    "Nature d'intervention",
+    "Thématique",
+    "Intitulé du projet",
+    "Date d'engagement",
+    "Montant engagé (€)",
+]
 EPF_HEADER = ["id_intervention", "insee", "commune", "vocation", "date_acte", "montant_keur", "surface_m2"]
 
 
 # -- the warehouse ---------------------------------------------------------------------------
+
 
 @contextmanager
 def open_warehouse(tmp_path: Path, **changes: Any) -> Iterator[Pipeline]:
@@ -90,11 +107,14 @@ def open_warehouse(tmp_path: Path, **changes: Any) -> Iterator[Pipeline]:
     s = Settings(warehouse=tmp_path / "wh" / "cdv.duckdb", specs_dir=specs, lock_timeout_s=5, **changes)
     with open_pipeline(s, need_reference=False, publish_on_exit=False) as pipe:
         pipe.load_reference(SAMPLE_REFERENCE)
-        first = write_al(tmp_path / "earlier" / "AL_ACV_export_2026-09.csv", [
-            ["AL0001", "47001", "Agen", "Construction neuve", "Prêt", "12", "1 234,56 €", "05/03/2021"],
-            ["AL0002", "62498", "Lens", "Réhabilitation lourde", "Subvention", "4", "10\u00a0000,00", "06/04/2022"],
-            ["AL0003", "75056", "Paris", "Construction neuve", "Prêt", "3", "5 000,00", "07/05/2023"],
-        ])
+        first = write_al(
+            tmp_path / "earlier" / "AL_ACV_export_2026-09.csv",
+            [
+                ["AL0001", "47001", "Agen", "Construction neuve", "Prêt", "12", "1 234,56 €", "05/03/2021"],
+                ["AL0002", "62498", "Lens", "Réhabilitation lourde", "Subvention", "4", "10\u00a0000,00", "06/04/2022"],
+                ["AL0003", "75056", "Paris", "Construction neuve", "Prêt", "3", "5 000,00", "07/05/2023"],
+            ],
+        )
         r = pipe.ingest(first)
         assert (r.status, r.rows_loaded, r.rows_quarantined) == ("loaded", 2, 1), r.message
         yield pipe
@@ -109,11 +129,14 @@ def wh(tmp_path: Path) -> Iterator[Pipeline]:
 def rows_of_other_files(con: duckdb.DuckDBPyConnection, file_id: int | None) -> dict[str, list[str]]:
     """table_snapshot, without the rows of ``file_id`` (the only rows a new file may add)."""
     snap: dict[str, list[str]] = {}
-    for (name,) in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE NOT temporary ORDER BY 1").fetchall():
-        cols = {c for (c,) in con.execute(
-            "SELECT column_name FROM duckdb_columns() WHERE table_name = ? AND database_name = current_database()",
-            [name]).fetchall()}
+    for (name,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE NOT temporary ORDER BY 1").fetchall():
+        cols = {
+            c
+            for (c,) in con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE table_name = ? AND database_name = current_database()",
+                [name],
+            ).fetchall()
+        }
         if "file_id" in cols:
             rows = con.execute(f'SELECT * FROM "{name}" WHERE file_id IS DISTINCT FROM ?', [file_id]).fetchall()
         else:
@@ -133,19 +156,21 @@ def assert_only_its_own_rows(pipe: Pipeline, before: dict[str, list[str]], r: Lo
     if r.status == "rejected":
         for table in ("engagement_rows", "quarantine_rows", "quarantine_failures"):
             assert after[table] == before[table], f"{table} changed for a rejected file"
-    stored = pipe.con.execute("SELECT file_name, status, reason FROM files WHERE file_id = ?",
-                              [r.file_id]).fetchone()
+    stored = pipe.con.execute("SELECT file_name, status, reason FROM files WHERE file_id = ?", [r.file_id]).fetchone()
     assert stored == (r.file_name, r.status, r.reason)
 
 
 def earlier_export(con: duckdb.DuckDBPyConnection) -> list[object]:
     """Everything the warehouse holds about the export loaded first (file 1)."""
-    return [con.execute(f'SELECT * FROM "{t}" WHERE file_id = 1 ORDER BY ALL').fetchall()
-            for t in ("files", "engagement_rows", "quarantine_rows", "quarantine_failures")]
+    return [
+        con.execute(f'SELECT * FROM "{t}" WHERE file_id = 1 ORDER BY ALL').fetchall()
+        for t in ("files", "engagement_rows", "quarantine_rows", "quarantine_failures")
+    ]
 
 
-def assert_rejected(pipe: Pipeline, before: dict[str, list[str]], r: LoadResult, reasons: set[str],
-                    *words: str) -> None:
+def assert_rejected(
+    pipe: Pipeline, before: dict[str, list[str]], r: LoadResult, reasons: set[str], *words: str
+) -> None:
     assert r.status == "rejected", f"{r.file_name}: {r.status} ({r.message})"
     assert r.reason in reasons, r.message
     assert r.message.startswith(r.file_name + ":"), r.message
@@ -155,6 +180,7 @@ def assert_rejected(pipe: Pipeline, before: dict[str, list[str]], r: LoadResult,
 
 
 # -- files ------------------------------------------------------------------------------------
+
 
 def write_al(path: Path, rows: list[list[str]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,8 +198,18 @@ def write_epf(path: Path, rows: list[list[str]]) -> Path:
 
 def bdt_rows(n: int, start: int = 1) -> list[list[Any]]:
     communes = [("47001", "Agen"), ("62498", "Lens"), ("2A004", "Ajaccio"), ("10387", "Troyes")]
-    return [[f"BDT-2024-{i:05d}", *communes[i % 4], "Prêt", "Habitat", f"Projet {i}",
-             date(2024, 1 + i % 12, 1 + i % 28), 1000.0 + i] for i in range(start, start + n)]
+    return [
+        [
+            f"BDT-2024-{i:05d}",
+            *communes[i % 4],
+            "Prêt",
+            "Habitat",
+            f"Projet {i}",
+            date(2024, 1 + i % 12, 1 + i % 28),
+            1000.0 + i,
+        ]
+        for i in range(start, start + n)
+    ]
 
 
 def bdt_workbook(rows: list[list[Any]], *, stray: tuple[int, int] | None = None) -> bytes:
@@ -237,25 +273,31 @@ def shared_strings(data: bytes, prolog: str = "") -> bytes:
     items = "".join(f"<si><t>{s}</t></si>" for s in strings)
     parts["xl/sharedStrings.xml"] = (
         f'{prolog}<sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
-        f'count="{len(strings)}" uniqueCount="{len(strings)}">{items}</sst>').encode()
+        f'count="{len(strings)}" uniqueCount="{len(strings)}">{items}</sst>'
+    ).encode()
     parts["xl/_rels/workbook.xml.rels"] = parts["xl/_rels/workbook.xml.rels"].replace(
         b"</Relationships>",
         b'<Relationship Id="rIdSS" Target="sharedStrings.xml" Type="http://schemas.openxmlformats.org/'
-        b'officeDocument/2006/relationships/sharedStrings"/></Relationships>')
+        b'officeDocument/2006/relationships/sharedStrings"/></Relationships>',
+    )
     parts["[Content_Types].xml"] = parts["[Content_Types].xml"].replace(
-        b"</Types>", b'<Override PartName="/xl/sharedStrings.xml" ContentType="application/'
-        b'vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/></Types>')
+        b"</Types>",
+        b'<Override PartName="/xl/sharedStrings.xml" ContentType="application/'
+        b'vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/></Types>',
+    )
     return zipped(parts)
 
 
 def laughs(levels: int = 9, width: int = 10) -> tuple[str, str]:
     """A DTD of nested entities (10**levels copies of "lol" once expanded) and its reference."""
     entities = ['<!ENTITY lol0 "lol">'] + [
-        f'<!ENTITY lol{k} "{f"&lol{k - 1};" * width}">' for k in range(1, levels + 1)]
+        f'<!ENTITY lol{k} "{f"&lol{k - 1};" * width}">' for k in range(1, levels + 1)
+    ]
     return f"<!DOCTYPE lolz [{''.join(entities)}]>", f"&lol{levels};"
 
 
 # -- a child process: the real command line, memory capped and measured -------------------------
+
 
 def _cap_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY_CAP, CHILD_MEMORY_CAP))
@@ -266,8 +308,9 @@ def run_cli(args: list[str], warehouse: Path, cwd: Path, timeout_s: float = 120)
     peak resident memory in MB (this child's own, from wait4)."""
     env = {**os.environ, "CDV_WAREHOUSE": str(warehouse), "CDV_LOCK_TIMEOUT": "5"}
     with (cwd / "cli-output.txt").open("w+b") as out:
-        proc = subprocess.Popen([str(CLI), *args], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                preexec_fn=_cap_memory)
+        proc = subprocess.Popen(
+            [str(CLI), *args], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, preexec_fn=_cap_memory
+        )
         watchdog = threading.Timer(timeout_s, proc.kill)
         watchdog.start()
         try:
@@ -281,8 +324,12 @@ def run_cli(args: list[str], warehouse: Path, cwd: Path, timeout_s: float = 120)
 
 def ledger(warehouse: Path) -> dict[str, tuple[str, str | None, str | None]]:
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        return {name: (status, reason, message) for name, status, reason, message in con.execute(
-            "SELECT file_name, status, reason, message FROM files").fetchall()}
+        return {
+            name: (status, reason, message)
+            for name, status, reason, message in con.execute(
+                "SELECT file_name, status, reason, message FROM files"
+            ).fetchall()
+        }
 
 
 @pytest.fixture
@@ -295,14 +342,16 @@ def cli_warehouse(tmp_path: Path) -> Path:
 
 # -- 1. workbooks that are not what they claim ---------------------------------------------------
 
-def _patch_member_header(data: bytes, name: str, *, flags: int | None = None, method: int | None = None,
-                         declared_size: int | None = None) -> bytes:
+
+def _patch_member_header(
+    data: bytes, name: str, *, flags: int | None = None, method: int | None = None, declared_size: int | None = None
+) -> bytes:
     """Edit a member's local header and central directory entry, as a broken or hostile tool would."""
     b = bytearray(data)
     i = b.find(b"PK\x01\x02")
     while i != -1:
         name_len = struct.unpack_from("<H", b, i + 28)[0]
-        if bytes(b[i + 46:i + 46 + name_len]) == name.encode():
+        if bytes(b[i + 46 : i + 46 + name_len]) == name.encode():
             local = struct.unpack_from("<I", b, i + 42)[0]
             if flags is not None:
                 struct.pack_into("<H", b, i + 8, flags)
@@ -323,7 +372,7 @@ def _corrupt_member_data(data: bytes, name: str) -> bytes:
     name_len, extra_len = struct.unpack_from("<HH", data, info.header_offset + 26)
     start = info.header_offset + 30 + name_len + extra_len
     noise = random.Random(7).randbytes(info.compress_size)
-    return data[:start] + noise + data[start + info.compress_size:]
+    return data[:start] + noise + data[start + info.compress_size :]
 
 
 BROKEN_WORKBOOKS: dict[str, Callable[[bytes], bytes]] = {
@@ -388,12 +437,14 @@ def test_zip_bomb_lying_about_its_size_is_refused(wh: Pipeline, tmp_path: Path) 
 
 # -- 2. XML entity expansion ("billion laughs") ---------------------------------------------------
 
+
 def _laughing_sheet(prolog: str = "", encoding: str = "utf-8") -> Callable[[bytes], bytes]:
     def edit(sheet: bytes) -> bytes:
         dtd, ref = laughs()
         body = sheet.decode().replace("<t>Agen</t>", f"<t>{ref}</t>", 1)
         assert ref in body
         return (f'<?xml version="1.0" encoding="{encoding}"?>{prolog}{dtd}{body}').encode(encoding)
+
     return edit
 
 
@@ -410,7 +461,8 @@ def _laughing_part_moved(data: bytes, target: str) -> bytes:
     parts = members(with_sheet(data, _laughing_sheet()))
     parts[f"xl/{target}"] = parts.pop(SHEET)
     parts["xl/_rels/workbook.xml.rels"] = parts["xl/_rels/workbook.xml.rels"].replace(
-        b"worksheets/sheet1.xml", target.encode())
+        b"worksheets/sheet1.xml", target.encode()
+    )
     return zipped(parts)
 
 
@@ -458,11 +510,12 @@ def _two_directories(evil: bytes, clean: bytes) -> bytes:
     """One file, two zip directories: the end record declares the evil one's offset and the
     clean one's size. Python finds the directory just before the end record (clean parts);
     the excel extension's minizip goes to the declared offset (evil parts)."""
+
     def split(data: bytes) -> tuple[bytes, bytearray, int]:
         end = data.rfind(b"PK\x05\x06")
         count = struct.unpack_from("<H", data, end + 10)[0]
         size, offset = struct.unpack_from("<II", data, end + 12)
-        return data[:offset], bytearray(data[offset:offset + size]), count
+        return data[:offset], bytearray(data[offset : offset + size]), count
 
     bad, bad_dir, n = split(evil)
     good, good_dir, n2 = split(clean)
@@ -495,7 +548,8 @@ def test_renamed_part_is_a_real_workbook(wh: Pipeline, tmp_path: Path) -> None:
     parts = members(bdt_workbook(bdt_rows(10)))
     parts["xl/worksheets/sheet1.bin"] = parts.pop(SHEET)
     parts["xl/_rels/workbook.xml.rels"] = parts["xl/_rels/workbook.xml.rels"].replace(
-        b"worksheets/sheet1.xml", b"worksheets/sheet1.bin")
+        b"worksheets/sheet1.xml", b"worksheets/sheet1.bin"
+    )
     path = tmp_path / "BDT_ACV_engagements_20261115.xlsx"
     path.write_bytes(zipped(parts))
     r = wh.ingest(path)
@@ -510,8 +564,9 @@ def test_reader_refuses_a_billion_laughs_below_the_container_check(tmp_path: Pat
     con = reader_connection(path, tmp_path / "work", "256MB", excel=True)
     try:
         with pytest.raises(duckdb.Error) as exc:
-            con.execute("SELECT * FROM read_xlsx(?, sheet = 'Engagements', all_varchar = true, "
-                        "range = 'A4:H')", [str(path)]).fetchall()
+            con.execute(
+                "SELECT * FROM read_xlsx(?, sheet = 'Engagements', all_varchar = true, range = 'A4:H')", [str(path)]
+            ).fetchall()
         assert "amplification" in str(exc.value) or "too large" in str(exc.value), exc.value
     finally:
         con.close()
@@ -523,16 +578,32 @@ _LONG_COMMENT = "<!--" + "".join(random.Random(7).choices(string.ascii_letters, 
 
 def _prologs() -> st.SearchStrategy[str]:
     """What may stand before an XML document's first element: declarations, PIs, comments, blanks."""
-    piece = st.sampled_from(["", " ", "\r\n", "\t", "<?pi data?>", "<!-- a comment -->", "<!-- <!DOCTYPE x> -->",
-                             "<?xml-stylesheet href='a'?>", _LONG_COMMENT])
+    piece = st.sampled_from(
+        [
+            "",
+            " ",
+            "\r\n",
+            "\t",
+            "<?pi data?>",
+            "<!-- a comment -->",
+            "<!-- <!DOCTYPE x> -->",
+            "<?xml-stylesheet href='a'?>",
+            _LONG_COMMENT,
+        ]
+    )
     return st.lists(piece, max_size=6).map("".join)
 
 
 @hsettings(max_examples=150, deadline=None, database=None)
-@given(_prologs(), st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be"]),
-       st.booleans(), st.sampled_from(['<!DOCTYPE w [<!ENTITY a "b">]>', "<!DOCTYPE w>", '<!ENTITY a "b">']))
-def test_prolog_check_finds_every_dtd_an_xml_parser_would_accept(prolog: str, encoding: str, with_dtd: bool,
-                                                                    dtd: str) -> None:
+@given(
+    _prologs(),
+    st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be"]),
+    st.booleans(),
+    st.sampled_from(['<!DOCTYPE w [<!ENTITY a "b">]>', "<!DOCTYPE w>", '<!ENTITY a "b">']),
+)
+def test_prolog_check_finds_every_dtd_an_xml_parser_would_accept(
+    prolog: str, encoding: str, with_dtd: bool, dtd: str
+) -> None:
     """A DTD may only stand before the first element (expat refuses one anywhere else): the check
     reads exactly that far, in any encoding, past any comment, and finds it; without one, it passes."""
     declaration = f'<?xml version="1.0" encoding="{encoding.replace("-sig", "")}"?>'
@@ -554,8 +625,7 @@ def test_prolog_check_finds_every_dtd_an_xml_parser_would_accept(prolog: str, en
 
 
 @pytest.mark.parametrize("variant", ["in_the_sheet", "after_a_64kB_comment", "in_shared_strings"])
-def test_entity_expansion_through_the_cli_keeps_memory_flat(tmp_path: Path, cli_warehouse: Path,
-                                                            variant: str) -> None:
+def test_entity_expansion_through_the_cli_keeps_memory_flat(tmp_path: Path, cli_warehouse: Path, variant: str) -> None:
     """The real command, in a child process capped at 3 GB: exit 1 (file rejected), the reason
     about entities, and a peak memory of an ordinary run (10**9 × 'lol' would be 3 GB)."""
     path = tmp_path / "exports" / "BDT_ACV_engagements_20261115.xlsx"
@@ -570,6 +640,7 @@ def test_entity_expansion_through_the_cli_keeps_memory_flat(tmp_path: Path, cli_
 
 # -- 3. a sheet whose cells span an absurd rectangle ----------------------------------------------
 
+
 def _sparse_variants() -> dict[str, bytes]:
     base = bdt_workbook(bdt_rows(5))
     far = '<c r="{ref}" t="inlineStr"><is><t>x</t></is></c>'
@@ -581,16 +652,24 @@ def _sparse_variants() -> dict[str, bytes]:
         # One stray cell in the last row and column: 17 billion cells for calamine, 6 kB on disk.
         "stray_cell_at_XFD1048576": bdt_workbook(bdt_rows(5), stray=(1_048_576, 16_384)),
         "lowercase_reference": with_sheet(base, after_first_row(far.format(ref="xfd1048576"))),
-        "second_r_attribute_wins": with_sheet(base, after_first_row(
-            '<c r="I1" r="XFD1048576" t="inlineStr"><is><t>x</t></is></c>')),
-        "namespace_prefix": with_sheet(base, after_first_row(
-            '<x:c r="XFD1048576" t="inlineStr"><is><t>x</t></is></x:c>')),
-        "spaces_and_single_quotes": with_sheet(base, after_first_row(
-            "<c r = 'XFD1048576' t='inlineStr'><is><t>x</t></is></c>")),
-        "quote_hiding_a_bracket": with_sheet(base, after_first_row(
-            '<c s=">" r="XFD1048576" t="inlineStr"><is><t>x</t></is></c>')),
-        "cells_without_reference": with_sheet(base, lambda s: s.replace(
-            b"</sheetData>", b'<row r="1048576">' + b"<c><v>1</v></c>" * 40 + b"</row></sheetData>")),
+        "second_r_attribute_wins": with_sheet(
+            base, after_first_row('<c r="I1" r="XFD1048576" t="inlineStr"><is><t>x</t></is></c>')
+        ),
+        "namespace_prefix": with_sheet(
+            base, after_first_row('<x:c r="XFD1048576" t="inlineStr"><is><t>x</t></is></x:c>')
+        ),
+        "spaces_and_single_quotes": with_sheet(
+            base, after_first_row("<c r = 'XFD1048576' t='inlineStr'><is><t>x</t></is></c>")
+        ),
+        "quote_hiding_a_bracket": with_sheet(
+            base, after_first_row('<c s=">" r="XFD1048576" t="inlineStr"><is><t>x</t></is></c>')
+        ),
+        "cells_without_reference": with_sheet(
+            base,
+            lambda s: s.replace(
+                b"</sheetData>", b'<row r="1048576">' + b"<c><v>1</v></c>" * 40 + b"</row></sheetData>"
+            ),
+        ),
     }
 
 
@@ -610,8 +689,7 @@ def test_sparse_sheet_bombs_cost_neither_memory_nor_a_crash(tmp_path: Path, cli_
         paths.append(path)
     good = inbox / "BDT_ACV_engagements_20261101.xlsx"
     good.write_bytes(bdt_workbook(bdt_rows(20)))
-    code, out, peak_mb = run_cli(["ingest", "--partner", "bdt", str(good), *map(str, paths)], cli_warehouse,
-                                 tmp_path)
+    code, out, peak_mb = run_cli(["ingest", "--partner", "bdt", str(good), *map(str, paths)], cli_warehouse, tmp_path)
     assert code in (0, 1), f"exit {code}: {out}"
     assert peak_mb < 600, f"peak memory {peak_mb} MB"
     files = ledger(cli_warehouse)
@@ -623,8 +701,9 @@ def test_sparse_sheet_bombs_cost_neither_memory_nor_a_crash(tmp_path: Path, cli_
             if status == "rejected":
                 assert reason == "unreadable" and message.startswith(path.name + ":"), (path.name, message)
                 continue
-            loaded, quarantined = con.execute("SELECT rows_loaded, rows_quarantined FROM files WHERE file_name = ?",
-                                              [path.name]).fetchone()
+            loaded, quarantined = con.execute(
+                "SELECT rows_loaded, rows_quarantined FROM files WHERE file_name = ?", [path.name]
+            ).fetchone()
             assert (status, loaded) == ("loaded", 5), (path.name, message)
             assert quarantined <= 1, (path.name, quarantined)
     finally:
@@ -651,6 +730,7 @@ def test_workbook_without_cell_references_still_loads(wh: Pipeline, tmp_path: Pa
 
 # -- 4. damaged bytes, at random --------------------------------------------------------------
 
+
 def test_randomly_damaged_workbooks_never_crash_the_run(tmp_path: Path) -> None:
     """Flip, cut and insert bytes anywhere in a real workbook: each result is loaded or rejected
     (never an exception out of Pipeline.ingest), and the earlier export keeps its rows."""
@@ -660,16 +740,21 @@ def test_randomly_damaged_workbooks_never_crash_the_run(tmp_path: Path) -> None:
         seen: Counter[str] = Counter()
 
         @hsettings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-        @given(st.lists(st.tuples(st.integers(0, len(original) - 1), st.integers(0, 2),
-                                  st.binary(min_size=1, max_size=8)), min_size=1, max_size=6))
+        @given(
+            st.lists(
+                st.tuples(st.integers(0, len(original) - 1), st.integers(0, 2), st.binary(min_size=1, max_size=8)),
+                min_size=1,
+                max_size=6,
+            )
+        )
         def damage(edits: list[tuple[int, int, bytes]]) -> None:
             data = bytearray(original)
             for at, how, blob in edits:
                 at %= max(len(data), 1)
                 if how == 0:
-                    data[at:at + len(blob)] = blob
+                    data[at : at + len(blob)] = blob
                 elif how == 1:
-                    del data[at:at + len(blob) * 8]
+                    del data[at : at + len(blob) * 8]
                 else:
                     data[at:at] = blob
             path = tmp_path / "inbox" / "BDT_ACV_engagements_20261115.xlsx"
@@ -688,12 +773,15 @@ def test_randomly_damaged_workbooks_never_crash_the_run(tmp_path: Path) -> None:
 
 # -- 5. text files that are not text, or too big -------------------------------------------------
 
+
 def test_csv_over_the_size_limit_is_refused_unread(tmp_path: Path) -> None:
     """Over CDV_MAX_FILE_MB the file is refused before any parsing: its undecodable bytes would
     otherwise have been the reason."""
     with open_warehouse(tmp_path, max_file_mb=0.01) as pipe:
-        rows = [[f"AL9{i:04d}", "47001", "Agen", "Construction neuve", "Prêt", "3", "1 000,00", "05/03/2021"]
-                for i in range(400)]
+        rows = [
+            [f"AL9{i:04d}", "47001", "Agen", "Construction neuve", "Prêt", "3", "1 000,00", "05/03/2021"]
+            for i in range(400)
+        ]
         path = write_al(tmp_path / "AL_ACV_export_2026-10.csv", rows)
         path.write_bytes(path.read_bytes() + b"\x81\x81\x81\r\n")  # 0x81: not Windows-1252
         assert path.stat().st_size > 0.01 * 1024 * 1024
@@ -742,8 +830,9 @@ _NAMES = [
 
 
 @pytest.mark.parametrize(("name", "partner", "status", "reason"), _NAMES)
-def test_hostile_file_names_are_stored_verbatim(wh: Pipeline, tmp_path: Path, name: str, partner: str,
-                                                status: str, reason: str | None) -> None:
+def test_hostile_file_names_are_stored_verbatim(
+    wh: Pipeline, tmp_path: Path, name: str, partner: str, status: str, reason: str | None
+) -> None:
     tag = f"{zlib.crc32(name.encode()):010d}"
     path = tmp_path / "inbox" / name
     path.parent.mkdir()
@@ -758,14 +847,13 @@ def test_hostile_file_names_are_stored_verbatim(wh: Pipeline, tmp_path: Path, na
     assert_only_its_own_rows(wh, before, r)
     if status == "loaded":
         assert r.rows_loaded == 1
-        assert wh.con.execute("SELECT file_name FROM financing_history WHERE operation_id LIKE ?",
-                              [f"%{tag}"]).fetchall() == [(name,)]
+        assert wh.con.execute(
+            "SELECT file_name FROM financing_history WHERE operation_id LIKE ?", [f"%{tag}"]
+        ).fetchall() == [(name,)]
 
 
-@pytest.mark.parametrize(("name", "sibling"), [("a[1].tsv", "a1.tsv"), ("b*.tsv", "b-other.tsv"),
-                                               ("c?.tsv", "cX.tsv")])
-def test_glob_characters_in_a_name_read_that_file_only(wh: Pipeline, tmp_path: Path, name: str,
-                                                       sibling: str) -> None:
+@pytest.mark.parametrize(("name", "sibling"), [("a[1].tsv", "a1.tsv"), ("b*.tsv", "b-other.tsv"), ("c?.tsv", "cX.tsv")])
+def test_glob_characters_in_a_name_read_that_file_only(wh: Pipeline, tmp_path: Path, name: str, sibling: str) -> None:
     """DuckDB reads a path as a glob pattern: "a[1].tsv" beside "a1.tsv" was refused (the sandbox
     forbade the sibling; without it, the sibling's rows would have been loaded under this name)."""
     inbox = tmp_path / "inbox"
@@ -774,15 +862,18 @@ def test_glob_characters_in_a_name_read_that_file_only(wh: Pipeline, tmp_path: P
     before = table_snapshot(wh.con)
     r = wh.ingest(path, partner="epf")
     assert (r.status, r.rows_loaded, r.loaded_amount_eur) == ("loaded", 1, Decimal("12500.00")), r.message
-    assert wh.con.execute("SELECT operation_id FROM engagement_rows WHERE file_id = ?",
-                          [r.file_id]).fetchall() == [("EPF-MINE",)]
+    assert wh.con.execute("SELECT operation_id FROM engagement_rows WHERE file_id = ?", [r.file_id]).fetchall() == [
+        ("EPF-MINE",)
+    ]
     assert_only_its_own_rows(wh, before, r)
 
 
 def test_dot_dot_segments_in_the_path(wh: Pipeline, tmp_path: Path) -> None:
     """A path with ".." segments that resolves inside the inbox is read like any other."""
-    target = write_al(tmp_path / "inbox" / "AL_ACV_export_2026-10.csv", [
-        ["AL7001", "47001", "Agen", "Construction neuve", "Prêt", "3", "2 000,00", "05/03/2021"]])
+    target = write_al(
+        tmp_path / "inbox" / "AL_ACV_export_2026-10.csv",
+        [["AL7001", "47001", "Agen", "Construction neuve", "Prêt", "3", "2 000,00", "05/03/2021"]],
+    )
     (tmp_path / "inbox" / "sub" / "deeper").mkdir(parents=True)
     path = tmp_path / "inbox" / "sub" / "deeper" / ".." / ".." / "AL_ACV_export_2026-10.csv"
     assert ".." in path.parts and path.resolve() == target.resolve()
@@ -803,21 +894,29 @@ def test_sql_looking_name_through_the_cli(tmp_path: Path, cli_warehouse: Path) -
     with duckdb.connect(str(cli_warehouse), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM files").fetchone() == (1,)
         assert con.execute("SELECT operation_id, amount_eur FROM financing").fetchall() == [
-            ("EPF4242", Decimal("3000.00"))]
+            ("EPF4242", Decimal("3000.00"))
+        ]
 
 
 def test_absurd_amount_in_keur_is_quarantined_not_a_crash(wh: Pipeline, tmp_path: Path) -> None:
     """A phone number typed in the k€ column: × 1000 overflowed DECIMAL(18) and the error escaped
     Pipeline.ingest, failing the whole file; now the row is quarantined and the others load."""
-    path = write_epf(tmp_path / "epf_interventions_acv.tsv", [
-        ["EPF1", "47001", "Agen", "habitat", "2021-05-01", "0612345678901234567890", "1"],
-        ["EPF2", "47001", "Agen", "habitat", "2021-05-01", "9 999 999 999 999,9", "1"],
-        ["EPF3", "62498", "Lens", "habitat", "2021-05-01", "12,34567", "1"],  # 12 345,67 € to the cent
-    ])
+    path = write_epf(
+        tmp_path / "epf_interventions_acv.tsv",
+        [
+            ["EPF1", "47001", "Agen", "habitat", "2021-05-01", "0612345678901234567890", "1"],
+            ["EPF2", "47001", "Agen", "habitat", "2021-05-01", "9 999 999 999 999,9", "1"],
+            ["EPF3", "62498", "Lens", "habitat", "2021-05-01", "12,34567", "1"],  # 12 345,67 € to the cent
+        ],
+    )
     before = table_snapshot(wh.con)
     r = wh.ingest(path)
     assert (r.status, r.rows_loaded, r.rows_quarantined, r.loaded_amount_eur) == (
-        "loaded", 1, 2, Decimal("12345.67")), r.message
+        "loaded",
+        1,
+        2,
+        Decimal("12345.67"),
+    ), r.message
     assert r.quarantine_by_rule == {"amount_unparseable": 2}
     assert_only_its_own_rows(wh, before, r)
 
@@ -826,10 +925,13 @@ def test_amount_near_the_decimal_limit_is_quarantined_not_a_crash(wh: Pipeline, 
     """999 999 999 999 999,99 € parses into DECIMAL(18, 2), but amount × 100 (the cents the rules
     check) overflowed DECIMAL(18) and the error escaped Pipeline.ingest. Now it is checked, and no
     line of the programme reaches 1 bn€: quarantined as implausible, the other line loads."""
-    path = write_al(tmp_path / "AL_ACV_export_2026-10.csv", [
-        ["AL0901", "47001", "Agen", "Construction neuve", "Prêt", "3", "999 999 999 999 999,99", "05/03/2021"],
-        ["AL0902", "47001", "Agen", "Construction neuve", "Prêt", "3", "10,00", "05/03/2021"],
-    ])
+    path = write_al(
+        tmp_path / "AL_ACV_export_2026-10.csv",
+        [
+            ["AL0901", "47001", "Agen", "Construction neuve", "Prêt", "3", "999 999 999 999 999,99", "05/03/2021"],
+            ["AL0902", "47001", "Agen", "Construction neuve", "Prêt", "3", "10,00", "05/03/2021"],
+        ],
+    )
     before = table_snapshot(wh.con)
     r = wh.ingest(path)
     assert (r.status, r.rows_loaded, r.loaded_amount_eur) == ("loaded", 1, Decimal("10.00")), r.message
@@ -839,9 +941,13 @@ def test_amount_near_the_decimal_limit_is_quarantined_not_a_crash(wh: Pipeline, 
 
 def test_file_total_beyond_the_ledger_column_is_not_a_crash(wh: Pipeline, tmp_path: Path) -> None:
     """Lines whose sum would overflow the ledger's DECIMAL(18, 2) never reach it: each is implausible."""
-    path = write_al(tmp_path / "AL_ACV_export_2026-10.csv", [
-        [f"AL09{i}", "47001", "Agen", "Construction neuve", "Prêt", "3", "9 000 000 000 000 000,00", "05/03/2021"]
-        for i in range(2)])
+    path = write_al(
+        tmp_path / "AL_ACV_export_2026-10.csv",
+        [
+            [f"AL09{i}", "47001", "Agen", "Construction neuve", "Prêt", "3", "9 000 000 000 000 000,00", "05/03/2021"]
+            for i in range(2)
+        ],
+    )
     before = table_snapshot(wh.con)
     r = wh.ingest(path)
     assert (r.status, r.rows_loaded, r.rows_quarantined) == ("loaded", 0, 2), r.message
@@ -887,12 +993,15 @@ def test_hostile_cells_are_stored_verbatim_in_a_csv(wh: Pipeline, tmp_path: Path
     assert r.loaded_amount_eur == Decimal("1000.00") * n
     assert_only_its_own_rows(wh, before, r)
     for i, (kind, text) in enumerate(HOSTILE_CELLS.items()):
-        loaded = wh.con.execute("SELECT commune_label, project_label FROM engagement_rows WHERE operation_id = ?",
-                                [f"OK{i:02d}"]).fetchone()
+        loaded = wh.con.execute(
+            "SELECT commune_label, project_label FROM engagement_rows WHERE operation_id = ?", [f"OK{i:02d}"]
+        ).fetchone()
         assert loaded == (text, text), kind
         raw = wh.con.execute(
             "SELECT q.raw_record, q.rule, q.value FROM quarantine AS q WHERE q.file_id = ? "
-            "AND json_extract_string(q.raw_record, '$.ref') = ?", [r.file_id, f"KO{i:02d}"]).fetchone()
+            "AND json_extract_string(q.raw_record, '$.ref') = ?",
+            [r.file_id, f"KO{i:02d}"],
+        ).fetchone()
         assert raw is not None, kind
         record = json.loads(raw[0])
         assert (record["commune"], record["projet"], raw[1], raw[2]) == (text, text, "commune_not_acv", "99999"), kind
@@ -938,16 +1047,22 @@ def test_hostile_cells_are_stored_verbatim_in_a_workbook(wh: Pipeline, tmp_path:
     assert (r.status, r.rows_loaded, r.rows_quarantined) == ("loaded", n, n + 1), r.message
     assert_only_its_own_rows(wh, before, r)
     for row, text in zip(valid, texts.values(), strict=True):
-        got = wh.con.execute("SELECT commune_label, project_label FROM engagement_rows WHERE operation_id = ?",
-                             [row[0]]).fetchone()
+        got = wh.con.execute(
+            "SELECT commune_label, project_label FROM engagement_rows WHERE operation_id = ?", [row[0]]
+        ).fetchone()
         assert got == (text, text), row[0]
     for op, text in zip(quarantined, texts.values(), strict=True):
-        raw = wh.con.execute("SELECT raw_record FROM quarantine WHERE file_id = ? AND "
-                             "json_extract_string(raw_record, '$.\"N° engagement\"') = ?", [r.file_id, op]).fetchone()
+        raw = wh.con.execute(
+            "SELECT raw_record FROM quarantine WHERE file_id = ? AND "
+            "json_extract_string(raw_record, '$.\"N° engagement\"') = ?",
+            [r.file_id, op],
+        ).fetchone()
         assert raw is not None, op
         assert json.loads(raw[0])["Intitulé du projet"] == text
-    formula = wh.con.execute("SELECT rule, raw_record FROM quarantine WHERE file_id = ? AND "
-                             "json_extract_string(raw_record, '$.\"N° engagement\"') = 'BDT-2024-88888'",
-                             [r.file_id]).fetchone()
+    formula = wh.con.execute(
+        "SELECT rule, raw_record FROM quarantine WHERE file_id = ? AND "
+        "json_extract_string(raw_record, '$.\"N° engagement\"') = 'BDT-2024-88888'",
+        [r.file_id],
+    ).fetchone()
     assert formula is not None and formula[0] == "amount_missing"
     assert json.loads(formula[1])["Montant engagé (€)"] in ("", None)

@@ -28,8 +28,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrefectSe
     work = tmp_path_factory.mktemp("prefect")
     server = start_server(work / "prefect-home")
     try:
-        server.start_child([str(BIN / "cdv-etl"), "serve"], cwd=work, log=work / "serve.log",
-                           CDV_WAREHOUSE=str(work / "wh" / "cdv.duckdb"), CDV_LOCK_TIMEOUT="120")
+        server.start_child(
+            [str(BIN / "cdv-etl"), "serve"],
+            cwd=work,
+            log=work / "serve.log",
+            CDV_WAREHOUSE=str(work / "wh" / "cdv.duckdb"),
+            CDV_LOCK_TIMEOUT="120",
+        )
         for name in DEPLOYMENTS:
             server.deployment_id(name)
         yield server, work
@@ -71,13 +76,23 @@ def test_nightly_deployment_over_the_specimens(served: tuple[PrefectServer, Path
 
     con = duckdb.connect(str(wh.with_name("cdv.published.duckdb")), read_only=True)
     for name, exp in expected().items():
-        got = con.execute("SELECT rows_read, rows_loaded, rows_quarantined, engaged_amount_eur FROM file_loads "
-                          "WHERE file_name = ?", [Path(name).name]).fetchone()
-        assert got == (exp["data_rows"], exp["loaded_rows"], exp["quarantined_rows"],
-                       Decimal(exp["engaged_amount_eur"]))
-        by_axis_year = dict(con.execute(
-            "SELECT axis || '|' || year, sum(amount_eur) FROM financing f JOIN file_loads l USING (file_id) "
-            "WHERE l.file_name = ? AND counts_as_engaged GROUP BY ALL", [Path(name).name]).fetchall())
+        got = con.execute(
+            "SELECT rows_read, rows_loaded, rows_quarantined, engaged_amount_eur FROM file_loads WHERE file_name = ?",
+            [Path(name).name],
+        ).fetchone()
+        assert got == (
+            exp["data_rows"],
+            exp["loaded_rows"],
+            exp["quarantined_rows"],
+            Decimal(exp["engaged_amount_eur"]),
+        )
+        by_axis_year = dict(
+            con.execute(
+                "SELECT axis || '|' || year, sum(amount_eur) FROM financing f JOIN file_loads l USING (file_id) "
+                "WHERE l.file_name = ? AND counts_as_engaged GROUP BY ALL",
+                [Path(name).name],
+            ).fetchall()
+        )
         assert by_axis_year == {k: Decimal(v) for k, v in exp["by_axis_year"].items()}
 
     arts = {a["key"]: a for a in server.artifacts(run_id) if a.get("key")}
@@ -86,7 +101,10 @@ def test_nightly_deployment_over_the_specimens(served: tuple[PrefectServer, Path
     row = next(r for r in files if r["file"] == "anah_acv_2026.csv")
     anah = expected()["anah/anah_acv_2026.csv"]
     assert (row["rows read"], row["rows loaded"], row["rows quarantined"]) == (
-        anah["data_rows"], anah["loaded_rows"], anah["quarantined_rows"])
+        anah["data_rows"],
+        anah["loaded_rows"],
+        anah["quarantined_rows"],
+    )
     quarantine = json.loads(arts["nightly-quarantine"]["data"])
     total_rejected = sum(r["rows quarantined"] for r in quarantine)
     assert total_rejected == sum(e["quarantined_rows"] for e in expected().values())
@@ -96,8 +114,10 @@ def test_nightly_deployment_over_the_specimens(served: tuple[PrefectServer, Path
 def test_two_nightly_runs_at_once(served: tuple[PrefectServer, Path]) -> None:
     server, work = served
     inbox = work / "night2" / "inbox"
-    shutil.copy(Path(__file__).resolve().parent.parent / "cdv_etl" / "sample" / "acv_communes_sample.csv",
-                generate_demo_exports(inbox)[0].parent / "acv_communes_sample.csv")
+    shutil.copy(
+        Path(__file__).resolve().parent.parent / "cdv_etl" / "sample" / "acv_communes_sample.csv",
+        generate_demo_exports(inbox)[0].parent / "acv_communes_sample.csv",
+    )
     wh = work / "night2" / "cdv.duckdb"
     params = {"inbox": str(inbox), "warehouse": str(wh)}
     runs = [server.run_deployment("nightly/nightly", params) for _ in range(2)]
@@ -106,11 +126,16 @@ def test_two_nightly_runs_at_once(served: tuple[PrefectServer, Path]) -> None:
     con = duckdb.connect(str(wh.with_name("cdv.published.duckdb")), read_only=True)
     ledger = con.execute("SELECT file_name, status FROM file_loads ORDER BY file_name").fetchall()
     assert len(ledger) == 5 and {s for _, s in ledger} == {"loaded"}  # each file loaded once
-    assert con.execute("SELECT count(*) FROM (SELECT file_id, row_key FROM engagement_rows "
-                       "GROUP BY ALL HAVING count(*) > 1)").fetchone()[0] == 0
+    assert (
+        con.execute(
+            "SELECT count(*) FROM (SELECT file_id, row_key FROM engagement_rows GROUP BY ALL HAVING count(*) > 1)"
+        ).fetchone()[0]
+        == 0
+    )
     assert list(inbox.iterdir()) == []
-    per_run = [json.loads(next(a for a in server.artifacts(r) if a.get("key") == "nightly-files")["data"])
-               for r in runs]
+    per_run = [
+        json.loads(next(a for a in server.artifacts(r) if a.get("key") == "nightly-files")["data"]) for r in runs
+    ]
     processed = sorted(len([f for f in files if f["status"] == "loaded"]) for files in per_run)
     assert processed == [0, 5], per_run  # one waited for the other, then found nothing new
 
@@ -132,20 +157,33 @@ def test_nightly_ui_ingest_and_adhoc_sql_at_the_same_time(served: tuple[PrefectS
     exports[2].rename(late)
 
     reader = subprocess.Popen(
-        [sys.executable, "-c", (
-            "import subprocess, sys, time\n"
-            "ok = fail = 0\n"
-            "end = time.time() + float(sys.argv[2])\n"
-            "while time.time() < end:\n"
-            "    r = subprocess.run([sys.argv[3], 'sql', '-w', sys.argv[1], '--format', 'csv',\n"
-            "                        'SELECT count(*) FROM financing'], capture_output=True, text=True)\n"
-            "    ok, fail = (ok + 1, fail) if r.returncode == 0 else (ok, fail + 1)\n"
-            "    if r.returncode: print(r.stderr, file=sys.stderr)\n"
-            "print(ok, fail)\n"), str(wh), "60", cli[0]],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            (
+                "import subprocess, sys, time\n"
+                "ok = fail = 0\n"
+                "end = time.time() + float(sys.argv[2])\n"
+                "while time.time() < end:\n"
+                "    r = subprocess.run([sys.argv[3], 'sql', '-w', sys.argv[1], '--format', 'csv',\n"
+                "                        'SELECT count(*) FROM financing'], capture_output=True, text=True)\n"
+                "    ok, fail = (ok + 1, fail) if r.returncode == 0 else (ok, fail + 1)\n"
+                "    if r.returncode: print(r.stderr, file=sys.stderr)\n"
+                "print(ok, fail)\n"
+            ),
+            str(wh),
+            "60",
+            cli[0],
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(2)
-    runs = [server.run_deployment("nightly/nightly", {"inbox": str(inbox), "warehouse": str(wh)}),
-            server.run_deployment("ingest-export/ingest-export", {"path": str(late), "warehouse": str(wh)})]
+    runs = [
+        server.run_deployment("nightly/nightly", {"inbox": str(inbox), "warehouse": str(wh)}),
+        server.run_deployment("ingest-export/ingest-export", {"path": str(late), "warehouse": str(wh)}),
+    ]
     finished = [server.wait(r, timeout=600) for r in runs]
     out, err = reader.communicate(timeout=300)
     assert [f["state_type"] for f in finished] == ["COMPLETED", "COMPLETED"]
@@ -155,5 +193,7 @@ def test_nightly_ui_ingest_and_adhoc_sql_at_the_same_time(served: tuple[PrefectS
     ledger = con.execute("SELECT file_name, status FROM file_loads ORDER BY file_name").fetchall()
     assert sorted(n for n, _ in ledger) == sorted(p.name for p in exports)
     assert {s for _, s in ledger} == {"loaded"}
-    assert con.execute("SELECT count(*) FROM financing").fetchone()[0] == con.execute(
-        "SELECT sum(rows_loaded) FROM file_loads").fetchone()[0]
+    assert (
+        con.execute("SELECT count(*) FROM financing").fetchone()[0]
+        == con.execute("SELECT sum(rows_loaded) FROM file_loads").fetchone()[0]
+    )

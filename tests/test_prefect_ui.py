@@ -32,8 +32,16 @@ from cdv_etl.demo_data import generate_demo_exports
 from cdv_etl.load.reference import SAMPLE_REFERENCE
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 DEPLOYMENTS = ("nightly/nightly", "ingest-export/ingest-export", "reference-refresh/reference-refresh")
 SCREENSHOT = ROOT / "test-artifacts" / "prefect-ui-run.png"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
@@ -50,8 +58,9 @@ def _skip_or_fail(reason: str) -> None:
 
 def _need_browser() -> None:
     if not CHROMIUM.exists():
-        _skip_or_fail(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium) "
-                      "to run the Prefect UI test")
+        _skip_or_fail(
+            f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium) to run the Prefect UI test"
+        )
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
@@ -66,13 +75,20 @@ def ui_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prefec
     wh = work / "wh" / "cdv.duckdb"
     server = start_server(work / "prefect-home")
     try:
-        server.start_child([str(BIN / "cdv-etl"), "serve"], cwd=work, log=work / "serve.log",
-                           CDV_WAREHOUSE=str(wh), CDV_PUBLISHED=str(wh.with_name("cdv.published.duckdb")),
-                           CDV_LOCK_TIMEOUT="120")
+        server.start_child(
+            [str(BIN / "cdv-etl"), "serve"],
+            cwd=work,
+            log=work / "serve.log",
+            CDV_WAREHOUSE=str(wh),
+            CDV_PUBLISHED=str(wh.with_name("cdv.published.duckdb")),
+            CDV_LOCK_TIMEOUT="120",
+        )
         for name in DEPLOYMENTS:
             server.deployment_id(name)
-        run = server.wait(server.run_deployment("reference-refresh/reference-refresh",
-                                                {"path": str(SAMPLE_REFERENCE)}), timeout=RUN_TIMEOUT_S)
+        run = server.wait(
+            server.run_deployment("reference-refresh/reference-refresh", {"path": str(SAMPLE_REFERENCE)}),
+            timeout=RUN_TIMEOUT_S,
+        )
         assert run["state_type"] == "COMPLETED", _serve_log(work)
         yield server, work
     finally:
@@ -84,8 +100,15 @@ def _serve_log(work: Path) -> str:
 
 
 def _newest_run(server: PrefectServer, deployment_id: str) -> dict[str, Any]:
-    runs = server.request("POST", "/flow_runs/filter", json={
-        "flow_runs": {"deployment_id": {"any_": [deployment_id]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 1})
+    runs = server.request(
+        "POST",
+        "/flow_runs/filter",
+        json={
+            "flow_runs": {"deployment_id": {"any_": [deployment_id]}},
+            "sort": "EXPECTED_START_TIME_DESC",
+            "limit": 1,
+        },
+    )
     assert runs, "no flow run of ingest-export on the server"
     return dict(runs[0])
 
@@ -191,8 +214,9 @@ def test_ingest_export_started_from_the_ui(ui_served: tuple[PrefectServer, Path]
     con = duckdb.connect(str(published), read_only=True)
     try:
         got = con.execute("SELECT status, rows_loaded FROM file_loads WHERE file_name = ?", [export.name]).fetchone()
-        in_financing = con.execute("SELECT count(*) FROM financing JOIN file_loads USING (file_id) "
-                                   "WHERE file_name = ?", [export.name]).fetchone()
+        in_financing = con.execute(
+            "SELECT count(*) FROM financing JOIN file_loads USING (file_id) WHERE file_name = ?", [export.name]
+        ).fetchone()
     finally:
         con.close()
     assert got is not None, f"{export.name} not in file_loads: {_serve_log(work)}"
@@ -203,6 +227,11 @@ def test_ingest_export_started_from_the_ui(ui_served: tuple[PrefectServer, Path]
     # The browser created exactly one run, and everything it fetched came from the local server.
     creates = [u for m, u in requested if m == "POST" and u.endswith(f"/deployments/{dep_id}/create_flow_run")]
     assert len(creates) == 1, creates
-    foreign = sorted({u for _, u in requested if urlsplit(u).scheme not in {"data", "blob", "about"}
-                      and urlsplit(u).hostname not in LOCAL_HOSTS})
+    foreign = sorted(
+        {
+            u
+            for _, u in requested
+            if urlsplit(u).scheme not in {"data", "blob", "about"} and urlsplit(u).hostname not in LOCAL_HOSTS
+        }
+    )
     assert requested and not foreign, foreign

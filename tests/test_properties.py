@@ -34,14 +34,23 @@ from cdv_etl.pipeline import open_pipeline
 
 TODAY = date(2026, 11, 20)  # the day of the (simulated) ingestion: fixes every extraction date
 START = date(2018, 1, 1)
-EXAMPLES = settings(max_examples=12, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+EXAMPLES = settings(
+    max_examples=12,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def _communes() -> list[tuple[str, str]]:
     with SAMPLE_REFERENCE.open(encoding="utf-8-sig", newline="") as fh:
-        return [(r["insee_com"].strip().zfill(5) if r["insee_com"].strip().isdigit() else r["insee_com"].strip(),
-                 r["lib_com"].strip()) for r in csv.DictReader(fh)]
+        return [
+            (
+                r["insee_com"].strip().zfill(5) if r["insee_com"].strip().isdigit() else r["insee_com"].strip(),
+                r["lib_com"].strip(),
+            )
+            for r in csv.DictReader(fh)
+        ]
 
 
 COMMUNES = _communes()
@@ -137,9 +146,21 @@ def csv_bytes(header: list[str], rows: list[Row], delimiter: str, encoding: str,
 # -- Action Logement: Windows-1252, ";", CRLF, French numbers, dd/mm/yyyy --------------------------
 
 AL_EXTRACTED = date(2026, 10, 31)  # AL_ACV_export_2026-10.csv: the end of the month
-AL_DEFECTS = ["commune_not_acv", "commune_missing", "amount_missing", "amount_unparseable", "amount_negative",
-              "amount_zero", "date_before_programme", "date_after_extraction", "date_unparseable",
-              "date_missing", "operation_id_missing", "unknown_instrument", "duplicate"]
+AL_DEFECTS = [
+    "commune_not_acv",
+    "commune_missing",
+    "amount_missing",
+    "amount_unparseable",
+    "amount_negative",
+    "amount_zero",
+    "date_before_programme",
+    "date_after_extraction",
+    "date_unparseable",
+    "date_missing",
+    "operation_id_missing",
+    "unknown_instrument",
+    "duplicate",
+]
 
 
 def action_logement(draw: Draw, n: int) -> Generated:
@@ -173,17 +194,38 @@ def action_logement(draw: Draw, n: int) -> Generated:
         code = commune(draw, defect)
         row.cells = [row.op, code, "Commune", "Construction neuve", product, "12", amount, when]
         rows.append(row)
-    header = ["Référence opération", "Code commune", "Nom commune", "Type d'opération", "Produit",
-              "Nb logements", "Montant engagé", "Date décision CE"]
+    header = [
+        "Référence opération",
+        "Code commune",
+        "Nom commune",
+        "Type d'opération",
+        "Produit",
+        "Nb logements",
+        "Montant engagé",
+        "Date décision CE",
+    ]
     return Generated("AL_ACV_export_2026-10.csv", csv_bytes(header, rows, ";", "cp1252", "\r\n"), rows)
 
 
 # -- Anah: UTF-8 with BOM, ",", dot decimals, ISO dates, a year and a status -------------------------
 
 ANAH_EXTRACTED = TODAY  # anah_acv_2026.csv: the end of 2026, but never after the day of ingestion
-ANAH_DEFECTS = ["commune_not_acv", "commune_missing", "amount_missing", "amount_unparseable", "amount_negative",
-                "amount_zero", "date_before_programme", "date_after_extraction", "date_unparseable",
-                "year_mismatch", "year_missing", "unknown_status", "operation_id_missing", "duplicate"]
+ANAH_DEFECTS = [
+    "commune_not_acv",
+    "commune_missing",
+    "amount_missing",
+    "amount_unparseable",
+    "amount_negative",
+    "amount_zero",
+    "date_before_programme",
+    "date_after_extraction",
+    "date_unparseable",
+    "year_mismatch",
+    "year_missing",
+    "unknown_status",
+    "operation_id_missing",
+    "duplicate",
+]
 
 
 def anah(draw: Draw, n: int) -> Generated:
@@ -218,17 +260,36 @@ def anah(draw: Draw, n: int) -> Generated:
             duplicate(draw, rows, row)
         row.cells = [row.op, commune(draw, defect), year, "Propriétaire occupant", "2", amount, when, status]
         rows.append(row)
-    header = ["numero_dossier", "code_insee", "annee_engagement", "type_intervention", "nb_logements",
-              "montant_aide", "date_engagement", "statut"]
+    header = [
+        "numero_dossier",
+        "code_insee",
+        "annee_engagement",
+        "type_intervention",
+        "nb_logements",
+        "montant_aide",
+        "date_engagement",
+        "statut",
+    ]
     return Generated("anah_acv_2026.csv", csv_bytes(header, rows, ",", "utf-8-sig", "\n"), rows)
 
 
 # -- EPF: UTF-8, tab-separated, ISO dates, amounts in k€ with one comma decimal ---------------------
 
 EPF_EXTRACTED = TODAY  # received
-EPF_DEFECTS = ["commune_not_acv", "commune_missing", "amount_missing", "amount_unparseable", "amount_negative",
-               "amount_zero", "date_before_programme", "date_after_extraction", "date_unparseable",
-               "unknown_category", "operation_id_missing", "duplicate"]
+EPF_DEFECTS = [
+    "commune_not_acv",
+    "commune_missing",
+    "amount_missing",
+    "amount_unparseable",
+    "amount_negative",
+    "amount_zero",
+    "date_before_programme",
+    "date_after_extraction",
+    "date_unparseable",
+    "unknown_category",
+    "operation_id_missing",
+    "duplicate",
+]
 
 
 def epf(draw: Draw, n: int) -> Generated:
@@ -274,11 +335,31 @@ def epf(draw: Draw, n: int) -> Generated:
 # -- Banque des Territoires: one sheet, title rows, header on row 4, a TOTAL footer -----------------
 
 BDT_EXTRACTED = date(2026, 11, 15)  # BDT_ACV_engagements_20261115.xlsx
-BDT_DEFECTS = ["commune_not_acv", "commune_missing", "amount_missing", "amount_unparseable", "amount_negative",
-               "amount_zero", "date_before_programme", "date_after_extraction", "date_unparseable",
-               "date_missing", "unknown_category", "unknown_instrument", "operation_id_missing", "duplicate"]
-BDT_THEMES = ["Habitat", "Commerce / développement économique", "Mobilité et connexions",
-              "Espaces publics et patrimoine", "Équipements et services publics", "habitat", " MOBILITÉ ET CONNEXIONS "]
+BDT_DEFECTS = [
+    "commune_not_acv",
+    "commune_missing",
+    "amount_missing",
+    "amount_unparseable",
+    "amount_negative",
+    "amount_zero",
+    "date_before_programme",
+    "date_after_extraction",
+    "date_unparseable",
+    "date_missing",
+    "unknown_category",
+    "unknown_instrument",
+    "operation_id_missing",
+    "duplicate",
+]
+BDT_THEMES = [
+    "Habitat",
+    "Commerce / développement économique",
+    "Mobilité et connexions",
+    "Espaces publics et patrimoine",
+    "Équipements et services publics",
+    "habitat",
+    " MOBILITÉ ET CONNEXIONS ",
+]
 
 
 def bdt(draw: Draw, n: int) -> Generated:
@@ -288,8 +369,9 @@ def bdt(draw: Draw, n: int) -> Generated:
         cents = draw(CENTS)
         amount: Any = draw(st.sampled_from([as_float(cents), f"{Decimal(cents) / 100}"]))
         day = dates(draw, defect, BDT_EXTRACTED)
-        when: Any = draw(st.sampled_from([day, datetime(day.year, day.month, day.day), day.isoformat(),
-                                          f"{day:%d/%m/%Y}"]))
+        when: Any = draw(
+            st.sampled_from([day, datetime(day.year, day.month, day.day), day.isoformat(), f"{day:%d/%m/%Y}"])
+        )
         theme = draw(st.sampled_from(BDT_THEMES))
         nature = draw(st.sampled_from(["Prêt", "Fonds propres", "Ingénierie", "PRÊT"]))
         row = Row(f"BDT-{day.year}-{i:05d}", [], cents, defect)
@@ -324,8 +406,19 @@ def bdt(draw: Draw, n: int) -> Generated:
     ws.title = "Engagements"
     ws["A1"] = "Banque des Territoires — Programme Action Cœur de Ville"
     ws["A2"] = "Extraction du 15/11/2026 — montants en euros"
-    for c, v in enumerate(["N° engagement", "Code INSEE", "Commune", "Nature d'intervention", "Thématique",
-                           "Intitulé du projet", "Date d'engagement", "Montant engagé (€)"], start=1):
+    for c, v in enumerate(
+        [
+            "N° engagement",
+            "Code INSEE",
+            "Commune",
+            "Nature d'intervention",
+            "Thématique",
+            "Intitulé du projet",
+            "Date d'engagement",
+            "Montant engagé (€)",
+        ],
+        start=1,
+    ):
         ws.cell(row=4, column=c, value=v)
     for i, row in enumerate(rows):
         row.where = ("Engagements", 5 + i)
@@ -341,11 +434,26 @@ def bdt(draw: Draw, n: int) -> Generated:
 
 # -- État: one sheet per year, a title row, header on row 2, no id and no date ---------------------
 
-ETAT_DEFECTS = ["commune_not_acv", "commune_missing", "amount_missing", "amount_unparseable", "amount_negative",
-                "amount_zero", "unknown_axis", "year_out_of_programme", "duplicate"]
-ETAT_AXES = ["Axe 1 - Habitat", "Axe 2 - Développement économique et commercial",
-             "Axe 3 - Accessibilité, mobilité et connexions", "Axe 4 - Espace public et patrimoine",
-             "Axe 5 - Équipements et services publics", " Axe 4 : patrimoine", "Axe3-Mobilité"]
+ETAT_DEFECTS = [
+    "commune_not_acv",
+    "commune_missing",
+    "amount_missing",
+    "amount_unparseable",
+    "amount_negative",
+    "amount_zero",
+    "unknown_axis",
+    "year_out_of_programme",
+    "duplicate",
+]
+ETAT_AXES = [
+    "Axe 1 - Habitat",
+    "Axe 2 - Développement économique et commercial",
+    "Axe 3 - Accessibilité, mobilité et connexions",
+    "Axe 4 - Espace public et patrimoine",
+    "Axe 5 - Équipements et services publics",
+    " Axe 4 : patrimoine",
+    "Axe3-Mobilité",
+]
 ETAT_SCHEMES = ["DSIL", "DETR", "FNADT", "FISAC", "Fonds friches"]
 
 
@@ -395,8 +503,10 @@ def etat(draw: Draw, n: int) -> Generated:
         ws = wb.create_sheet(str(year))
         ws["A1"] = "Crédits de l'État mobilisés au titre d'Action Cœur de Ville"
         ws.merge_cells("A1:G1")
-        for c, v in enumerate(["Dispositif", "Département", "Commune (INSEE)", "Bénéficiaire", "Objet", "Axe ACV",
-                               "Montant attribué"], start=1):
+        for c, v in enumerate(
+            ["Dispositif", "Département", "Commune (INSEE)", "Bénéficiaire", "Objet", "Axe ACV", "Montant attribué"],
+            start=1,
+        ):
             ws.cell(row=2, column=c, value=v)
         for k, row in enumerate(r for r in rows if r.where[0] == year):
             row.where = (str(year), 3 + k)
@@ -409,6 +519,7 @@ def etat(draw: Draw, n: int) -> Generated:
 
 # -- the property ------------------------------------------------------------------------------
 
+
 def check(generated: Generated) -> None:
     with tempfile.TemporaryDirectory(prefix="cdv-prop-") as tmp:
         path = Path(tmp) / generated.name
@@ -420,19 +531,22 @@ def check(generated: Generated) -> None:
             n, valid, invalid = len(generated.rows), generated.valid(), generated.invalid()
             assert r.status == "loaded", r.message
             assert (r.rows_read, r.rows_loaded, r.rows_quarantined) == (n, len(valid), len(invalid)), (
-                r.message, [(x.op, x.defect) for x in invalid])
+                r.message,
+                [(x.op, x.defect) for x in invalid],
+            )
             assert r.rows_read == r.rows_loaded + r.rows_quarantined
-            loaded = pipe.con.execute("SELECT operation_id, amount_eur FROM engagement_rows WHERE file_id = ?",
-                                      [r.file_id]).fetchall()
+            loaded = pipe.con.execute(
+                "SELECT operation_id, amount_eur FROM engagement_rows WHERE file_id = ?", [r.file_id]
+            ).fetchall()
             assert Counter(op for op, _ in loaded) == Counter(x.op for x in valid)
             expected = {x.op: Decimal(x.cents) / 100 for x in valid if x.cents is not None}
             assert dict(loaded) == expected
             total = sum(expected.values(), Decimal("0.00"))
             assert sum((a for _, a in loaded), Decimal("0.00")) == total == r.loaded_amount_eur
-            where = pipe.con.execute("SELECT sheet, source_row FROM quarantine_rows WHERE file_id = ?",
-                                     [r.file_id]).fetchall()
-            assert sorted(where) == sorted((None, x.where) if isinstance(x.where, int) else x.where
-                                           for x in invalid)
+            where = pipe.con.execute(
+                "SELECT sheet, source_row FROM quarantine_rows WHERE file_id = ?", [r.file_id]
+            ).fetchall()
+            assert sorted(where) == sorted((None, x.where) if isinstance(x.where, int) else x.where for x in invalid)
             if r.control_total_eur is not None:
                 assert r.control_total_diff_eur == 0, r.message
 

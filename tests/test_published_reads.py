@@ -92,24 +92,26 @@ def test_readers_see_the_state_before_or_after_a_load_never_between(tmp_path: Pa
     states = ["before" if a["ok"] == before else "after" if a["ok"] == after else "other" for a in got]
     assert "other" not in states, [a for a in got if a["ok"] not in (before, after)][:1]
     assert len(got) >= 20 and states[0] == "before" and states[-1] == "after"
-    assert "before" not in states[states.index("after"):]  # once renamed, the old state is gone
+    assert "before" not in states[states.index("after") :]  # once renamed, the old state is gone
 
 
 def test_the_live_warehouse_is_locked_during_a_load_the_published_copy_is_not(tmp_path: Path) -> None:
     """Why the published copy exists: DuckDB refuses other processes while one writes."""
     s = demo_warehouse(tmp_path, loads=1)
-    probe = ("import sys, duckdb\n"
-             "try:\n"
-             "    print(duckdb.connect(sys.argv[1], read_only=True)"
-             ".execute('SELECT count(*) FROM financing').fetchone()[0])\n"
-             "except duckdb.IOException as exc:\n"
-             "    print('locked' if 'lock' in str(exc).lower() else repr(exc))\n")
+    probe = (
+        "import sys, duckdb\n"
+        "try:\n"
+        "    print(duckdb.connect(sys.argv[1], read_only=True)"
+        ".execute('SELECT count(*) FROM financing').fetchone()[0])\n"
+        "except duckdb.IOException as exc:\n"
+        "    print('locked' if 'lock' in str(exc).lower() else repr(exc))\n"
+    )
     with open_pipeline(s):
         live = subprocess.run([sys.executable, "-c", probe, str(s.warehouse)], capture_output=True, text=True)
-        published = subprocess.run([sys.executable, "-c", probe, str(s.published_path)],
-                                   capture_output=True, text=True)
-        sql = run_cli(["sql", "-w", str(s.warehouse), "--format", "csv", "SELECT count(*) AS n FROM financing"],
-                      tmp_path)
+        published = subprocess.run([sys.executable, "-c", probe, str(s.published_path)], capture_output=True, text=True)
+        sql = run_cli(
+            ["sql", "-w", str(s.warehouse), "--format", "csv", "SELECT count(*) AS n FROM financing"], tmp_path
+        )
     assert live.stdout.strip() == "locked", live.stdout + live.stderr
     count = int(published.stdout.strip())
     assert count > 0 and sql.stdout.splitlines() == ["n", str(count)]

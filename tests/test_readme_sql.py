@@ -26,6 +26,5 @@ def test_every_readme_query_runs(pipe: Pipeline, tmp_path: Path) -> None:
     assert len(queries) >= 8
     for query in queries:
         pipe.con.execute(query).fetchall()
-    lens = pipe.con.execute(
-        "SELECT count(*) FROM financing WHERE convention_id = 'ACV113'").fetchone()[0]
+    lens = pipe.con.execute("SELECT count(*) FROM financing WHERE convention_id = 'ACV113'").fetchone()[0]
     assert lens > 0  # the demo finances the Lens–Liévin convention of the README's example

@@ -23,10 +23,13 @@ def test_sample_reference_is_small_real_and_clean() -> None:
 
 def test_csv_with_numbers_that_lost_their_zeros(tmp_path: Path) -> None:
     path = tmp_path / "ref.csv"
-    path.write_text("insee_com;id_acv;lib_com;insee_dep;insee_reg;lib_reg;pop\n"
-                    "1004;ACV008;Ambérieu-en-Bugey;1;84;Auvergne-Rhône-Alpes;14854\n"
-                    "2A004;ACV004;Ajaccio;2A;94;Corse;73822\n"
-                    "97105;ACV023;Basse-Terre;971;1;Guadeloupe;9779\n", encoding="utf-8")
+    path.write_text(
+        "insee_com;id_acv;lib_com;insee_dep;insee_reg;lib_reg;pop\n"
+        "1004;ACV008;Ambérieu-en-Bugey;1;84;Auvergne-Rhône-Alpes;14854\n"
+        "2A004;ACV004;Ajaccio;2A;94;Corse;73822\n"
+        "97105;ACV023;Basse-Terre;971;1;Guadeloupe;9779\n",
+        encoding="utf-8",
+    )
     ref = read_reference(path)
     assert list(ref["insee_code"]) == ["01004", "2A004", "97105"]
     assert list(ref["department"]) == ["01", "2A", "971"]
@@ -45,9 +48,13 @@ def test_invalid_reference_is_refused_whole(pipe: Pipeline, tmp_path: Path) -> N
 @needs_shared
 def test_newer_vintage_updates_reference_and_keeps_financing(pipe: Pipeline, tmp_path: Path) -> None:
     agen = tmp_path / "AL_ACV_export_2024-10.csv"
-    agen.write_bytes(("Référence opération;Code commune;Nom commune;Type d'opération;Produit;Nb logements;"
-                      "Montant engagé;Date décision CE\r\nAL1;47001;Agen;Construction neuve;Prêt;3;10,00;"
-                      "01/02/2020\r\n").encode("cp1252"))
+    agen.write_bytes(
+        (
+            "Référence opération;Code commune;Nom commune;Type d'opération;Produit;Nb logements;"
+            "Montant engagé;Date décision CE\r\nAL1;47001;Agen;Construction neuve;Prêt;3;10,00;"
+            "01/02/2020\r\n"
+        ).encode("cp1252")
+    )
     pipe.ingest(agen)
     doc = json.loads(ANCT_REFERENCE.read_text(encoding="utf-8"))
     newer = tmp_path / "acv_communes_2025-01.geojson"
@@ -59,5 +66,6 @@ def test_newer_vintage_updates_reference_and_keeps_financing(pipe: Pipeline, tmp
     assert (r.communes, r.conventions, r.changed) == (244, 230, True)
     assert pipe.con.execute("SELECT count(*) FROM reference_loads").fetchone()[0] == 2
     assert pipe.con.execute("SELECT commune, amount_eur FROM financing").fetchall() == [
-        ("Agen (nouveau nom)", Decimal("10.00"))]
+        ("Agen (nouveau nom)", Decimal("10.00"))
+    ]
     assert pipe.load_reference(newer).changed is False

@@ -18,11 +18,22 @@ from cdv_etl.publish.report import build_report
 from cdv_etl.publish.tables import euros
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ARTIFACTS = ROOT / "test-artifacts"
-SHORT_AXES = ("Habitat", "Économie et commerce", "Mobilité", "Espace public et patrimoine",
-              "Équipements et services publics")
+SHORT_AXES = (
+    "Habitat",
+    "Économie et commerce",
+    "Mobilité",
+    "Espace public et patrimoine",
+    "Équipements et services publics",
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +54,29 @@ def test_report_shows_the_figures_of_the_views(page: str, warehouse: Settings) -
     assert euros(total) in page  # the exact total, to the cent
     for (engaged,) in con.execute("SELECT engaged_eur FROM v_financing_by_axis").fetchall():
         assert euros(engaged) in page
-    for name in ("Banque des Territoires", "Action Logement", "Anah", "État", "Établissements publics fonciers",
-                 *SHORT_AXES):
+    for name in (
+        "Banque des Territoires",
+        "Action Logement",
+        "Anah",
+        "État",
+        "Établissements publics fonciers",
+        *SHORT_AXES,
+    ):
         assert name in page, name
-    top = con.execute("SELECT convention_id FROM v_financing_by_convention ORDER BY engaged_eur DESC LIMIT 1"
-                      ).fetchone()[0]
+    top = con.execute(
+        "SELECT convention_id FROM v_financing_by_convention ORDER BY engaged_eur DESC LIMIT 1"
+    ).fetchone()[0]
     assert top in page
-    for h2 in ("par axe", "par partenaire", "par année", "Matrice axe × partenaire", "enveloppes",
-               "les plus et les moins financées", "Évolutions", "Qualité des données"):
+    for h2 in (
+        "par axe",
+        "par partenaire",
+        "par année",
+        "Matrice axe × partenaire",
+        "enveloppes",
+        "les plus et les moins financées",
+        "Évolutions",
+        "Qualité des données",
+    ):
         assert h2 in page, h2
     rules = {r for (r,) in con.execute("SELECT DISTINCT rule FROM v_quarantine_summary WHERE is_current").fetchall()}
     assert rules and all(f"<code>{r}</code>" in page for r in rules)

@@ -60,12 +60,16 @@ def test_engaged_by_axis_year_and_instrument(loaded: tuple[Pipeline, dict], name
     exp, fid = expected()[name], results[name].file_id
     rows = pipe.con.execute(
         "SELECT axis || '|' || year, sum(amount_eur) FROM financing "
-        "WHERE file_id = ? AND counts_as_engaged GROUP BY ALL", [fid]).fetchall()
+        "WHERE file_id = ? AND counts_as_engaged GROUP BY ALL",
+        [fid],
+    ).fetchall()
     assert dict(rows) == {k: Decimal(v) for k, v in exp["by_axis_year"].items()}
     if exp["by_instrument"]:
         rows = pipe.con.execute(
             "SELECT instrument_label, sum(amount_eur) FROM financing "
-            "WHERE file_id = ? AND counts_as_engaged GROUP BY ALL", [fid]).fetchall()
+            "WHERE file_id = ? AND counts_as_engaged GROUP BY ALL",
+            [fid],
+        ).fetchall()
         assert dict(rows) == {k: Decimal(v) for k, v in exp["by_instrument"].items()}
 
 
@@ -75,11 +79,19 @@ def test_views_add_up_to_the_files(loaded: tuple[Pipeline, dict]) -> None:
     by_axis = pipe.con.execute("SELECT sum(engaged_eur), sum(share_pct) FROM v_financing_by_axis").fetchone()
     assert by_axis[0] == total
     assert abs(by_axis[1] - 100) <= Decimal("0.05")
-    for view in ("v_financing_by_partner", "v_financing_by_year", "v_financing_axis_partner_year",
-                 "v_financing_by_convention", "v_financing_by_commune"):
+    for view in (
+        "v_financing_by_partner",
+        "v_financing_by_year",
+        "v_financing_axis_partner_year",
+        "v_financing_by_convention",
+        "v_financing_by_commune",
+    ):
         assert pipe.con.execute(f"SELECT sum(engaged_eur) FROM {view}").fetchone()[0] == total, view
-    env = dict(pipe.con.execute(
-        "SELECT partner || ':' || coalesce(envelope, '-'), used_pct FROM v_envelope_consumption").fetchall())
+    env = dict(
+        pipe.con.execute(
+            "SELECT partner || ':' || coalesce(envelope, '-'), used_pct FROM v_envelope_consumption"
+        ).fetchall()
+    )
     assert set(env) == {"bdt:equity", "bdt:loans", "action_logement:total", "anah:total", "etat:-", "epf:-"}
     assert env["etat:-"] is None
     bdt = expected()["bdt/BDT_ACV_engagements_20261115.xlsx"]["by_instrument"]
@@ -92,7 +104,9 @@ def test_quarantine_names_file_row_rule_column_and_value(loaded: tuple[Pipeline,
     fid = results["action_logement/AL_ACV_export_2026-10.csv"].file_id
     rows = pipe.con.execute(
         "SELECT source_row, rule, \"column\", value, raw_record->>'Montant engagé' FROM quarantine "
-        "WHERE file_id = ? AND rule = 'amount_unparseable' ORDER BY source_row", [fid]).fetchall()
+        "WHERE file_id = ? AND rule = 'amount_unparseable' ORDER BY source_row",
+        [fid],
+    ).fetchall()
     assert len(rows) == 18
     lines = (SPECIMENS / "action_logement/AL_ACV_export_2026-10.csv").read_bytes().decode("cp1252").split("\r\n")
     for source_row, _rule, column, value, raw in rows:
@@ -103,12 +117,17 @@ def test_quarantine_names_file_row_rule_column_and_value(loaded: tuple[Pipeline,
     fid = results["bdt/BDT_ACV_engagements_20261115.xlsx"].file_id
     dupes = pipe.con.execute(
         "SELECT source_row, value, raw_record->>'N° engagement' FROM quarantine "
-        "WHERE file_id = ? AND rule = 'duplicate_operation_id'", [fid]).fetchall()
+        "WHERE file_id = ? AND rule = 'duplicate_operation_id'",
+        [fid],
+    ).fetchall()
     assert len(dupes) == 12 and len({v for _, v, _ in dupes}) == 6
     from python_calamine import CalamineWorkbook
 
-    sheet = CalamineWorkbook.from_path(str(SPECIMENS / "bdt/BDT_ACV_engagements_20261115.xlsx")).get_sheet_by_name(
-        "Engagements").to_python(skip_empty_area=False)
+    sheet = (
+        CalamineWorkbook.from_path(str(SPECIMENS / "bdt/BDT_ACV_engagements_20261115.xlsx"))
+        .get_sheet_by_name("Engagements")
+        .to_python(skip_empty_area=False)
+    )
     for row, value, raw in dupes:
         assert value == raw == sheet[row - 1][0]  # spreadsheet row `row` holds that id
 
@@ -126,9 +145,14 @@ def test_anah_withdrawn_grants_are_loaded_but_not_engaged(loaded: tuple[Pipeline
     pipe, results = loaded
     fid = results["anah/anah_acv_2026.csv"].file_id
     n, amount = pipe.con.execute(
-        "SELECT count(*), sum(amount_eur) FROM financing WHERE file_id = ? AND status = 'annulé'", [fid]).fetchone()
-    assert n > 0 and not pipe.con.execute(
-        "SELECT bool_or(counts_as_engaged) FROM financing WHERE file_id = ? AND status = 'annulé'", [fid]).fetchone()[0]
+        "SELECT count(*), sum(amount_eur) FROM financing WHERE file_id = ? AND status = 'annulé'", [fid]
+    ).fetchone()
+    assert (
+        n > 0
+        and not pipe.con.execute(
+            "SELECT bool_or(counts_as_engaged) FROM financing WHERE file_id = ? AND status = 'annulé'", [fid]
+        ).fetchone()[0]
+    )
     exp = expected()["anah/anah_acv_2026.csv"]
     assert Decimal(exp["loaded_amount_eur"]) - Decimal(exp["engaged_amount_eur"]) == amount
 
@@ -141,9 +165,11 @@ def test_real_anct_reference(loaded: tuple[Pipeline, dict]) -> None:
     assert con.execute("SELECT count(*) FROM communes WHERE length(insee_code) <> 5").fetchone()[0] == 0
     lens = con.execute("SELECT insee_code, name FROM communes WHERE convention_id = 'ACV113' ORDER BY 1").fetchall()
     assert lens == [("62498", "Lens"), ("62510", "Liévin")]
-    quirks = dict(con.execute(
-        "SELECT insee_code, department FROM communes WHERE insee_code IN ('01004', '2A004', '2B033', '97105')"
-    ).fetchall())
+    quirks = dict(
+        con.execute(
+            "SELECT insee_code, department FROM communes WHERE insee_code IN ('01004', '2A004', '2B033', '97105')"
+        ).fetchall()
+    )
     assert quirks == {"01004": "01", "2A004": "2A", "2B033": "2B", "97105": "971"}
 
 

@@ -25,10 +25,15 @@ from conftest import ROOT
 SCANNED = ("cdv_etl", "flows", "schemas")
 SQL_METHODS = {"execute", "executemany", "sql", "query"}
 QUOTERS = {"_q", "quote_ident", "_quote_ident"}  # identifier quoting: '"' + name.replace('"', '""') + '"'
-VALUE_LIKE = re.compile(r"(?:^|_)(?:path|paths|file|filename|file_name|name|names|value|values|partner|partners|"
-                        r"query|queries)(?:$|_)", re.IGNORECASE)
-NEXT_STEP = ("pass values as parameters (`con.execute(sql, [value])` with `?` in the SQL), or, for an "
-             "identifier or a fragment built in code, add a justified entry to ALLOWLIST in tests/test_sql_safety.py")
+VALUE_LIKE = re.compile(
+    r"(?:^|_)(?:path|paths|file|filename|file_name|name|names|value|values|partner|partners|"
+    r"query|queries)(?:$|_)",
+    re.IGNORECASE,
+)
+NEXT_STEP = (
+    "pass values as parameters (`con.execute(sql, [value])` with `?` in the SQL), or, for an "
+    "identifier or a fragment built in code, add a justified entry to ALLOWLIST in tests/test_sql_safety.py"
+)
 
 # (file, interpolated expression as ast.unparse writes it, why it is safe) — one line each.
 ALLOWLIST: list[tuple[str, str, str]] = [
@@ -113,8 +118,13 @@ class _Module:
     def assignments(self, name: str, scope: ast.AST) -> list[ast.expr]:
         found: list[ast.expr] = []
         for node in ast.walk(scope):
-            targets = node.targets if isinstance(node, ast.Assign) else \
-                [node.target] if isinstance(node, ast.AnnAssign | ast.AugAssign) else []
+            targets = (
+                node.targets
+                if isinstance(node, ast.Assign)
+                else [node.target]
+                if isinstance(node, ast.AnnAssign | ast.AugAssign)
+                else []
+            )
             value = getattr(node, "value", None)
             if value is not None and any(isinstance(t, ast.Name) and t.id == name for t in targets):
                 found.append(value)
@@ -141,8 +151,9 @@ class _Module:
             return True, out
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Mod):
             left = self.pieces(node.left, depth + 1)[1]
-            right_nodes = node.right.elts if isinstance(node.op, ast.Mod) and isinstance(node.right, ast.Tuple) \
-                else [node.right]
+            right_nodes = (
+                node.right.elts if isinstance(node.op, ast.Mod) and isinstance(node.right, ast.Tuple) else [node.right]
+            )
             right = [p for r in right_nodes for p in self.pieces(r, depth + 1)[1]]
             return True, left + right
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("format", "join"):
@@ -164,10 +175,12 @@ class _Module:
             if values and all(not ps for _, ps in results):  # constants only
                 return False, []
             return False, [node]
-        if whole and isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
-                and node.func.id in self.functions:
-            returns = [n.value for n in ast.walk(self.functions[node.func.id])
-                       if isinstance(n, ast.Return) and n.value is not None]
+        if whole and isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in self.functions:
+            returns = [
+                n.value
+                for n in ast.walk(self.functions[node.func.id])
+                if isinstance(n, ast.Return) and n.value is not None
+            ]
             results = [self.pieces(v, depth + 1, whole) for v in returns]
             if any(d for d, _ in results):
                 return True, [p for d, ps in results if d for p in ps]
@@ -175,11 +188,13 @@ class _Module:
 
     def sql_pieces(self) -> Iterator[Piece]:
         for node in ast.walk(self.tree):
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr in SQL_METHODS):
+            if not (
+                isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in SQL_METHODS
+            ):
                 continue
-            first = node.args[0] if node.args else next(
-                (k.value for k in node.keywords if k.arg in ("query", "sql")), None)
+            first = (
+                node.args[0] if node.args else next((k.value for k in node.keywords if k.arg in ("query", "sql")), None)
+            )
             if first is None:
                 continue
             dynamic, pieces = self.pieces(first, whole=True)
@@ -223,12 +238,15 @@ def value_like_names(source: str) -> list[str]:
 
 # -- the tests ---------------------------------------------------------------------------------
 
+
 def test_sql_is_never_built_from_values() -> None:
     allowed = {(f, e) for f, e, _ in ALLOWLIST}
     unexpected = [p for p in scan(project_files()) if (p.file, _key(p.source)) not in allowed]
-    assert not unexpected, "SQL built by string formatting with a new piece:\n" + "\n".join(
-        f"  {p.file}:{p.line}: {{{p.source}}} in the SQL passed to .{p.method}()" for p in unexpected
-    ) + f"\n→ {NEXT_STEP}"
+    assert not unexpected, (
+        "SQL built by string formatting with a new piece:\n"
+        + "\n".join(f"  {p.file}:{p.line}: {{{p.source}}} in the SQL passed to .{p.method}()" for p in unexpected)
+        + f"\n→ {NEXT_STEP}"
+    )
 
 
 def test_allowlist_is_tight_and_justified() -> None:
@@ -249,7 +267,8 @@ def test_scanner_finds_every_kind_of_formatting(tmp_path: Path) -> None:
     """The scan itself: each way of pasting a value into SQL is found; parameters and constants are not."""
     code = tmp_path / "cdv_etl" / "sample_module.py"
     code.parent.mkdir()
-    code.write_text('''
+    code.write_text(
+        """
 TABLE = "files"
 
 def _q(name):
@@ -274,12 +293,20 @@ def good(con, path):
     con.execute("SELECT " + "1")
     sql = "SELECT 2"
     con.execute(sql)
-''', encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     pieces = sorted((p.line, p.method, p.source) for p in _Module(code, rel="sample").sql_pieces())
     assert pieces == [
-        (11, "execute", "path.name"), (12, "execute", "partner"), (13, "execute", "value"),
-        (14, "execute", "partner"), (16, "sql", "query"), (17, "executemany", "i"), (18, "query", "name"),
-        (19, "execute", "TABLE"), (19, "execute", "_q(col)"),
+        (11, "execute", "path.name"),
+        (12, "execute", "partner"),
+        (13, "execute", "value"),
+        (14, "execute", "partner"),
+        (16, "sql", "query"),
+        (17, "executemany", "i"),
+        (18, "query", "name"),
+        (19, "execute", "TABLE"),
+        (19, "execute", "_q(col)"),
     ]
     assert value_like_names("path.name") and value_like_names("partner") and value_like_names("query")
     assert not value_like_names("_q(name)") and not value_like_names("quote_ident(c)")
@@ -289,6 +316,11 @@ def good(con, path):
 
 def test_ruff_finds_no_sql_injection_vector() -> None:
     ruff = Path(sys.executable).with_name("ruff")
-    proc = subprocess.run([str(ruff), "check", "--select", "S608", "--no-cache", *SCANNED], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(ruff), "check", "--select", "S608", "--no-cache", *SCANNED],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -18,14 +18,16 @@ from cdv_etl.pipeline import Pipeline, open_pipeline
 from cdv_etl.read import SETTLED_NS
 from cdv_etl.specs import load_specs
 
-AL_HEADER = ("Référence opération;Code commune;Nom commune;Type d'opération;Produit;Nb logements;"
-             "Montant engagé;Date décision CE")
+AL_HEADER = (
+    "Référence opération;Code commune;Nom commune;Type d'opération;Produit;Nb logements;Montant engagé;Date décision CE"
+)
 
 
 def al_export(folder: Path, month: str, rows: list[tuple[str, str, str, str]]) -> Path:
     """An Action Logement export: (reference, INSEE code, amount, dd/mm/yyyy date) rows."""
-    lines = [AL_HEADER] + [f"{ref};{code};Commune;Construction neuve;Prêt;10;{amount};{day}"
-                           for ref, code, amount, day in rows]
+    lines = [AL_HEADER] + [
+        f"{ref};{code};Commune;Construction neuve;Prêt;10;{amount};{day}" for ref, code, amount, day in rows
+    ]
     path = folder / f"AL_ACV_export_{month}.csv"
     path.write_bytes(("\r\n".join(lines) + "\r\n").encode("cp1252"))
     return path
@@ -46,10 +48,14 @@ def test_older_warehouse_is_upgraded_in_place(tmp_path: Path) -> None:
     con = duckdb.connect(str(path))
     first = migrations()[0]
     con.execute(first.sql)  # a warehouse built by the first release only
-    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, "
-                "checksum VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)")
-    con.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES (?, ?, ?)",
-                [first.version, first.name, first.checksum])
+    con.execute(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, "
+        "checksum VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)"
+    )
+    con.execute(
+        "INSERT INTO schema_migrations (version, name, checksum) VALUES (?, ?, ?)",
+        [first.version, first.name, first.checksum],
+    )
     con.execute("INSERT INTO conventions VALUES ('ACV999', 'kept')")
     applied = migrate(con)
     assert applied[: len(migrations()) - 1] == [m.name for m in migrations()[1:]]
@@ -58,27 +64,32 @@ def test_older_warehouse_is_upgraded_in_place(tmp_path: Path) -> None:
 
 
 def test_every_public_view_and_column_is_commented(pipe: Pipeline) -> None:
-    views = dict(pipe.con.execute(
-        "SELECT view_name, comment FROM duckdb_views() WHERE NOT internal").fetchall())
+    views = dict(pipe.con.execute("SELECT view_name, comment FROM duckdb_views() WHERE NOT internal").fetchall())
     for view in PUBLIC_VIEWS:
         assert views.get(view), f"view {view} has no comment"
     missing = pipe.con.execute(
         "SELECT table_name || '.' || column_name FROM duckdb_columns() "
         "WHERE table_name IN (SELECT unnest(?)) AND (comment IS NULL OR comment = '')",
-        [list(PUBLIC_VIEWS)]).fetchall()
+        [list(PUBLIC_VIEWS)],
+    ).fetchall()
     assert missing == []
 
 
 def test_money_is_exact_decimal(pipe: Pipeline) -> None:
-    types = dict(pipe.con.execute(
-        "SELECT table_name || '.' || column_name, data_type FROM duckdb_columns() "
-        "WHERE column_name LIKE '%_eur' AND table_name IN (SELECT unnest(?))", [list(PUBLIC_VIEWS)]).fetchall())
+    types = dict(
+        pipe.con.execute(
+            "SELECT table_name || '.' || column_name, data_type FROM duckdb_columns() "
+            "WHERE column_name LIKE '%_eur' AND table_name IN (SELECT unnest(?))",
+            [list(PUBLIC_VIEWS)],
+        ).fetchall()
+    )
     assert types and {t for k, t in types.items() if not k.endswith("used_pct")} == {"DECIMAL(18,2)"}
 
 
 def test_latest_export_by_extraction_date_not_arrival(pipe: Pipeline, tmp_path: Path) -> None:
-    october = al_export(tmp_path, "2024-10", [("AL1", "47001", "100,00", "01/02/2020"),
-                                              ("AL2", "62498", "200,00", "01/02/2021")])
+    october = al_export(
+        tmp_path, "2024-10", [("AL1", "47001", "100,00", "01/02/2020"), ("AL2", "62498", "200,00", "01/02/2021")]
+    )
     september = al_export(tmp_path, "2024-09", [("AL1", "47001", "90,00", "01/02/2020")])
     assert pipe.ingest(october).status == "loaded"
     assert pipe.ingest(september).status == "loaded"  # arrives late: history, not current
@@ -108,12 +119,14 @@ def test_same_bytes_under_another_name_is_a_duplicate(pipe: Pipeline, tmp_path: 
 
 
 def test_force_reingests_and_replaces_the_files_rows(pipe: Pipeline, tmp_path: Path) -> None:
-    path = al_export(tmp_path, "2024-10", [("AL1", "47001", "100,00", "01/02/2020"),
-                                           ("AL2", "75056", "200,00", "01/02/2021")])
+    path = al_export(
+        tmp_path, "2024-10", [("AL1", "47001", "100,00", "01/02/2020"), ("AL2", "75056", "200,00", "01/02/2021")]
+    )
     first = pipe.ingest(path)
     assert (first.rows_loaded, first.rows_quarantined) == (1, 1)
-    pipe.con.execute("INSERT INTO communes VALUES ('75056', 'Paris', 'ACV000', '75', '11', "
-                     "'Île-de-France', NULL, NULL, NULL)")  # the reference is fixed
+    pipe.con.execute(
+        "INSERT INTO communes VALUES ('75056', 'Paris', 'ACV000', '75', '11', 'Île-de-France', NULL, NULL, NULL)"
+    )  # the reference is fixed
     again = pipe.ingest(path, force=True)
     assert again.file_id == first.file_id
     assert (again.rows_loaded, again.rows_quarantined) == (2, 0)
@@ -140,8 +153,9 @@ def test_a_load_that_does_not_reconcile_is_rolled_back(pipe: Pipeline, tmp_path:
 
     pipe.ingest(al_export(tmp_path, "2024-10", [("AL1", "47001", "100,00", "01/02/2020")]))
     before = table_snapshot(pipe.con)
-    path = al_export(tmp_path, "2024-11", [("AL2", "47001", "5,00", "01/02/2020"),
-                                           ("AL3", "99999", "6,00", "01/02/2020")])
+    path = al_export(
+        tmp_path, "2024-11", [("AL2", "47001", "5,00", "01/02/2020"), ("AL3", "99999", "6,00", "01/02/2020")]
+    )
     spec = pipe.specs["action_logement"]
     reader = reader_connection(path, tmp_path, "500MB")
     raw = read_export(reader, path, spec, tmp_path)
@@ -151,8 +165,16 @@ def test_a_load_that_does_not_reconcile_is_rolled_back(pipe: Pipeline, tmp_path:
     assert len(failures) == 1
     outputs = build_outputs(reader, spec, failures, date(2024, 11, 30), canonical)
     with pytest.raises(ReconciliationError, match="rolled back"):
-        load_export(pipe.con, spec=spec, path=path, sha=sha256_of(path), size=1, extraction_date=date(2024, 11, 30),
-                    raw=dataclasses.replace(raw, rows_read=raw.rows_read + 1), outputs=outputs)
+        load_export(
+            pipe.con,
+            spec=spec,
+            path=path,
+            sha=sha256_of(path),
+            size=1,
+            extraction_date=date(2024, 11, 30),
+            raw=dataclasses.replace(raw, rows_read=raw.rows_read + 1),
+            outputs=outputs,
+        )
     assert table_snapshot(pipe.con) == before
 
 
@@ -183,8 +205,9 @@ def test_a_file_met_again_unchanged_is_recognised_without_reading_it(pipe: Pipel
     time.sleep(SETTLED_NS / 1e9 + 0.2)  # a file still being written is not trusted by its stat
     first = pipe.ingest(big)
     assert first.status == "rejected" and first.reason == "unknown_partner"
-    stat = pipe.con.execute("SELECT stat_inode, stat_mtime_ns, size_bytes FROM files WHERE file_id = ?",
-                            [first.file_id]).fetchone()
+    stat = pipe.con.execute(
+        "SELECT stat_inode, stat_mtime_ns, size_bytes FROM files WHERE file_id = ?", [first.file_id]
+    ).fetchone()
     assert stat == (big.stat().st_ino, big.stat().st_mtime_ns, big.stat().st_size)
 
     before, snapshot = _bytes_read(), table_snapshot(pipe.con)
@@ -200,8 +223,7 @@ def test_a_file_met_again_unchanged_is_recognised_without_reading_it(pipe: Pipel
     assert _bytes_read() - before >= 32 * 1024 * 1024
 
 
-def test_a_rewrite_that_keeps_size_and_mtime_is_not_mistaken_for_the_same_bytes(
-        pipe: Pipeline, tmp_path: Path) -> None:
+def test_a_rewrite_that_keeps_size_and_mtime_is_not_mistaken_for_the_same_bytes(pipe: Pipeline, tmp_path: Path) -> None:
     path = al_export(tmp_path, "2024-10", [("AL1", "47001", "100,00", "01/02/2020")])
     time.sleep(SETTLED_NS / 1e9 + 0.2)
     first = pipe.ingest(path)
@@ -219,18 +241,25 @@ def test_a_rewrite_that_keeps_size_and_mtime_is_not_mistaken_for_the_same_bytes(
 
 def test_engagement_rows_rebuilt_without_index_keep_their_rows_and_constraints(tmp_path: Path) -> None:
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
-    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, "
-                "checksum VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)")
+    con.execute(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, "
+        "checksum VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)"
+    )
     for m in [m for m in migrations() if m.version < 5]:
         con.execute(m.sql)
-        con.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES (?, ?, ?)",
-                    [m.version, m.name, m.checksum])
-    con.execute("INSERT INTO engagement_rows VALUES (1, 7, 9, NULL, 'anah', 'OP1', '47001', 'Agen', 2, 'Habitat', "
-                "2024, DATE '2024-02-01', 'subvention', NULL, NULL, NULL, 1234.56, 'engagé', true)")
+        con.execute(
+            "INSERT INTO schema_migrations (version, name, checksum) VALUES (?, ?, ?)", [m.version, m.name, m.checksum]
+        )
+    con.execute(
+        "INSERT INTO engagement_rows VALUES (1, 7, 9, NULL, 'anah', 'OP1', '47001', 'Agen', 2, 'Habitat', "
+        "2024, DATE '2024-02-01', 'subvention', NULL, NULL, NULL, 1234.56, 'engagé', true)"
+    )
     assert "005_engagement_rows_without_index" in migrate(con)
     assert con.execute("SELECT row_key, amount_eur FROM engagement_rows").fetchall() == [(7, Decimal("1234.56"))]
-    assert con.execute("SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'engagement_rows' "
-                       "AND constraint_type = 'PRIMARY KEY'").fetchone() == (0,)
+    assert con.execute(
+        "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'engagement_rows' "
+        "AND constraint_type = 'PRIMARY KEY'"
+    ).fetchone() == (0,)
     with pytest.raises(duckdb.ConstraintException):
         con.execute("INSERT INTO engagement_rows (file_id, row_key) VALUES (1, 8)")
 

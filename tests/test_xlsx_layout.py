@@ -14,8 +14,16 @@ from openpyxl import Workbook
 
 from cdv_etl.pipeline import Pipeline
 
-BDT_HEADER = ["N° engagement", "Code INSEE", "Commune", "Nature d'intervention", "Thématique",
-              "Intitulé du projet", "Date d'engagement", "Montant engagé (€)"]
+BDT_HEADER = [
+    "N° engagement",
+    "Code INSEE",
+    "Commune",
+    "Nature d'intervention",
+    "Thématique",
+    "Intitulé du projet",
+    "Date d'engagement",
+    "Montant engagé (€)",
+]
 ETAT_HEADER = ["Dispositif", "Commune (INSEE)", "Objet", "Axe ACV", "Montant attribué"]
 
 
@@ -23,8 +31,7 @@ def bdt_row(i: int) -> list[Any]:
     return [f"BDT-2024-{i:05d}", "47001", "Agen", "Prêt", "Habitat", f"Projet {i}", date(2024, 3, 1), 100.0 * i]
 
 
-def write_bdt(folder: Path, header: list[Any], rows: list[list[Any]],
-              footer: list[Any] | None = None) -> Path:
+def write_bdt(folder: Path, header: list[Any], rows: list[list[Any]], footer: list[Any] | None = None) -> Path:
     wb = Workbook()
     ws = wb.active
     assert ws is not None
@@ -52,14 +59,12 @@ def test_cells_right_of_the_header_are_kept_with_their_rows(pipe: Pipeline, tmp_
     r = pipe.ingest(path)
     assert (r.status, r.rows_read, r.rows_loaded, r.rows_quarantined) == ("loaded", 4, 3, 1), r.message
     assert r.control_total_eur == 600 and r.control_total_ok
-    note = pipe.con.execute("SELECT raw_record->>'column_10' FROM quarantine WHERE file_id = ?",
-                            [r.file_id]).fetchone()
+    note = pipe.con.execute("SELECT raw_record->>'column_10' FROM quarantine WHERE file_id = ?", [r.file_id]).fetchone()
     assert note == ("ligne annotée",)
 
 
 def test_footer_label_with_surrounding_blanks_is_still_the_footer(pipe: Pipeline, tmp_path: Path) -> None:
-    path = write_bdt(tmp_path, BDT_HEADER, [bdt_row(1), bdt_row(2)],
-                     footer=["TOTAL\t"] + [None] * 6 + [300.0])
+    path = write_bdt(tmp_path, BDT_HEADER, [bdt_row(1), bdt_row(2)], footer=["TOTAL\t"] + [None] * 6 + [300.0])
     r = pipe.ingest(path)
     assert (r.status, r.rows_read, r.rows_loaded) == ("loaded", 2, 2), r.message
     assert r.control_total_eur == 300 and r.control_total_ok
@@ -127,8 +132,9 @@ def test_a_blank_row_under_the_header_changes_nothing(pipe: Pipeline, tmp_path: 
     path = write_bdt(tmp_path, BDT_HEADER, [[None] * 8, bdt_row(1), bdt_row(2)])
     r = pipe.ingest(path)
     assert (r.status, r.rows_read, r.rows_loaded) == ("loaded", 2, 2), r.message
-    rows = pipe.con.execute("SELECT source_row FROM engagement_rows WHERE file_id = ? ORDER BY 1",
-                            [r.file_id]).fetchall()
+    rows = pipe.con.execute(
+        "SELECT source_row FROM engagement_rows WHERE file_id = ? ORDER BY 1", [r.file_id]
+    ).fetchall()
     assert rows == [(6,), (7,)]
 
 
@@ -160,6 +166,5 @@ def test_a_placeholder_dimension_does_not_hide_cells(pipe: Pipeline, tmp_path: P
     path.write_bytes(buf.getvalue())
     r = pipe.ingest(path)
     assert (r.status, r.rows_read, r.rows_loaded, r.rows_quarantined) == ("loaded", 2, 1, 1), r.message
-    note = pipe.con.execute("SELECT raw_record->>'column_10' FROM quarantine WHERE file_id = ?",
-                            [r.file_id]).fetchone()
+    note = pipe.con.execute("SELECT raw_record->>'column_10' FROM quarantine WHERE file_id = ?", [r.file_id]).fetchone()
     assert note == ("vérifié",)

@@ -61,9 +61,18 @@ class LoadResult:
         return self.control_total_diff_eur == 0
 
 
-def record_rejected(con: duckdb.DuckDBPyConnection, *, partner: str | None, path: Path, sha: str,
-                    size: int, reason: str, message: str,
-                    replace_file_id: int | None = None, stat: FileStat | None = None) -> int:
+def record_rejected(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    partner: str | None,
+    path: Path,
+    sha: str,
+    size: int,
+    reason: str,
+    message: str,
+    replace_file_id: int | None = None,
+    stat: FileStat | None = None,
+) -> int:
     """The ledger row of a file refused whole (nothing of it is loaded)."""
     con.execute("BEGIN TRANSACTION")
     try:
@@ -75,13 +84,15 @@ def record_rejected(con: duckdb.DuckDBPyConnection, *, partner: str | None, path
                 "engaged_amount_eur = NULL, control_total_eur = NULL, "
                 "control_total_diff_eur = NULL, loaded_at = current_timestamp, "
                 "forced_reloads = forced_reloads + 1 WHERE file_id = ?",
-                [reason, message, replace_file_id])
+                [reason, message, replace_file_id],
+            )
             file_id = replace_file_id
         else:
             row = con.execute(
                 "INSERT INTO files (partner, file_name, sha256, size_bytes, status, reason, message)"
                 " VALUES (?, ?, ?, ?, 'rejected', ?, ?) RETURNING file_id",
-                [partner, path.name, sha, size, reason, message]).fetchone()
+                [partner, path.name, sha, size, reason, message],
+            ).fetchone()
             assert row is not None
             file_id = int(row[0])
         record_stat(con, file_id, stat)
@@ -92,17 +103,25 @@ def record_rejected(con: duckdb.DuckDBPyConnection, *, partner: str | None, path
     return file_id
 
 
-def record_duplicate(con: duckdb.DuckDBPyConnection, *, partner: str | None, path: Path,
-                     sha: str, size: int, original_id: int, original_name: str,
-                     stat: FileStat | None = None) -> int:
-    message = (f"same bytes as file {original_id} ({original_name}), already in the ledger; "
-               "nothing loaded")
+def record_duplicate(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    partner: str | None,
+    path: Path,
+    sha: str,
+    size: int,
+    original_id: int,
+    original_name: str,
+    stat: FileStat | None = None,
+) -> int:
+    message = f"same bytes as file {original_id} ({original_name}), already in the ledger; nothing loaded"
     con.execute("BEGIN TRANSACTION")
     try:
         row = con.execute(
             "INSERT INTO files (partner, file_name, sha256, size_bytes, status, reason, message, "
             "duplicate_of) VALUES (?, ?, ?, ?, 'duplicate', 'same_bytes', ?, ?) RETURNING file_id",
-            [partner, path.name, sha, size, message, original_id]).fetchone()
+            [partner, path.name, sha, size, message, original_id],
+        ).fetchone()
         assert row is not None
         record_stat(con, int(row[0]), stat)
         con.execute("COMMIT")
@@ -116,8 +135,10 @@ def record_stat(con: duckdb.DuckDBPyConnection, file_id: int, stat: FileStat | N
     """Remember how the file looked on disk when hashed (``Pipeline.known_sha``'s quick check)."""
     if stat is None or not stat.settled:
         return
-    con.execute("UPDATE files SET stat_device = ?, stat_inode = ?, stat_mtime_ns = ?, stat_ctime_ns = ? "
-                "WHERE file_id = ?", [stat.device, stat.inode, stat.mtime_ns, stat.ctime_ns, file_id])
+    con.execute(
+        "UPDATE files SET stat_device = ?, stat_inode = ?, stat_mtime_ns = ?, stat_ctime_ns = ? WHERE file_id = ?",
+        [stat.device, stat.inode, stat.mtime_ns, stat.ctime_ns, file_id],
+    )
 
 
 def _delete_rows(con: duckdb.DuckDBPyConnection, file_id: int) -> None:
@@ -125,9 +146,19 @@ def _delete_rows(con: duckdb.DuckDBPyConnection, file_id: int) -> None:
         con.execute(f"DELETE FROM {table} WHERE file_id = ?", [file_id])  # noqa: S608
 
 
-def load_export(con: duckdb.DuckDBPyConnection, *, spec: PartnerSpec, path: Path, sha: str,
-                size: int, extraction_date: date, raw: RawExport, outputs: Outputs,
-                replace_file_id: int | None = None, stat: FileStat | None = None) -> LoadResult:
+def load_export(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    spec: PartnerSpec,
+    path: Path,
+    sha: str,
+    size: int,
+    extraction_date: date,
+    raw: RawExport,
+    outputs: Outputs,
+    replace_file_id: int | None = None,
+    stat: FileStat | None = None,
+) -> LoadResult:
     """Write one validated file: ledger row, loaded rows, quarantine — in one transaction."""
     con.register("out_failures", outputs.failures)
     con.register("out_quarantined", outputs.quarantined)
@@ -139,31 +170,41 @@ def load_export(con: duckdb.DuckDBPyConnection, *, spec: PartnerSpec, path: Path
                 "UPDATE files SET status = 'loaded', reason = NULL, message = NULL, "
                 "partner = ?, extraction_date = ?, loaded_at = current_timestamp, "
                 "forced_reloads = forced_reloads + 1 WHERE file_id = ?",
-                [spec.partner, extraction_date, replace_file_id])
+                [spec.partner, extraction_date, replace_file_id],
+            )
             file_id = replace_file_id
         else:
             row = con.execute(
                 "INSERT INTO files (partner, file_name, sha256, size_bytes, extraction_date, status)"
                 " VALUES (?, ?, ?, ?, ?, 'loaded') RETURNING file_id",
-                [spec.partner, path.name, sha, size, extraction_date]).fetchone()
+                [spec.partner, path.name, sha, size, extraction_date],
+            ).fetchone()
             assert row is not None
             file_id = int(row[0])
 
-        con.execute("INSERT INTO quarantine_failures SELECT ?, row_key, rule, rule_order, column_name, value, "
-                    "message FROM out_failures", [file_id])
-        con.execute("INSERT INTO quarantine_rows SELECT ?, row_key, source_row, sheet, raw_record "
-                    "FROM out_quarantined", [file_id])
+        con.execute(
+            "INSERT INTO quarantine_failures SELECT ?, row_key, rule, rule_order, column_name, value, "
+            "message FROM out_failures",
+            [file_id],
+        )
+        con.execute(
+            "INSERT INTO quarantine_rows SELECT ?, row_key, source_row, sheet, raw_record FROM out_quarantined",
+            [file_id],
+        )
         con.execute(
             f"""INSERT INTO engagement_rows
             SELECT ?, row_key, source_row, sheet, ?, {", ".join(ENGAGEMENT_COLUMNS[3:])}
             FROM read_parquet(?)
             WHERE row_key NOT IN (SELECT row_key FROM out_failures)""",  # noqa: S608 - constant column list
-            [file_id, spec.partner, str(outputs.rows)])
+            [file_id, spec.partner, str(outputs.rows)],
+        )
         con.execute(
             """INSERT INTO financing_totals
             SELECT file_id, partner, axis, year, insee_code, instrument, counts_as_engaged,
                    sum(amount_eur), count(*)
-            FROM engagement_rows WHERE file_id = ? GROUP BY ALL""", [file_id])
+            FROM engagement_rows WHERE file_id = ? GROUP BY ALL""",
+            [file_id],
+        )
 
         totals = con.execute(
             """SELECT
@@ -172,7 +213,8 @@ def load_export(con: duckdb.DuckDBPyConnection, *, spec: PartnerSpec, path: Path
                  (SELECT sum(amount_eur) FROM engagement_rows WHERE file_id = $1),
                  (SELECT sum(amount_eur) FILTER (WHERE counts_as_engaged)
                     FROM engagement_rows WHERE file_id = $1)""",
-            [file_id]).fetchone()
+            [file_id],
+        ).fetchone()
         assert totals is not None
         loaded, quarantined = int(totals[0]), int(totals[1])
         loaded_eur = totals[2] if totals[2] is not None else Decimal("0.00")
@@ -191,13 +233,17 @@ def load_export(con: duckdb.DuckDBPyConnection, *, spec: PartnerSpec, path: Path
             """UPDATE files SET rows_read = ?, rows_loaded = ?, rows_quarantined = ?,
                  loaded_amount_eur = ?, engaged_amount_eur = ?, control_total_eur = ?,
                  control_total_diff_eur = ?, message = ? WHERE file_id = ?""",
-            [raw.rows_read, loaded, quarantined, loaded_eur, engaged_eur, raw.control_total,
-             diff, message, file_id])
-        by_rule = dict(con.execute(
-            """SELECT rule, count(*) FROM (
+            [raw.rows_read, loaded, quarantined, loaded_eur, engaged_eur, raw.control_total, diff, message, file_id],
+        )
+        by_rule = dict(
+            con.execute(
+                """SELECT rule, count(*) FROM (
                  SELECT file_id, row_key, arg_min(rule, rule_order) AS rule
                  FROM quarantine_failures WHERE file_id = ? GROUP BY ALL)
-               GROUP BY rule ORDER BY rule""", [file_id]).fetchall())
+               GROUP BY rule ORDER BY rule""",
+                [file_id],
+            ).fetchall()
+        )
         record_stat(con, file_id, stat)
         con.execute("COMMIT")
     except BaseException:
@@ -207,11 +253,19 @@ def load_export(con: duckdb.DuckDBPyConnection, *, spec: PartnerSpec, path: Path
         for name in ("out_failures", "out_quarantined"):
             con.unregister(name)
     return LoadResult(
-        file_name=path.name, partner=spec.partner, status="loaded", file_id=file_id,
-        rows_read=raw.rows_read, rows_loaded=loaded, rows_quarantined=quarantined,
-        loaded_amount_eur=loaded_eur, engaged_amount_eur=engaged_eur,
-        control_total_eur=raw.control_total, control_total_diff_eur=diff,
-        extraction_date=extraction_date, message=message,
+        file_name=path.name,
+        partner=spec.partner,
+        status="loaded",
+        file_id=file_id,
+        rows_read=raw.rows_read,
+        rows_loaded=loaded,
+        rows_quarantined=quarantined,
+        loaded_amount_eur=loaded_eur,
+        engaged_amount_eur=engaged_eur,
+        control_total_eur=raw.control_total,
+        control_total_diff_eur=diff,
+        extraction_date=extraction_date,
+        message=message,
         quarantine_by_rule={str(k): int(v) for k, v in by_rule.items()},
     )
 
@@ -221,5 +275,7 @@ def _message(raw: RawExport, diff: Decimal | None) -> str:
         return "loaded"
     if diff == 0:
         return f"loaded; control total {raw.control_total} matches the amounts read"
-    return (f"loaded; control total {raw.control_total} differs from the sum of the amounts "
-            f"read by {diff} €: ask the partner which is right")
+    return (
+        f"loaded; control total {raw.control_total} differs from the sum of the amounts "
+        f"read by {diff} €: ask the partner which is right"
+    )

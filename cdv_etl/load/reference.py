@@ -46,33 +46,36 @@ def read_reference(path: Path) -> pd.DataFrame:
             props = [f.get("properties") or {} for f in doc.get("features", [])]
             frame = pd.DataFrame(props, dtype=object)
         else:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig",
-                                sep=None, engine="python")
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig", sep=None, engine="python")
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise CdvError(f"{path.name}: cannot read the reference: {exc}", hint) from exc
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
         raise CdvError(f"{path.name}: reference columns missing: {', '.join(missing)}", hint)
-    out = pd.DataFrame({
-        "insee_code": _code(frame["insee_com"], 5),
-        "convention_id": frame["id_acv"].astype("string").str.strip(),
-        "name": frame["lib_com"].astype("string").str.strip(),
-        "department": _code(frame["insee_dep"], 2),
-        "region_code": _code(frame["insee_reg"], 2) if "insee_reg" in frame else None,
-        "region": frame["lib_reg"].astype("string").str.strip() if "lib_reg" in frame else None,
-        "epci_siren": _code(frame["siren_epci"], 9) if "siren_epci" in frame else None,
-        "population": (pd.to_numeric(frame["pop"], errors="coerce").astype("Int64")
-                       if "pop" in frame else None),
-    })
+    out = pd.DataFrame(
+        {
+            "insee_code": _code(frame["insee_com"], 5),
+            "convention_id": frame["id_acv"].astype("string").str.strip(),
+            "name": frame["lib_com"].astype("string").str.strip(),
+            "department": _code(frame["insee_dep"], 2),
+            "region_code": _code(frame["insee_reg"], 2) if "insee_reg" in frame else None,
+            "region": frame["lib_reg"].astype("string").str.strip() if "lib_reg" in frame else None,
+            "epci_siren": _code(frame["siren_epci"], 9) if "siren_epci" in frame else None,
+            "population": (pd.to_numeric(frame["pop"], errors="coerce").astype("Int64") if "pop" in frame else None),
+        }
+    )
     bad = out[~out["insee_code"].fillna("").str.fullmatch(r"[0-9]{5}|2[AB][0-9]{3}")]
     if len(bad):
         raise CdvError(
             f"{path.name}: {len(bad)} invalid INSEE code(s), e.g. {bad['insee_code'].iloc[0]!r} "
-            f"(feature {int(bad.index[0]) + 1}); the reference was not loaded", hint)
+            f"(feature {int(bad.index[0]) + 1}); the reference was not loaded",
+            hint,
+        )
     dupes = out[out["insee_code"].duplicated()]
     if len(dupes):
-        raise CdvError(f"{path.name}: INSEE code {dupes['insee_code'].iloc[0]} appears twice; "
-                       "the reference was not loaded", hint)
+        raise CdvError(
+            f"{path.name}: INSEE code {dupes['insee_code'].iloc[0]} appears twice; the reference was not loaded", hint
+        )
     if out["convention_id"].isna().any() or out["name"].isna().any():
         raise CdvError(f"{path.name}: a commune has no id_acv or no name; not loaded", hint)
     return out
@@ -81,9 +84,7 @@ def read_reference(path: Path) -> pd.DataFrame:
 def load_reference(con: duckdb.DuckDBPyConnection, path: Path) -> ReferenceResult:
     """Replace the reference communes and conventions, in one transaction."""
     sha = sha256_of(path)
-    last = con.execute(
-        "SELECT sha256 FROM reference_loads ORDER BY reference_load_id DESC LIMIT 1"
-    ).fetchone()
+    last = con.execute("SELECT sha256 FROM reference_loads ORDER BY reference_load_id DESC LIMIT 1").fetchone()
     frame = read_reference(path)
     n_conv = int(frame["convention_id"].nunique())
     if last and last[0] == sha:
@@ -100,11 +101,14 @@ def load_reference(con: duckdb.DuckDBPyConnection, path: Path) -> ReferenceResul
         con.execute("DELETE FROM communes")
         con.execute(
             "INSERT INTO communes SELECT insee_code, name, convention_id, department, region_code,"
-            " region, epci_siren, population, ? FROM ref_frame", [row[0]])
+            " region, epci_siren, population, ? FROM ref_frame",
+            [row[0]],
+        )
         con.execute("DELETE FROM conventions")
         con.execute(
             "INSERT INTO conventions SELECT convention_id, string_agg(name, ' + ' ORDER BY name) "
-            "FROM ref_frame GROUP BY convention_id")
+            "FROM ref_frame GROUP BY convention_id"
+        )
         con.unregister("ref_frame")
         con.execute("COMMIT")
     except Exception:

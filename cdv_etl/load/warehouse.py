@@ -66,9 +66,7 @@ def migrations() -> list[Migration]:
 
 
 def _views_sql() -> str:
-    return "\n".join(
-        p.read_text(encoding="utf-8") for p in sorted((sql_dir() / "views").glob("*.sql"))
-    )
+    return "\n".join(p.read_text(encoding="utf-8") for p in sorted((sql_dir() / "views").glob("*.sql")))
 
 
 def _column_docs() -> dict[str, str]:
@@ -82,7 +80,6 @@ def _column_docs() -> dict[str, str]:
 def _sql_literal(text: str) -> str:
     # COMMENT ON takes no parameters; the text comes from the project's own columns.yaml.
     return "'" + text.replace("'", "''") + "'"
-
 
 
 _held: dict[str, tuple[int, int]] = {}  # lock path -> (fd, depth), per process
@@ -142,8 +139,9 @@ def writer_lock(warehouse: Path, timeout_s: float = 60.0) -> Iterator[None]:
                 os.close(fd)
 
 
-def connect(path: Path, *, read_only: bool = False, timeout_s: float = 60.0,
-            memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+def connect(
+    path: Path, *, read_only: bool = False, timeout_s: float = 60.0, memory_limit: str | None = None
+) -> duckdb.DuckDBPyConnection:
     """Open the warehouse, waiting up to ``timeout_s`` for another writer to finish.
 
     DuckDB lets one process write a file; a second one gets "Could not set lock". We retry
@@ -165,8 +163,7 @@ def connect(path: Path, *, read_only: bool = False, timeout_s: float = 60.0,
             if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
                 if "lock" in str(exc).lower():
                     raise WarehouseBusy(
-                        f"the warehouse {path} is locked by another process "
-                        f"(waited {timeout_s:.0f} s): {exc}",
+                        f"the warehouse {path} is locked by another process (waited {timeout_s:.0f} s): {exc}",
                         "another load is running; wait for it to finish, or raise "
                         "CDV_LOCK_TIMEOUT / --lock-timeout. Nothing was changed.",
                     ) from exc
@@ -176,8 +173,9 @@ def connect(path: Path, *, read_only: bool = False, timeout_s: float = 60.0,
 
 
 @contextmanager
-def open_warehouse(path: Path, *, timeout_s: float = 60.0,
-                   memory_limit: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+def open_warehouse(
+    path: Path, *, timeout_s: float = 60.0, memory_limit: str | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
     con = connect(path, timeout_s=timeout_s, memory_limit=memory_limit)
     try:
         yield con
@@ -245,10 +243,7 @@ def apply_views(con: duckdb.DuckDBPyConnection, *, force: bool = False) -> bool:
         for view, column in cols:
             doc = docs.get(f"{view}.{column}") or docs.get(column)
             if doc:
-                con.execute(
-                    f"COMMENT ON COLUMN {_quote_ident(view)}.{_quote_ident(column)} "
-                    f"IS {_sql_literal(doc)}"
-                )
+                con.execute(f"COMMENT ON COLUMN {_quote_ident(view)}.{_quote_ident(column)} IS {_sql_literal(doc)}")
         con.execute("DELETE FROM schema_views")
         con.execute("INSERT INTO schema_views (checksum) VALUES (?)", [checksum])
         con.execute("COMMIT")
@@ -267,8 +262,7 @@ def sync_partners(con: duckdb.DuckDBPyConnection, specs: dict[str, PartnerSpec])
     )
 
 
-def init_warehouse(path: Path, specs: dict[str, PartnerSpec], *, timeout_s: float = 60.0
-                   ) -> list[str]:
+def init_warehouse(path: Path, specs: dict[str, PartnerSpec], *, timeout_s: float = 60.0) -> list[str]:
     with open_warehouse(path, timeout_s=timeout_s) as con:
         applied = migrate(con)
         sync_partners(con, specs)

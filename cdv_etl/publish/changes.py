@@ -15,9 +15,20 @@ import duckdb
 
 from cdv_etl.errors import CdvError
 
-TABLE_COLUMNS = ("change", "operation_id", "changed_columns", "old_amount_eur", "new_amount_eur",
-                 "engaged_delta_eur", "old_axis", "new_axis", "old_commune", "new_commune",
-                 "old_status", "new_status")
+TABLE_COLUMNS = (
+    "change",
+    "operation_id",
+    "changed_columns",
+    "old_amount_eur",
+    "new_amount_eur",
+    "engaged_delta_eur",
+    "old_axis",
+    "new_axis",
+    "old_commune",
+    "new_commune",
+    "old_status",
+    "new_status",
+)
 """The columns worth a person's screen; csv and json output carry every column."""
 
 
@@ -44,8 +55,7 @@ ORDER BY extraction_date NULLS FIRST, loaded_at, file_id
 
 def exports_of(con: duckdb.DuckDBPyConnection, partner: str) -> list[Export]:
     """The partner's loaded exports, oldest first (the order that makes one current)."""
-    return [Export(int(r[0]), str(r[1]), str(r[2]), r[3])
-            for r in con.execute(_EXPORTS_SQL, [partner]).fetchall()]
+    return [Export(int(r[0]), str(r[1]), str(r[2]), r[3]) for r in con.execute(_EXPORTS_SQL, [partner]).fetchall()]
 
 
 def known_partners(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -61,9 +71,10 @@ def _find(exports: list[Export], ref: str, partner: str) -> Export:
         found = [e for e in exports if e.file_name == text][-1:]
     if not found:
         listed = ", ".join(f"{e.file_id} ({e.file_name})" for e in exports) or "none"
-        raise CdvError(f"{ref!r} is not a loaded export of {partner}",
-                       f"give a file_id or a file name; {partner}'s loaded exports: {listed} "
-                       "(see `cdv-etl files`)")
+        raise CdvError(
+            f"{ref!r} is not a loaded export of {partner}",
+            f"give a file_id or a file name; {partner}'s loaded exports: {listed} (see `cdv-etl files`)",
+        )
     return found[0]
 
 
@@ -71,40 +82,40 @@ def partner_of(con: duckdb.DuckDBPyConnection, ref: str) -> str | None:
     """The partner of a loaded export given by file_id or file name (None when unknown)."""
     text = ref.strip()
     if text.isdigit():
-        row = con.execute("SELECT partner FROM files WHERE status = 'loaded' AND file_id = ?",
-                          [int(text)]).fetchone()
+        row = con.execute("SELECT partner FROM files WHERE status = 'loaded' AND file_id = ?", [int(text)]).fetchone()
     else:
-        row = con.execute("SELECT partner FROM files WHERE status = 'loaded' AND file_name = ? "
-                          "ORDER BY file_id DESC LIMIT 1", [text]).fetchone()
+        row = con.execute(
+            "SELECT partner FROM files WHERE status = 'loaded' AND file_name = ? ORDER BY file_id DESC LIMIT 1", [text]
+        ).fetchone()
     return str(row[0]) if row else None
 
 
-def pick_exports(con: duckdb.DuckDBPyConnection, partner: str, from_ref: str | None = None,
-                 to_ref: str | None = None) -> tuple[Export, Export]:
+def pick_exports(
+    con: duckdb.DuckDBPyConnection, partner: str, from_ref: str | None = None, to_ref: str | None = None
+) -> tuple[Export, Export]:
     """The two exports to compare. Defaults: ``to`` the current export, ``from`` the one before ``to``."""
     if partner not in known_partners(con):
-        raise CdvError(f"unknown partner {partner!r}",
-                       f"known partners: {', '.join(known_partners(con))}")
+        raise CdvError(f"unknown partner {partner!r}", f"known partners: {', '.join(known_partners(con))}")
     exports = exports_of(con, partner)
     if len(exports) < 2 and not (from_ref and to_ref):
-        raise CdvError(f"{partner} has {len(exports)} loaded export(s): nothing to compare yet",
-                       "changes appear once a second export of the partner is loaded")
+        raise CdvError(
+            f"{partner} has {len(exports)} loaded export(s): nothing to compare yet",
+            "changes appear once a second export of the partner is loaded",
+        )
     to = _find(exports, to_ref, partner) if to_ref else exports[-1]
     if from_ref:
         frm = _find(exports, from_ref, partner)
     else:
         position = exports.index(to)
         if position == 0:
-            raise CdvError(f"{to} is {partner}'s first export: there is none before it",
-                           "give --from, or a later --to")
+            raise CdvError(f"{to} is {partner}'s first export: there is none before it", "give --from, or a later --to")
         frm = exports[position - 1]
     if frm == to:
         raise CdvError(f"--from and --to are the same export: {to}", "compare two different exports")
     return frm, to
 
 
-def changes(con: duckdb.DuckDBPyConnection, frm: Export, to: Export
-            ) -> tuple[list[str], list[tuple[Any, ...]]]:
+def changes(con: duckdb.DuckDBPyConnection, frm: Export, to: Export) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Every column of ``changes_between`` for the two exports: added, then revised, then withdrawn."""
     cur = con.execute("SELECT * FROM changes_between(?, ?)", [frm.file_id, to.file_id])
     return [d[0] for d in cur.description or []], cur.fetchall()

@@ -54,7 +54,6 @@ class Dictionary:
         return found
 
 
-
 def _macro_columns(con: duckdb.DuckDBPyConnection, name: str, parameters: int) -> list[tuple[str, str]]:
     """The columns a table macro returns: DESCRIBE a call with NULL for each argument it needs."""
     for count in range(parameters + 1):
@@ -69,15 +68,20 @@ def _macro_columns(con: duckdb.DuckDBPyConnection, name: str, parameters: int) -
 
 def read_dictionary(con: duckdb.DuckDBPyConnection) -> Dictionary:
     """Public views (in PUBLIC_VIEWS order), then the table macros, with their comments."""
-    views = dict(con.execute(
-        "SELECT view_name, comment FROM duckdb_views() "
-        "WHERE NOT internal AND schema_name = 'main' AND view_name IN (SELECT unnest(?))",
-        [list(PUBLIC_VIEWS)]).fetchall())
+    views = dict(
+        con.execute(
+            "SELECT view_name, comment FROM duckdb_views() "
+            "WHERE NOT internal AND schema_name = 'main' AND view_name IN (SELECT unnest(?))",
+            [list(PUBLIC_VIEWS)],
+        ).fetchall()
+    )
     columns: dict[str, list[Column]] = {}
     for table, name, data_type, comment in con.execute(
-            "SELECT table_name, column_name, data_type, comment FROM duckdb_columns() "
-            "WHERE schema_name = 'main' AND table_name IN (SELECT unnest(?)) "
-            "ORDER BY table_name, column_index", [list(PUBLIC_VIEWS)]).fetchall():
+        "SELECT table_name, column_name, data_type, comment FROM duckdb_columns() "
+        "WHERE schema_name = 'main' AND table_name IN (SELECT unnest(?)) "
+        "ORDER BY table_name, column_index",
+        [list(PUBLIC_VIEWS)],
+    ).fetchall():
         columns.setdefault(table, []).append(Column(name, data_type, comment or None))
     entries = [Entry("view", v, views[v] or None, columns.get(v, [])) for v in PUBLIC_VIEWS if v in views]
 
@@ -91,7 +95,8 @@ def read_dictionary(con: duckdb.DuckDBPyConnection) -> Dictionary:
     macros = con.execute(
         "SELECT function_name, comment, parameters FROM duckdb_functions() "
         "WHERE NOT internal AND schema_name = 'main' AND function_type = 'table_macro' "
-        "ORDER BY function_name").fetchall()
+        "ORDER BY function_name"
+    ).fetchall()
     for name, comment, parameters in macros:
         cols = [Column(n, t, by_name.get(n)) for n, t in _macro_columns(con, name, len(parameters))]
         entries.append(Entry("macro", name, comment or None, cols, list(parameters)))
@@ -129,15 +134,21 @@ def to_markdown(d: Dictionary, source: str, generated_at: datetime | None = None
     for e in macros:
         out.append(f"- [`{e.name}(…)`](#{_anchor(e.name)}) — table macro: {_md(e.comment)}")
     if d.missing_views:
-        out += ["", "Missing from this warehouse (built by an older version?): "
-                + ", ".join(f"`{v}`" for v in d.missing_views)]
+        out += [
+            "",
+            "Missing from this warehouse (built by an older version?): " + ", ".join(f"`{v}`" for v in d.missing_views),
+        ]
     out += ["", "## Views", ""]
     for e in views:
         out += _section(e)
     if macros:
-        out += ["## Table macros", "",
-                "Called in `FROM`, e.g. `SELECT * FROM financing_as_of(DATE '2024-12-31')`. "
-                "Their columns carry the comments of the views' columns of the same name.", ""]
+        out += [
+            "## Table macros",
+            "",
+            "Called in `FROM`, e.g. `SELECT * FROM financing_as_of(DATE '2024-12-31')`. "
+            "Their columns carry the comments of the views' columns of the same name.",
+            "",
+        ]
         for e in macros:
             out += _section(e)
     return "\n".join(out).rstrip() + "\n"
@@ -152,8 +163,9 @@ def _section(e: Entry) -> list[str]:
     return [*lines, ""]
 
 
-def build_dictionary(con: duckdb.DuckDBPyConnection, source: str, generated_at: datetime | None = None
-                     ) -> tuple[str, list[str]]:
+def build_dictionary(
+    con: duckdb.DuckDBPyConnection, source: str, generated_at: datetime | None = None
+) -> tuple[str, list[str]]:
     """The markdown page and what is undocumented (empty when every name has its comment)."""
     d = read_dictionary(con)
     return to_markdown(d, source, generated_at), d.undocumented

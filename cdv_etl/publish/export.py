@@ -68,16 +68,17 @@ def neutralise(text: str) -> str:
     return "'" + text if is_formula_like(text) else text
 
 
-
 def source_sql(name_or_query: str) -> str:
     """``SELECT * FROM "view"`` for a public view's name; any other text is taken as a query."""
     text = name_or_query.strip().rstrip(";").strip()
     if _IDENTIFIER.fullmatch(text):
         views = {v.lower(): v for v in PUBLIC_VIEWS}
         if text.lower() not in views:
-            raise CdvError(f"{text!r} is not a public view",
-                           f"public views: {', '.join(PUBLIC_VIEWS)}; or give a query, "  # noqa: S608 - a hint
-                           "e.g. \"SELECT * FROM financing WHERE partner = 'anah'\"")
+            raise CdvError(
+                f"{text!r} is not a public view",
+                f"public views: {', '.join(PUBLIC_VIEWS)}; or give a query, "  # noqa: S608 - a hint
+                "e.g. \"SELECT * FROM financing WHERE partner = 'anah'\"",
+            )
         return f"SELECT * FROM {_quote_ident(views[text.lower()])}"  # noqa: S608 - a known view, quoted
     return text
 
@@ -86,13 +87,16 @@ def format_for(path: Path, fmt: str | None) -> str:
     """The format asked for, or the one the file's suffix names."""
     chosen = (fmt or path.suffix.lstrip(".")).lower()
     if chosen not in FORMATS:
-        raise CdvError(f"unknown export format {chosen or path.name!r}",
-                       f"use --format {'|'.join(FORMATS)} (or a file name ending in .xlsx, .csv or .parquet)")
+        raise CdvError(
+            f"unknown export format {chosen or path.name!r}",
+            f"use --format {'|'.join(FORMATS)} (or a file name ending in .xlsx, .csv or .parquet)",
+        )
     return chosen
 
 
-def export(con: duckdb.DuckDBPyConnection, name_or_query: str, out: Path, fmt: str | None = None,
-           *, origin: str | None = None) -> ExportResult:
+def export(
+    con: duckdb.DuckDBPyConnection, name_or_query: str, out: Path, fmt: str | None = None, *, origin: str | None = None
+) -> ExportResult:
     """Export a public view (by name) or a query's result to ``out``, replaced atomically.
 
     ``con`` should be read-only (the published warehouse); ``origin`` names it in the
@@ -113,8 +117,12 @@ def export(con: duckdb.DuckDBPyConnection, name_or_query: str, out: Path, fmt: s
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         if chosen == "xlsx":
-            about = [("source", name_or_query.strip()), ("sql", sql), ("warehouse", origin or ""),
-                     ("exported at", datetime.now().replace(microsecond=0))]
+            about = [
+                ("source", name_or_query.strip()),
+                ("sql", sql),
+                ("warehouse", origin or ""),
+                ("exported at", datetime.now().replace(microsecond=0)),
+            ]
             rows = _write_xlsx(cur, columns, types, tmp, _sheet_name(name_or_query), about)
         elif chosen == "csv":
             rows = _write_csv(cur, columns, tmp)
@@ -127,6 +135,7 @@ def export(con: duckdb.DuckDBPyConnection, name_or_query: str, out: Path, fmt: s
 
 
 # -- CSV ---------------------------------------------------------------------------------------
+
 
 def csv_value(value: Any) -> Any:
     """The text of one CSV cell: exact decimals, ISO dates, neutralised text."""
@@ -158,6 +167,7 @@ def _write_csv(cur: duckdb.DuckDBPyConnection, columns: list[str], path: Path) -
 
 # -- Parquet -----------------------------------------------------------------------------------
 
+
 def _write_parquet(cur: duckdb.DuckDBPyConnection, path: Path) -> int:
     reader = cur.to_arrow_reader(_BATCH)
     rows = 0
@@ -169,6 +179,7 @@ def _write_parquet(cur: duckdb.DuckDBPyConnection, path: Path) -> int:
 
 
 # -- Excel -------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Kind:
@@ -188,8 +199,18 @@ def column_kind(column: str, duck_type: Any) -> _Kind:
         if scale == 2 and not name.endswith("_pct") and ("eur" in name or precision >= 18):
             return _Kind("money", EURO_FORMAT)
         return _Kind("number", "#,##0" + ("." + "0" * scale if scale else ""))
-    if type_id in ("tinyint", "smallint", "integer", "bigint", "hugeint", "utinyint", "usmallint",
-                   "uinteger", "ubigint", "uhugeint"):
+    if type_id in (
+        "tinyint",
+        "smallint",
+        "integer",
+        "bigint",
+        "hugeint",
+        "utinyint",
+        "usmallint",
+        "uinteger",
+        "ubigint",
+        "uhugeint",
+    ):
         return _Kind("integer")
     if type_id in ("float", "double"):
         return _Kind("float", "#,##0.00")
@@ -278,8 +299,14 @@ def _sheet_name(name_or_query: str) -> str:
     return "export"
 
 
-def _write_xlsx(cur: duckdb.DuckDBPyConnection, columns: list[str], types: list[Any], path: Path,
-                sheet: str, about: list[tuple[str, Any]]) -> int:
+def _write_xlsx(
+    cur: duckdb.DuckDBPyConnection,
+    columns: list[str],
+    types: list[Any],
+    path: Path,
+    sheet: str,
+    about: list[tuple[str, Any]],
+) -> int:
     wb = Workbook(write_only=True)
     ws = wb.create_sheet(title=sheet)
     kinds = [column_kind(c, t) for c, t in zip(columns, types, strict=True)]
@@ -296,15 +323,18 @@ def _write_xlsx(cur: duckdb.DuckDBPyConnection, columns: list[str], types: list[
         cell.data_type = "s"
         cell.font = bold
         cell.fill = fill
-        cell.alignment = Alignment(horizontal="right" if kind.name in ("money", "number", "float", "integer")
-                                   else "left", vertical="center")
+        cell.alignment = Alignment(
+            horizontal="right" if kind.name in ("money", "number", "float", "integer") else "left", vertical="center"
+        )
         header.append(cell)
     ws.append(header)
     rows = 0
     while batch:
         if rows + len(batch) >= EXCEL_MAX_ROWS:
-            raise CdvError(f"more than {EXCEL_MAX_ROWS - 1:,} rows: too many for one Excel sheet",
-                           "export to csv or parquet, or filter the query")
+            raise CdvError(
+                f"more than {EXCEL_MAX_ROWS - 1:,} rows: too many for one Excel sheet",
+                "export to csv or parquet, or filter the query",
+            )
         for r in batch:
             ws.append([w(v) for w, v in zip(writers, r, strict=True)])
         rows += len(batch)

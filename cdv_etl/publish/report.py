@@ -67,6 +67,7 @@ _RC: dict[Any, Any] = {
 
 # -- formatting -------------------------------------------------------------------------------
 
+
 def _esc(value: Any) -> str:
     return html.escape("" if value is None else str(value))
 
@@ -131,48 +132,83 @@ class ReportData:
 
 def read_report_data(con: duckdb.DuckDBPyConnection, ranking: int = 10, files_shown: int = 30) -> ReportData:
     """``ranking`` conventions at each end; the current files and the latest others, ``files_shown`` in all."""
-    conventions = _rows(con, "SELECT count(*) AS n, count(*) FILTER (WHERE engaged_eur > 0) AS financed "
-                             "FROM v_financing_by_convention")[0]
-    communes = _rows(con, "SELECT count(*) AS n, count(*) FILTER (WHERE engaged_eur > 0) AS financed "
-                          "FROM v_financing_by_commune")[0]
+    conventions = _rows(
+        con, "SELECT count(*) AS n, count(*) FILTER (WHERE engaged_eur > 0) AS financed FROM v_financing_by_convention"
+    )[0]
+    communes = _rows(
+        con, "SELECT count(*) AS n, count(*) FILTER (WHERE engaged_eur > 0) AS financed FROM v_financing_by_commune"
+    )[0]
     return ReportData(
-        partners=_rows(con, "SELECT partner, partner_name, engaged_eur, operations, file_id, extraction_date "
-                            "FROM v_financing_by_partner ORDER BY engaged_eur DESC, partner"),
-        axes=_rows(con, "SELECT axis, axis_label, short_label, engaged_eur, operations, share_pct "
-                        "FROM v_financing_by_axis ORDER BY axis"),
-        years=_rows(con, "SELECT year, partner, sum(engaged_eur) AS engaged_eur, sum(operations) AS operations "
-                         "FROM v_financing_axis_partner_year GROUP BY ALL ORDER BY year, partner"),
-        cube=_rows(con, "SELECT axis, partner, sum(engaged_eur) AS engaged_eur "
-                        "FROM v_financing_axis_partner_year GROUP BY ALL ORDER BY axis, partner"),
-        envelopes=_rows(con, "SELECT partner, partner_name, envelope, envelope_label, envelope_eur, engaged_eur, "
-                             "used_pct FROM v_envelope_consumption ORDER BY partner, envelope"),
-        conventions_top=_rows(con, "SELECT convention_id, communes, department, region, engaged_eur, operations, "
-                                   "partners FROM v_financing_by_convention "
-                                   "ORDER BY engaged_eur DESC, convention_id LIMIT ?", [ranking]),
-        conventions_bottom=_rows(con, "SELECT convention_id, communes, department, region, engaged_eur, "
-                                      "operations, partners FROM v_financing_by_convention "
-                                      "ORDER BY engaged_eur, convention_id LIMIT ?", [ranking]),
+        partners=_rows(
+            con,
+            "SELECT partner, partner_name, engaged_eur, operations, file_id, extraction_date "
+            "FROM v_financing_by_partner ORDER BY engaged_eur DESC, partner",
+        ),
+        axes=_rows(
+            con,
+            "SELECT axis, axis_label, short_label, engaged_eur, operations, share_pct "
+            "FROM v_financing_by_axis ORDER BY axis",
+        ),
+        years=_rows(
+            con,
+            "SELECT year, partner, sum(engaged_eur) AS engaged_eur, sum(operations) AS operations "
+            "FROM v_financing_axis_partner_year GROUP BY ALL ORDER BY year, partner",
+        ),
+        cube=_rows(
+            con,
+            "SELECT axis, partner, sum(engaged_eur) AS engaged_eur "
+            "FROM v_financing_axis_partner_year GROUP BY ALL ORDER BY axis, partner",
+        ),
+        envelopes=_rows(
+            con,
+            "SELECT partner, partner_name, envelope, envelope_label, envelope_eur, engaged_eur, "
+            "used_pct FROM v_envelope_consumption ORDER BY partner, envelope",
+        ),
+        conventions_top=_rows(
+            con,
+            "SELECT convention_id, communes, department, region, engaged_eur, operations, "
+            "partners FROM v_financing_by_convention "
+            "ORDER BY engaged_eur DESC, convention_id LIMIT ?",
+            [ranking],
+        ),
+        conventions_bottom=_rows(
+            con,
+            "SELECT convention_id, communes, department, region, engaged_eur, "
+            "operations, partners FROM v_financing_by_convention "
+            "ORDER BY engaged_eur, convention_id LIMIT ?",
+            [ranking],
+        ),
         conventions_count=int(conventions["n"]),
         conventions_financed=int(conventions["financed"]),
         communes_count=int(communes["n"]),
         communes_financed=int(communes["financed"]),
-        changes=_rows(con, "SELECT partner, from_file_name, from_extraction_date, to_file_name, to_extraction_date, "
-                           "count(*) FILTER (WHERE change = 'added') AS added, "
-                           "count(*) FILTER (WHERE change = 'withdrawn') AS withdrawn, "
-                           "count(*) FILTER (WHERE change = 'revised') AS revised, "
-                           "sum(engaged_delta_eur) AS engaged_delta_eur "
-                           "FROM v_changes WHERE to_is_current GROUP BY ALL ORDER BY partner"),
-        files=_rows(con, "SELECT file_id, partner, file_name, status, extraction_date, loaded_at, rows_read, "
-                         "rows_loaded, rows_quarantined, engaged_amount_eur, control_total_ok, is_current, message "
-                         "FROM file_loads ORDER BY is_current DESC, CASE WHEN is_current THEN partner END, "
-                         "file_id DESC LIMIT ?", [files_shown]),
+        changes=_rows(
+            con,
+            "SELECT partner, from_file_name, from_extraction_date, to_file_name, to_extraction_date, "
+            "count(*) FILTER (WHERE change = 'added') AS added, "
+            "count(*) FILTER (WHERE change = 'withdrawn') AS withdrawn, "
+            "count(*) FILTER (WHERE change = 'revised') AS revised, "
+            "sum(engaged_delta_eur) AS engaged_delta_eur "
+            "FROM v_changes WHERE to_is_current GROUP BY ALL ORDER BY partner",
+        ),
+        files=_rows(
+            con,
+            "SELECT file_id, partner, file_name, status, extraction_date, loaded_at, rows_read, "
+            "rows_loaded, rows_quarantined, engaged_amount_eur, control_total_ok, is_current, message "
+            "FROM file_loads ORDER BY is_current DESC, CASE WHEN is_current THEN partner END, "
+            "file_id DESC LIMIT ?",
+            [files_shown],
+        ),
         files_total=int(_rows(con, "SELECT count(*) AS n FROM file_loads")[0]["n"]),
-        rejected=_rows(con, "SELECT partner, rule, rows_quarantined FROM v_quarantine_summary "
-                            "WHERE is_current ORDER BY partner, rule"),
+        rejected=_rows(
+            con,
+            "SELECT partner, rule, rows_quarantined FROM v_quarantine_summary WHERE is_current ORDER BY partner, rule",
+        ),
     )
 
 
 # -- charts -------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Chart:
@@ -182,8 +218,10 @@ class Chart:
 
     def html(self) -> str:
         data = base64.b64encode(self.svg).decode("ascii")
-        return (f'<figure class="chart"><img src="data:image/svg+xml;base64,{data}" alt="{_esc(self.alt)}">'
-                f"<figcaption>{_esc(self.title)}</figcaption></figure>")
+        return (
+            f'<figure class="chart"><img src="data:image/svg+xml;base64,{data}" alt="{_esc(self.alt)}">'
+            f"<figcaption>{_esc(self.title)}</figcaption></figure>"
+        )
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -205,8 +243,13 @@ def _meur_axis(ax: Any, which: str = "x") -> None:
     (ax.set_xlabel if which == "x" else ax.set_ylabel)("M€")
 
 
-def _hbars(labels: list[str], values: list[float], colours: list[str], notes: list[str] | None = None,
-           height: float | None = None) -> Figure:
+def _hbars(
+    labels: list[str],
+    values: list[float],
+    colours: list[str],
+    notes: list[str] | None = None,
+    height: float | None = None,
+) -> Figure:
     fig = _figure(7.5, height or max(1.6, 0.45 * len(labels) + 0.8))
     ax = fig.add_subplot()
     positions = list(range(len(labels)))[::-1]
@@ -216,8 +259,14 @@ def _hbars(labels: list[str], values: list[float], colours: list[str], notes: li
     top = max(values, default=0) or 1.0
     ax.set_xlim(0, top * 1.3)
     for bar, note in zip(bars, notes or [_meur(v) for v in values], strict=True):
-        ax.text(bar.get_width() + top * 0.01, bar.get_y() + bar.get_height() / 2, note,
-                va="center", fontsize=8, color="#333333")
+        ax.text(
+            bar.get_width() + top * 0.01,
+            bar.get_y() + bar.get_height() / 2,
+            note,
+            va="center",
+            fontsize=8,
+            color="#333333",
+        )
     ax.grid(axis="x", color="#e5e5e5")
     ax.set_axisbelow(True)
     return fig
@@ -232,15 +281,24 @@ def chart_axes(d: ReportData) -> Chart:
     values = [float(r["engaged_eur"]) for r in d.axes]
     notes = [f"{_meur(v)} · {_pct(r['share_pct'])}" for v, r in zip(values, d.axes, strict=True)]
     colours = [AXIS_COLOURS.get(int(r["axis"]), "#777777") for r in d.axes]
-    return _chart("Montants engagés par axe", "Diagramme en barres des montants engagés par axe",
-                  lambda: _hbars(labels, values, colours, notes))
+    return _chart(
+        "Montants engagés par axe",
+        "Diagramme en barres des montants engagés par axe",
+        lambda: _hbars(labels, values, colours, notes),
+    )
 
 
 def chart_partners(d: ReportData, names: dict[str, str], colours: dict[str, str]) -> Chart:
     rows = d.partners
-    return _chart("Montants engagés par partenaire", "Diagramme en barres des montants engagés par partenaire",
-                  lambda: _hbars([names[r["partner"]] for r in rows], [float(r["engaged_eur"]) for r in rows],
-                                 [colours[r["partner"]] for r in rows]))
+    return _chart(
+        "Montants engagés par partenaire",
+        "Diagramme en barres des montants engagés par partenaire",
+        lambda: _hbars(
+            [names[r["partner"]] for r in rows],
+            [float(r["engaged_eur"]) for r in rows],
+            [colours[r["partner"]] for r in rows],
+        ),
+    )
 
 
 def chart_years(d: ReportData, names: dict[str, str], colours: dict[str, str]) -> Chart:
@@ -265,8 +323,11 @@ def chart_years(d: ReportData, names: dict[str, str], colours: dict[str, str]) -
             ax.legend(loc="upper left", fontsize=8, frameon=False, ncols=2)
         return fig
 
-    return _chart("Montants engagés par année et partenaire",
-                  "Histogramme empilé des montants engagés par année, par partenaire", draw)
+    return _chart(
+        "Montants engagés par année et partenaire",
+        "Histogramme empilé des montants engagés par année, par partenaire",
+        draw,
+    )
 
 
 def chart_matrix(d: ReportData, names: dict[str, str], axis_labels: dict[int, str], partners: list[str]) -> Chart:
@@ -285,14 +346,24 @@ def chart_matrix(d: ReportData, names: dict[str, str], axis_labels: dict[int, st
         top = max((v for row in grid for v in row), default=0) or 1.0
         for i, row in enumerate(grid):
             for j, v in enumerate(row):
-                ax.text(j, i, _meur(v) if v else "—", ha="center", va="center", fontsize=8,
-                        color="white" if v > top * 0.55 else "#222222")
+                ax.text(
+                    j,
+                    i,
+                    _meur(v) if v else "—",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if v > top * 0.55 else "#222222",
+                )
         ax.spines[:].set_visible(False)
         ax.tick_params(length=0)
         return fig
 
-    return _chart("Matrice axe × partenaire (montants engagés)",
-                  "Carte de chaleur des montants engagés par axe et par partenaire", draw)
+    return _chart(
+        "Matrice axe × partenaire (montants engagés)",
+        "Carte de chaleur des montants engagés par axe et par partenaire",
+        draw,
+    )
 
 
 def chart_envelopes(d: ReportData, names: dict[str, str]) -> Chart | None:
@@ -307,19 +378,31 @@ def chart_envelopes(d: ReportData, names: dict[str, str]) -> Chart | None:
         ax = fig.add_subplot()
         positions = list(range(len(rows)))[::-1]
         ax.barh(positions, [100.0] * len(rows), color="#e8eef4", height=0.6)
-        bars = ax.barh(positions, [min(u, 100.0) for u in used], height=0.6,
-                       color=["#c0392b" if u > 100 else "#1f5f8b" for u in used])
+        bars = ax.barh(
+            positions,
+            [min(u, 100.0) for u in used],
+            height=0.6,
+            color=["#c0392b" if u > 100 else "#1f5f8b" for u in used],
+        )
         ax.set_yticks(positions, labels)
         ax.set_xlim(0, max(110.0, max(used, default=0) * 1.1))
         ax.axvline(100, color="#555555", linewidth=0.8, linestyle="--")
         ax.set_xlabel("% de l'enveloppe nationale engagé")
         for bar, r, u in zip(bars, rows, used, strict=True):
-            ax.text(min(u, 100.0) + 1, bar.get_y() + bar.get_height() / 2,
-                    f"{_pct(r['used_pct'])} de {_meur(float(r['envelope_eur']))}", va="center", fontsize=8)
+            ax.text(
+                min(u, 100.0) + 1,
+                bar.get_y() + bar.get_height() / 2,
+                f"{_pct(r['used_pct'])} de {_meur(float(r['envelope_eur']))}",
+                va="center",
+                fontsize=8,
+            )
         return fig
 
-    return _chart("Consommation des enveloppes nationales",
-                  "Barres de progression : part de chaque enveloppe nationale engagée", draw)
+    return _chart(
+        "Consommation des enveloppes nationales",
+        "Barres de progression : part de chaque enveloppe nationale engagée",
+        draw,
+    )
 
 
 def chart_conventions(d: ReportData) -> Chart:
@@ -331,8 +414,10 @@ def chart_conventions(d: ReportData) -> Chart:
         n = max(len(d.conventions_top), len(d.conventions_bottom), 1)
         fig = _figure(7.5, 0.32 * n + 1.2)
         left, right = fig.subplots(1, 2)
-        for ax, rows, colour, title in ((left, d.conventions_top, "#1f5f8b", "Les plus financées"),
-                                        (right, d.conventions_bottom, "#c0392b", "Les moins financées")):
+        for ax, rows, colour, title in (
+            (left, d.conventions_top, "#1f5f8b", "Les plus financées"),
+            (right, d.conventions_bottom, "#c0392b", "Les moins financées"),
+        ):
             positions = list(range(len(rows)))[::-1]
             ax.barh(positions, [float(r["engaged_eur"]) for r in rows], color=colour, height=0.6)
             ax.set_yticks(positions, [label(r) for r in rows], fontsize=7)
@@ -342,15 +427,20 @@ def chart_conventions(d: ReportData) -> Chart:
             ax.set_axisbelow(True)
         return fig
 
-    return _chart("Conventions ACV : les plus et les moins financées",
-                  "Deux diagrammes en barres : conventions les plus et les moins financées", draw)
+    return _chart(
+        "Conventions ACV : les plus et les moins financées",
+        "Deux diagrammes en barres : conventions les plus et les moins financées",
+        draw,
+    )
 
 
 def chart_rejected(d: ReportData, names: dict[str, str], colours: dict[str, str]) -> Chart | None:
     if not d.rejected:
         return None
-    rules = sorted({r["rule"] for r in d.rejected}, key=lambda x: list(RULE_LABELS).index(x)
-                   if x in RULE_LABELS else len(RULE_LABELS))
+    rules = sorted(
+        {r["rule"] for r in d.rejected},
+        key=lambda x: list(RULE_LABELS).index(x) if x in RULE_LABELS else len(RULE_LABELS),
+    )
     partners = sorted({r["partner"] for r in d.rejected})
 
     def draw() -> Figure:
@@ -363,8 +453,7 @@ def chart_rejected(d: ReportData, names: dict[str, str], colours: dict[str, str]
             for r in d.rejected:
                 if r["partner"] == p:
                     values[rules.index(r["rule"])] = float(r["rows_quarantined"])
-            ax.barh(positions, values, left=left, color=colours.get(p, "#777777"), label=names.get(p, p),
-                    height=0.6)
+            ax.barh(positions, values, left=left, color=colours.get(p, "#777777"), label=names.get(p, p), height=0.6)
             left = [a + b for a, b in zip(left, values, strict=True)]
         ax.set_yticks(positions, [RULE_LABELS.get(r, r) for r in rules])
         ax.set_xlabel("lignes rejetées (exports courants)")
@@ -374,8 +463,11 @@ def chart_rejected(d: ReportData, names: dict[str, str], colours: dict[str, str]
         ax.set_axisbelow(True)
         return fig
 
-    return _chart("Lignes rejetées par règle et partenaire",
-                  "Barres empilées du nombre de lignes rejetées par règle, par partenaire", draw)
+    return _chart(
+        "Lignes rejetées par règle et partenaire",
+        "Barres empilées du nombre de lignes rejetées par règle, par partenaire",
+        draw,
+    )
 
 
 # -- HTML ---------------------------------------------------------------------------------------
@@ -418,8 +510,9 @@ footer { max-width: 1100px; margin: 0 auto; padding: 0 24px 32px; color: var(--m
 Cell = tuple[str, bool]  # (html, numeric)
 
 
-def _table(headers: Sequence[str | tuple[str, bool]], rows: Sequence[Sequence[Cell]],
-           total: Sequence[Cell] | None = None) -> str:
+def _table(
+    headers: Sequence[str | tuple[str, bool]], rows: Sequence[Sequence[Cell]], total: Sequence[Cell] | None = None
+) -> str:
     def th(h: str | tuple[str, bool]) -> str:
         text, num = (h, False) if isinstance(h, str) else h
         return f'<th class="num">{_esc(text)}</th>' if num else f"<th>{_esc(text)}</th>"
@@ -486,8 +579,14 @@ def render(d: ReportData, *, source: str = "", generated_at: datetime | None = N
         c = charts[key]
         return c.html() if c else '<p class="note">Aucune donnée.</p>'
 
-    exports = ", ".join(f"{_esc(names[r['partner']])} ({_day(r['extraction_date'])})"
-                        for r in d.partners if r["file_id"] is not None) or "aucun export chargé"
+    exports = (
+        ", ".join(
+            f"{_esc(names[r['partner']])} ({_day(r['extraction_date'])})"
+            for r in d.partners
+            if r["file_id"] is not None
+        )
+        or "aucun export chargé"
+    )
     kpis = "".join(
         f'<div class="kpi"><div class="label">{_esc(label)}</div><div class="value">{_esc(value)}</div></div>'
         for label, value in [
@@ -495,50 +594,109 @@ def render(d: ReportData, *, source: str = "", generated_at: datetime | None = N
             ("Opérations engagées", _int(operations)),
             ("Communes financées", f"{d.communes_financed} / {d.communes_count}"),
             ("Conventions financées", f"{d.conventions_financed} / {d.conventions_count}"),
-        ])
+        ]
+    )
 
     axes_table = _table(
         ["Axe", "Libellé", ("Engagé", True), ("Opérations", True), ("Part", True)],
-        [[_txt(r["axis"]), _txt(r["axis_label"]), _eur(r["engaged_eur"]), _num(r["operations"]),
-          (_pct(r["share_pct"]), True)] for r in d.axes],
-        [_txt(""), _txt("Total"), _eur(total), _num(operations), ("100,0 %" if total else "—", True)])
+        [
+            [
+                _txt(r["axis"]),
+                _txt(r["axis_label"]),
+                _eur(r["engaged_eur"]),
+                _num(r["operations"]),
+                (_pct(r["share_pct"]), True),
+            ]
+            for r in d.axes
+        ],
+        [_txt(""), _txt("Total"), _eur(total), _num(operations), ("100,0 %" if total else "—", True)],
+    )
     partners_table = _table(
         ["Partenaire", ("Engagé", True), ("Opérations", True), "Export courant", "Extraction"],
-        [[_txt(r["partner_name"]), _eur(r["engaged_eur"]), _num(r["operations"]),
-          _txt(r["file_id"]), _txt(_day(r["extraction_date"]))] for r in d.partners],
-        [_txt("Total"), _eur(total), _num(operations), _txt(""), _txt("")])
+        [
+            [
+                _txt(r["partner_name"]),
+                _eur(r["engaged_eur"]),
+                _num(r["operations"]),
+                _txt(r["file_id"]),
+                _txt(_day(r["extraction_date"])),
+            ]
+            for r in d.partners
+        ],
+        [_txt("Total"), _eur(total), _num(operations), _txt(""), _txt("")],
+    )
     year_totals: dict[int, Decimal] = {}
     year_ops: dict[int, int] = {}
     for r in d.years:
         year_totals[int(r["year"])] = year_totals.get(int(r["year"]), Decimal(0)) + Decimal(r["engaged_eur"])
         year_ops[int(r["year"])] = year_ops.get(int(r["year"]), 0) + int(r["operations"])
-    years_table = _table(["Année", ("Engagé", True), ("Opérations", True)],
-                         [[_txt(y), _eur(v), _num(year_ops[y])] for y, v in sorted(year_totals.items())])
+    years_table = _table(
+        ["Année", ("Engagé", True), ("Opérations", True)],
+        [[_txt(y), _eur(v), _num(year_ops[y])] for y, v in sorted(year_totals.items())],
+    )
     matrix_partners = sorted(with_data or names)
     cube = {(int(r["axis"]), r["partner"]): Decimal(r["engaged_eur"]) for r in d.cube}
     matrix_table = _table(
         ["Axe", *[(names[p], True) for p in matrix_partners], ("Total", True)],
-        [[_txt(axis_labels[a]), *[_eur(cube.get((a, p), Decimal(0))) for p in matrix_partners],
-          _eur(sum((cube.get((a, p), Decimal(0)) for p in matrix_partners), Decimal(0)))]
-         for a in sorted(axis_labels)])
+        [
+            [
+                _txt(axis_labels[a]),
+                *[_eur(cube.get((a, p), Decimal(0))) for p in matrix_partners],
+                _eur(sum((cube.get((a, p), Decimal(0)) for p in matrix_partners), Decimal(0))),
+            ]
+            for a in sorted(axis_labels)
+        ],
+    )
     envelopes_table = _table(
         ["Partenaire", "Enveloppe", ("Montant de l'enveloppe", True), ("Engagé", True), ("Consommé", True)],
-        [[_txt(names.get(r["partner"], r["partner"])), _txt(r["envelope_label"] or "pas d'enveloppe nationale"),
-          _eur(r["envelope_eur"]), _eur(r["engaged_eur"]), (_pct(r["used_pct"]), True)] for r in d.envelopes])
+        [
+            [
+                _txt(names.get(r["partner"], r["partner"])),
+                _txt(r["envelope_label"] or "pas d'enveloppe nationale"),
+                _eur(r["envelope_eur"]),
+                _eur(r["engaged_eur"]),
+                (_pct(r["used_pct"]), True),
+            ]
+            for r in d.envelopes
+        ],
+    )
 
     def conventions_table(rows: Rows) -> str:
-        return _table(["Convention", "Communes", ("Engagé", True), ("Partenaires", True)],
-                      [[_txt(r["convention_id"]), _txt(r["communes"]), _eur(r["engaged_eur"]),
-                        _num(r["partners"])] for r in rows])
+        return _table(
+            ["Convention", "Communes", ("Engagé", True), ("Partenaires", True)],
+            [
+                [_txt(r["convention_id"]), _txt(r["communes"]), _eur(r["engaged_eur"]), _num(r["partners"])]
+                for r in rows
+            ],
+        )
 
-    changes_html = (_table(
-        ["Partenaire", "Export précédent", "Export courant", ("Ajoutées", True), ("Retirées", True),
-         ("Révisées", True), ("Variation de l'engagé", True)],
-        [[_txt(names.get(r["partner"], r["partner"])),
-          _file(r["from_file_name"], r["from_extraction_date"]), _file(r["to_file_name"], r["to_extraction_date"]),
-          _num(r["added"]), _num(r["withdrawn"]), _num(r["revised"]), _eur(r["engaged_delta_eur"])]
-         for r in d.changes])
-        if d.changes else '<p class="note">Aucun partenaire n\'a encore deux exports chargés.</p>')
+    changes_html = (
+        _table(
+            [
+                "Partenaire",
+                "Export précédent",
+                "Export courant",
+                ("Ajoutées", True),
+                ("Retirées", True),
+                ("Révisées", True),
+                ("Variation de l'engagé", True),
+            ],
+            [
+                [
+                    _txt(names.get(r["partner"], r["partner"])),
+                    _file(r["from_file_name"], r["from_extraction_date"]),
+                    _file(r["to_file_name"], r["to_extraction_date"]),
+                    _num(r["added"]),
+                    _num(r["withdrawn"]),
+                    _num(r["revised"]),
+                    _eur(r["engaged_delta_eur"]),
+                ]
+                for r in d.changes
+            ],
+        )
+        if d.changes
+        else '<p class="note">Aucun partenaire n\'a encore deux exports chargés.</p>'
+    )
 
     def status(r: dict[str, Any]) -> Cell:
         cls = {"loaded": "ok", "duplicate": "warn", "rejected": "bad"}.get(r["status"], "")
@@ -549,46 +707,105 @@ def render(d: ReportData, *, source: str = "", generated_at: datetime | None = N
         return ("—" if v is None else ('<span class="ok">✓</span>' if v else '<span class="bad">✗</span>'), False)
 
     files_table = _table(
-        ["Fichier", "Partenaire", "Statut", "Extraction", ("Lues", True), ("Chargées", True),
-         ("Rejetées", True), ("Engagé", True), "Total de contrôle", "Courant"],
-        [[_file(r["file_name"]), _txt(names.get(r["partner"], r["partner"]) if r["partner"] else "?"), status(r),
-          _txt(_day(r["extraction_date"])), _num(r["rows_read"]), _num(r["rows_loaded"]),
-          _num(r["rows_quarantined"]), _eur(r["engaged_amount_eur"]), control(r["control_total_ok"]),
-          _txt("oui" if r["is_current"] else "")] for r in d.files])
+        [
+            "Fichier",
+            "Partenaire",
+            "Statut",
+            "Extraction",
+            ("Lues", True),
+            ("Chargées", True),
+            ("Rejetées", True),
+            ("Engagé", True),
+            "Total de contrôle",
+            "Courant",
+        ],
+        [
+            [
+                _file(r["file_name"]),
+                _txt(names.get(r["partner"], r["partner"]) if r["partner"] else "?"),
+                status(r),
+                _txt(_day(r["extraction_date"])),
+                _num(r["rows_read"]),
+                _num(r["rows_loaded"]),
+                _num(r["rows_quarantined"]),
+                _eur(r["engaged_amount_eur"]),
+                control(r["control_total_ok"]),
+                _txt("oui" if r["is_current"] else ""),
+            ]
+            for r in d.files
+        ],
+    )
     rejected_table = _table(
         ["Partenaire", "Règle", "Code", ("Lignes rejetées", True)],
-        [[_txt(names.get(r["partner"], r["partner"])), _txt(RULE_LABELS.get(r["rule"], r["rule"])),
-          (f"<code>{_esc(r['rule'])}</code>", False), _num(r["rows_quarantined"])] for r in d.rejected])
+        [
+            [
+                _txt(names.get(r["partner"], r["partner"])),
+                _txt(RULE_LABELS.get(r["rule"], r["rule"])),
+                (f"<code>{_esc(r['rule'])}</code>", False),
+                _num(r["rows_quarantined"]),
+            ]
+            for r in d.rejected
+        ],
+    )
     read = sum(int(r["rows_read"] or 0) for r in d.files if r["is_current"])
     quarantined = sum(int(r["rows_quarantined"] or 0) for r in d.files if r["is_current"])
-    quality_note = (f"Exports courants : {_int(read)} lignes lues, {_int(quarantined)} rejetées "
-                    f"({_pct(Decimal(100 * quarantined) / read if read else None)}). Chaque ligne rejetée est "
-                    "conservée avec la règle enfreinte : <code>cdv-etl quarantine</code> en donne la liste à "
-                    "renvoyer au partenaire.")
+    quality_note = (
+        f"Exports courants : {_int(read)} lignes lues, {_int(quarantined)} rejetées "
+        f"({_pct(Decimal(100 * quarantined) / read if read else None)}). Chaque ligne rejetée est "
+        "conservée avec la règle enfreinte : <code>cdv-etl quarantine</code> en donne la liste à "
+        "renvoyer au partenaire."
+    )
 
-    files_note = (f'<p class="note">Les {len(d.files)} fichiers les plus récents sur {d.files_total} : '
-                  "<code>cdv-etl files</code> les liste tous.</p>" if d.files_total > len(d.files) else "")
-    body = "".join([
-        f'<div class="kpis">{kpis}</div>',
-        _section("Montants engagés par axe", chart("axes"), axes_table, anchor="axes"),
-        _section("Montants engagés par partenaire", chart("partners"), partners_table, anchor="partenaires"),
-        _section("Montants engagés par année", chart("years"), years_table, anchor="annees"),
-        _section("Matrice axe × partenaire", chart("matrix"), matrix_table, anchor="matrice"),
-        _section("Consommation des enveloppes nationales", chart("envelopes"), envelopes_table,
-                 '<p class="note">Enveloppes nationales 2018–2022. Les partenaires sans enveloppe nationale '
-                 "sont listés avec leur montant engagé.</p>", anchor="enveloppes"),
-        _section("Conventions : les plus et les moins financées", chart("conventions"),
-                 f'<div class="two"><div><h3>Les {len(d.conventions_top)} plus financées</h3>'
-                 f"{conventions_table(d.conventions_top)}</div><div><h3>Les {len(d.conventions_bottom)} moins "
-                 f"financées</h3>{conventions_table(d.conventions_bottom)}</div></div>", anchor="conventions"),
-        _section("Évolutions depuis l'export précédent", changes_html,
-                 '<p class="note">Opérations ajoutées, retirées ou révisées (montant, axe, commune, année, '
-                 "instrument ou statut) entre les deux derniers exports de chaque partenaire : "
-                 "<code>cdv-etl changes --partner …</code> en donne le détail.</p>", anchor="evolutions"),
-        _section("Qualité des données", f'<p class="note">{quality_note}</p>', chart("rejected"),
-                 "<h3>Lignes rejetées par règle (exports courants)</h3>", rejected_table,
-                 "<h3>Fichiers reçus</h3>", files_table, files_note, anchor="qualite"),
-    ])
+    files_note = (
+        f'<p class="note">Les {len(d.files)} fichiers les plus récents sur {d.files_total} : '
+        "<code>cdv-etl files</code> les liste tous.</p>"
+        if d.files_total > len(d.files)
+        else ""
+    )
+    body = "".join(
+        [
+            f'<div class="kpis">{kpis}</div>',
+            _section("Montants engagés par axe", chart("axes"), axes_table, anchor="axes"),
+            _section("Montants engagés par partenaire", chart("partners"), partners_table, anchor="partenaires"),
+            _section("Montants engagés par année", chart("years"), years_table, anchor="annees"),
+            _section("Matrice axe × partenaire", chart("matrix"), matrix_table, anchor="matrice"),
+            _section(
+                "Consommation des enveloppes nationales",
+                chart("envelopes"),
+                envelopes_table,
+                '<p class="note">Enveloppes nationales 2018–2022. Les partenaires sans enveloppe nationale '
+                "sont listés avec leur montant engagé.</p>",
+                anchor="enveloppes",
+            ),
+            _section(
+                "Conventions : les plus et les moins financées",
+                chart("conventions"),
+                f'<div class="two"><div><h3>Les {len(d.conventions_top)} plus financées</h3>'
+                f"{conventions_table(d.conventions_top)}</div><div><h3>Les {len(d.conventions_bottom)} moins "
+                f"financées</h3>{conventions_table(d.conventions_bottom)}</div></div>",
+                anchor="conventions",
+            ),
+            _section(
+                "Évolutions depuis l'export précédent",
+                changes_html,
+                '<p class="note">Opérations ajoutées, retirées ou révisées (montant, axe, commune, année, '
+                "instrument ou statut) entre les deux derniers exports de chaque partenaire : "
+                "<code>cdv-etl changes --partner …</code> en donne le détail.</p>",
+                anchor="evolutions",
+            ),
+            _section(
+                "Qualité des données",
+                f'<p class="note">{quality_note}</p>',
+                chart("rejected"),
+                "<h3>Lignes rejetées par règle (exports courants)</h3>",
+                rejected_table,
+                "<h3>Fichiers reçus</h3>",
+                files_table,
+                files_note,
+                anchor="qualite",
+            ),
+        ]
+    )
     csp = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
     return f"""<!doctype html>
 <html lang="fr">
@@ -621,13 +838,11 @@ comptée). Les tableaux sont exacts au centime ; les graphiques arrondissent.</p
 """
 
 
-def build_report(con_or_path: duckdb.DuckDBPyConnection | Path | str, *, generated_at: datetime | None = None
-                 ) -> str:
+def build_report(con_or_path: duckdb.DuckDBPyConnection | Path | str, *, generated_at: datetime | None = None) -> str:
     """The report's HTML, from an open connection or a warehouse file (opened read-only)."""
     if isinstance(con_or_path, str | Path):
         path = Path(con_or_path)
         with read_only(path) as con:
             return render(read_report_data(con), source=str(path), generated_at=generated_at)
-    row = con_or_path.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
-                              ).fetchone()
+    row = con_or_path.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
     return render(read_report_data(con_or_path), source=str(row[0] or "") if row else "", generated_at=generated_at)

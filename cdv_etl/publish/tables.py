@@ -16,13 +16,19 @@ from cdv_etl.load.loader import LoadResult
 
 SUMMARY_QUERIES: list[tuple[str, str]] = [
     ("Engaged by axis", "SELECT axis, short_label, engaged_eur, operations, share_pct FROM v_financing_by_axis"),
-    ("Engaged by partner", "SELECT partner, partner_name, engaged_eur, operations, extraction_date "
-                           "FROM v_financing_by_partner"),
+    (
+        "Engaged by partner",
+        "SELECT partner, partner_name, engaged_eur, operations, extraction_date FROM v_financing_by_partner",
+    ),
     ("Engaged by year", "SELECT * FROM v_financing_by_year"),
-    ("Envelope consumption", "SELECT partner, envelope, envelope_eur, engaged_eur, used_pct "
-                             "FROM v_envelope_consumption"),
-    ("Quarantine (current exports)", "SELECT partner, rule, rows_quarantined FROM v_quarantine_summary "
-                                     "WHERE is_current"),
+    (
+        "Envelope consumption",
+        "SELECT partner, envelope, envelope_eur, engaged_eur, used_pct FROM v_envelope_consumption",
+    ),
+    (
+        "Quarantine (current exports)",
+        "SELECT partner, rule, rows_quarantined FROM v_quarantine_summary WHERE is_current",
+    ),
 ]
 """The consolidated figures a person reads after a run: printed by the CLI, summarised in Prefect."""
 
@@ -45,12 +51,15 @@ def _cell(value: Any, column: str) -> str:
     return str(value)
 
 
-def query_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None
-                ) -> Table:
+def query_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> Table:
     table = Table(title=title, header_style="bold", show_lines=False)
-    numeric = [bool(rows) and all(isinstance(r[i], int | float | Decimal) and
-                                  not isinstance(r[i], bool) for r in rows if r[i] is not None)
-               for i in range(len(columns))]
+    numeric = [
+        bool(rows)
+        and all(
+            isinstance(r[i], int | float | Decimal) and not isinstance(r[i], bool) for r in rows if r[i] is not None
+        )
+        for i in range(len(columns))
+    ]
     for name, right in zip(columns, numeric, strict=True):
         table.add_column(name, justify="right" if right else "left", overflow="fold")
     for r in rows:
@@ -82,15 +91,31 @@ def as_json(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def load_results_table(results: Sequence[LoadResult]) -> Table:
     table = Table(title="Files", header_style="bold")
-    for name, just in [("file", "left"), ("partner", "left"), ("status", "left"),
-                       ("read", "right"), ("loaded", "right"), ("quarantined", "right"),
-                       ("engaged", "right"), ("control total", "right"), ("check", "left")]:
+    for name, just in [
+        ("file", "left"),
+        ("partner", "left"),
+        ("status", "left"),
+        ("read", "right"),
+        ("loaded", "right"),
+        ("quarantined", "right"),
+        ("engaged", "right"),
+        ("control total", "right"),
+        ("check", "left"),
+    ]:
         table.add_column(name, justify=just, overflow="fold")  # type: ignore[arg-type]
     for r in results:
         style = {"loaded": "green", "duplicate": "yellow", "rejected": "red"}.get(r.status, "")
         ok = r.control_total_ok
         check = "—" if ok is None else ("✓" if ok else f"✗ {euros(r.control_total_diff_eur)}")
-        table.add_row(r.file_name, r.partner or "?", f"[{style}]{r.status}[/{style}]",
-                      str(r.rows_read), str(r.rows_loaded), str(r.rows_quarantined),
-                      euros(r.engaged_amount_eur), euros(r.control_total_eur), check)
+        table.add_row(
+            r.file_name,
+            r.partner or "?",
+            f"[{style}]{r.status}[/{style}]",
+            str(r.rows_read),
+            str(r.rows_loaded),
+            str(r.rows_quarantined),
+            euros(r.engaged_amount_eur),
+            euros(r.control_total_eur),
+            check,
+        )
     return table

@@ -75,20 +75,21 @@ def sha256_of(path: Path) -> str:
 def check_size(path: Path, max_mb: float) -> int:
     size = path.stat().st_size
     if size == 0:
-        raise FileRejected("empty", f"{path.name}: the file is empty (0 bytes); nothing was loaded",
-                           "ask the partner to send the export again")
+        raise FileRejected(
+            "empty",
+            f"{path.name}: the file is empty (0 bytes); nothing was loaded",
+            "ask the partner to send the export again",
+        )
     if size > max_mb * 1024 * 1024:
         raise FileRejected(
             "too_large",
-            f"{path.name}: {size / 1024 / 1024:.1f} MB is over the {max_mb:g} MB limit; "
-            "the file was not read",
+            f"{path.name}: {size / 1024 / 1024:.1f} MB is over the {max_mb:g} MB limit; the file was not read",
             "check the file; raise CDV_MAX_FILE_MB if such a size is expected",
         )
     return size
 
 
-def read_export(con: duckdb.DuckDBPyConnection, path: Path, spec: PartnerSpec,
-                workdir: Path) -> RawExport:
+def read_export(con: duckdb.DuckDBPyConnection, path: Path, spec: PartnerSpec, workdir: Path) -> RawExport:
     """Read ``path`` into the staging table, or raise FileRejected."""
     fmt = spec.format
     if isinstance(fmt, CsvFormat):

@@ -13,8 +13,7 @@ from cdv_etl.specs import ROW_KEY_COLUMN, SHEET_COLUMN, SOURCE_ROW_COLUMN, CsvFo
 from cdv_etl.sql import quote_ident
 
 
-def read_csv(con: duckdb.DuckDBPyConnection, path: Path, fmt: CsvFormat,
-             workdir: Path) -> RawExport:
+def read_csv(con: duckdb.DuckDBPyConnection, path: Path, fmt: CsvFormat, workdir: Path) -> RawExport:
     decoded = decode_to_utf8(path, fmt.encoding, workdir)
     try:
         con.execute("DROP TABLE IF EXISTS stg_file")
@@ -50,12 +49,12 @@ def read_csv(con: duckdb.DuckDBPyConnection, path: Path, fmt: CsvFormat,
         con.execute(
             f"CREATE TEMP VIEW {STAGING_TABLE} AS SELECT {select}, "  # noqa: S608 - identifiers quoted
             f"{base} + len(list_filter((SELECT list(line) FROM stg_blanks), v -> v <= {base})) "
-            f"AS {SOURCE_ROW_COLUMN} FROM stg_file")
+            f"AS {SOURCE_ROW_COLUMN} FROM stg_file"
+        )
     else:
         con.execute(
             f"CREATE TEMP VIEW {STAGING_TABLE} AS SELECT {select}, "  # noqa: S608 - identifiers quoted
             f"{base} AS {SOURCE_ROW_COLUMN} FROM stg_file"
         )
     rows = con.execute("SELECT count(*) FROM stg_file").fetchone()
-    return RawExport(STAGING_TABLE, [c.strip().lstrip("\ufeff") for c in columns],
-                     int(rows[0]) if rows else 0)
+    return RawExport(STAGING_TABLE, [c.strip().lstrip("\ufeff") for c in columns], int(rows[0]) if rows else 0)

@@ -25,20 +25,23 @@ def read_json(con: duckdb.DuckDBPyConnection, path: Path, fmt: JsonFormat) -> Ra
         ) from exc
     except json.JSONDecodeError as exc:
         raise FileRejected(
-            "unreadable", f"{path.name}: not valid JSON (line {exc.lineno}: {exc.msg})",
+            "unreadable",
+            f"{path.name}: not valid JSON (line {exc.lineno}: {exc.msg})",
             "ask the partner to send the export again",
         ) from exc
     records = data
     for key in [k for k in fmt.records_path.split(".") if k]:
         if not isinstance(records, dict) or key not in records:
             raise FileRejected(
-                "unreadable", f"{path.name}: no {fmt.records_path!r} in the JSON document",
+                "unreadable",
+                f"{path.name}: no {fmt.records_path!r} in the JSON document",
                 "check the partner's spec (format.records_path)",
             )
         records = records[key]
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise FileRejected(
-            "unreadable", f"{path.name}: {fmt.records_path or 'the document'} is not a list of records",
+            "unreadable",
+            f"{path.name}: {fmt.records_path or 'the document'} is not a list of records",
             "check the partner's spec (format.records_path)",
         )
     frame = pd.json_normalize(records, sep=".") if records else pd.DataFrame()

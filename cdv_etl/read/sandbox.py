@@ -25,22 +25,31 @@ def excel_extension() -> Path:
     """The excel extension's binary for the installed DuckDB, from its pinned wheel."""
     from importlib.resources import files
 
-    path = Path(str(files("duckdb_extension_excel") / "extensions" / f"v{duckdb.__version__}"
-                    / "excel.duckdb_extension"))
+    path = Path(
+        str(files("duckdb_extension_excel") / "extensions" / f"v{duckdb.__version__}" / "excel.duckdb_extension")
+    )
     if not path.is_file():
         raise CdvError(
             f"DuckDB's excel extension for DuckDB {duckdb.__version__} is not installed ({path})",
-            "reinstall the project (make install): duckdb and duckdb-extension-excel must be the same version")
+            "reinstall the project (make install): duckdb and duckdb-extension-excel must be the same version",
+        )
     return path
 
 
-def reader_connection(source: Path, workdir: Path, memory_limit: str, *,
-                      excel: bool = False) -> duckdb.DuckDBPyConnection:
+def reader_connection(
+    source: Path, workdir: Path, memory_limit: str, *, excel: bool = False
+) -> duckdb.DuckDBPyConnection:
     spill = workdir / "spill"
     spill.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(":memory:", config={
-        "memory_limit": memory_limit, "temp_directory": str(spill),
-        "autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    con = duckdb.connect(
+        ":memory:",
+        config={
+            "memory_limit": memory_limit,
+            "temp_directory": str(spill),
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+        },
+    )
     try:
         if excel:
             con.load_extension(str(excel_extension()))

@@ -38,10 +38,11 @@ class DecodedText:
     """1-based numbers of the empty lines (a CSV reader skips them; row numbers must not)."""
 
 
-def _bad_byte(raw_offset: int, data: bytes, start: int, encoding: str, source: Path,
-              lines_before: int, text_so_far: str) -> FileRejected:
+def _bad_byte(
+    raw_offset: int, data: bytes, start: int, encoding: str, source: Path, lines_before: int, text_so_far: str
+) -> FileRejected:
     line = lines_before + text_so_far.count("\n") + 1
-    byte = data[start:start + 1].hex().upper() or "??"
+    byte = data[start : start + 1].hex().upper() or "??"
     name = _NAMES.get(encoding, encoding)
     return FileRejected(
         "encoding",
@@ -80,8 +81,7 @@ def decode_to_utf8(source: Path, encoding: str, workdir: Path) -> DecodedText:
                     text = decoder.decode(data, final=final)
                 except UnicodeDecodeError as exc:
                     partial = data[: exc.start].decode(codec, errors="replace")
-                    raise _bad_byte(offset + exc.start, data, exc.start, encoding, source,
-                                    lines, partial) from exc
+                    raise _bad_byte(offset + exc.start, data, exc.start, encoding, source, lines, partial) from exc
                 if "\x00" in text:
                     at = text.index("\x00")
                     raise FileRejected(

@@ -39,8 +39,7 @@ MAX_COLUMNS = 256
 _HINT = "ask the partner to export the workbook again (File › Save as › .xlsx)"
 # What a zip member may do to Python's zipfile: bad headers, bad deflate data, an unknown
 # compression method or zip version, encryption, offsets outside the file.
-_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, EOFError, OSError,
-               ValueError)
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, EOFError, OSError, ValueError)
 
 
 def _column_letters(n: int) -> str:
@@ -79,13 +78,13 @@ def _directory_where_declared(path: Path, zf: zipfile.ZipFile) -> bool:
     at = tail.rfind(b"PK\x05\x06")
     if at < 0 or len(tail) - at < 22:
         return False
-    offset = int.from_bytes(tail[at + 16:at + 20], "little")
+    offset = int.from_bytes(tail[at + 16 : at + 20], "little")
     if offset == 0xFFFFFFFF:  # ZIP64: the offset is in the ZIP64 end record
         locator = tail.rfind(b"PK\x06\x07", 0, at)
         if locator < 0:
             return False
         with path.open("rb") as fh:
-            fh.seek(int.from_bytes(tail[locator + 8:locator + 16], "little"))
+            fh.seek(int.from_bytes(tail[locator + 8 : locator + 16], "little"))
             record = fh.read(56)
         if not record.startswith(b"PK\x06\x06"):
             return False
@@ -135,13 +134,17 @@ def _check_prolog(fh: IO[bytes], member: str, path: Path) -> None:
             raise FileRejected(
                 "xml_entities",
                 f"{path.name}: {member} declares a DTD or XML entities, which spreadsheets never "
-                "need (entity expansion attack?): refused", _HINT)
+                "need (entity expansion attack?): refused",
+                _HINT,
+            )
         if not block:
             return  # the part ends inside its prolog: no element, nothing to expand
     raise FileRejected(
         "xml_entities",
         f"{path.name}: {member} has over {MAX_PROLOG // 1024} kB of comments or blank space before "
-        "its first element (hiding a DTD?): refused", _HINT)
+        "its first element (hiding a DTD?): refused",
+        _HINT,
+    )
 
 
 def check_container(path: Path) -> dict[str, tuple[int, int] | None]:
@@ -160,13 +163,17 @@ def check_container(path: Path) -> dict[str, tuple[int, int] | None]:
                 raise FileRejected(
                     "zip_bomb",
                     f"{path.name}: the workbook would inflate to {total / 1024**2:.0f} MB from "
-                    f"{packed / 1024**2:.1f} MB (over {MAX_INFLATION}×): refused as a zip bomb", _HINT)
+                    f"{packed / 1024**2:.1f} MB (over {MAX_INFLATION}×): refused as a zip bomb",
+                    _HINT,
+                )
             names = [i.filename for i in infos]
             if len(set(names)) != len(names) or not _directory_where_declared(path, zf):
                 raise FileRejected(
                     "unreadable",
                     f"{path.name}: the zip holds a part twice or a second directory (readers would not "
-                    "agree on its content): refused", _HINT)
+                    "agree on its content): refused",
+                    _HINT,
+                )
             # Every part, whatever its name or folder: the reader opens what the workbook's
             # links name, not only *.xml files, and an image may be linked as a sheet.
             for info in infos:
@@ -175,13 +182,13 @@ def check_container(path: Path) -> dict[str, tuple[int, int] | None]:
             try:
                 workbook = zf.read("xl/workbook.xml")
             except KeyError:
-                raise FileRejected("unreadable", f"{path.name}: not an XLSX workbook (no xl/workbook.xml)",
-                                   _HINT) from None
+                raise FileRejected(
+                    "unreadable", f"{path.name}: not an XLSX workbook (no xl/workbook.xml)", _HINT
+                ) from None
             try:
                 root = ElementTree.fromstring(workbook)
             except Exception as exc:  # defusedxml and expat raise several types
-                raise FileRejected("unreadable", f"{path.name}: xl/workbook.xml cannot be read ({exc})",
-                                   _HINT) from exc
+                raise FileRejected("unreadable", f"{path.name}: xl/workbook.xml cannot be read ({exc})", _HINT) from exc
             sheets = [el for el in root.iter() if el.tag.rpartition("}")[2] == "sheet" and el.get("name")]
             return {str(el.get("name")): _declared_extent(zf, el) for el in sheets}
     except _ZIP_ERRORS as exc:
@@ -203,12 +210,14 @@ def _footer_total(row: list[Any]) -> Decimal | None:
 
 def _unreadable(path: Path, sheet: str, exc: Exception) -> FileRejected:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return FileRejected("unreadable", f"{path.name}: sheet {sheet!r} cannot be read: {first}",
-                        "ask the partner to export the workbook again")
+    return FileRejected(
+        "unreadable",
+        f"{path.name}: sheet {sheet!r} cannot be read: {first}",
+        "ask the partner to export the workbook again",
+    )
 
 
-_READ = ("read_xlsx(?, sheet = ?, header = false, all_varchar = true, stop_at_empty = false, "
-         "range = ?)")
+_READ = "read_xlsx(?, sheet = ?, header = false, all_varchar = true, stop_at_empty = false, range = ?)"
 # What counts as blank around a cell's text (Python's str.strip() takes these too).
 _BLANKS = " \t\n\r\x0b\x0c\u00a0\u2007\u202f\u3000"
 _RESERVED = {ROW_KEY_COLUMN, SOURCE_ROW_COLUMN, SHEET_COLUMN}
@@ -248,16 +257,19 @@ def _rightmost(con: duckdb.DuckDBPyConnection, path: Path, sheet: str, first_row
     Columns are named by position (``#n``): read_xlsx names them after the first row it reads
     (letters, or cell references when that row is blank).
     """
-    case = " ".join(f"WHEN {_nonblank(f'#{position}')} IS NOT NULL THEN {position}"
-                    for position in range(MAX_COLUMNS, 0, -1))
+    case = " ".join(
+        f"WHEN {_nonblank(f'#{position}')} IS NOT NULL THEN {position}" for position in range(MAX_COLUMNS, 0, -1)
+    )
     found = con.execute(
         f"SELECT max(CASE {case} END) FROM {_READ}",  # noqa: S608 - positions and constants only
-        [str(path), sheet, f"A{first_row}:{_LAST_COLUMN}"]).fetchone()
+        [str(path), sheet, f"A{first_row}:{_LAST_COLUMN}"],
+    ).fetchone()
     return int(found[0]) if found and found[0] is not None else 0
 
 
-def _rows_below(con: duckdb.DuckDBPyConnection, path: Path, sheet: str, h: int, width: int,
-                look_further: bool, index: int) -> bool:
+def _rows_below(
+    con: duckdb.DuckDBPyConnection, path: Path, sheet: str, h: int, width: int, look_further: bool, index: int
+) -> bool:
     """The ``index``-th sheet's table: the non-blank rows below the header row ``h``, in columns named A to
     the ``width``-th letter, numbered as the spreadsheet numbers them (the open range runs to
     the sheet's last possible row; blank rows are dropped). With ``look_further``, the rows
@@ -274,13 +286,16 @@ def _rows_below(con: duckdb.DuckDBPyConnection, path: Path, sheet: str, h: int, 
         f"CREATE TEMP TABLE {table} AS SELECT * FROM ("  # noqa: S608 - positions, quoted letters
         f"SELECT ?::INTEGER AS _idx, row_number() OVER () + ? AS {SOURCE_ROW_COLUMN}, {renamed}, "
         f"{beyond} AS _beyond FROM {_READ}) WHERE {_any_text(letters)} IS NOT NULL OR _beyond",
-        [index, h, str(path), sheet, f"A{h + 1}:{last}"])
+        [index, h, str(path), sheet, f"A{h + 1}:{last}"],
+    )
     found = con.execute(f"SELECT bool_or(_beyond) FROM {table}").fetchone()  # noqa: S608
     return bool(found and found[0])
 
 
-_DIMENSION = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?dimension\s+ref\s*=\s*[\"']\$?([A-Za-z]{1,3})\$?[0-9]+"
-                        rb"(?::\$?([A-Za-z]{1,3})\$?([0-9]{1,7}))?[\"']")
+_DIMENSION = re.compile(
+    rb"<(?:[A-Za-z_][\w.-]*:)?dimension\s+ref\s*=\s*[\"']\$?([A-Za-z]{1,3})\$?[0-9]+"
+    rb"(?::\$?([A-Za-z]{1,3})\$?([0-9]{1,7}))?[\"']"
+)
 
 
 def _declared_extent(zf: zipfile.ZipFile, sheet: Any) -> tuple[int, int] | None:
@@ -294,8 +309,14 @@ def _declared_extent(zf: zipfile.ZipFile, sheet: Any) -> tuple[int, int] | None:
     try:
         rid = next((v for k, v in sheet.attrib.items() if k.rpartition("}")[2] == "id"), None)
         rels = ElementTree.fromstring(zf.read("xl/_rels/workbook.xml.rels"))
-        target = next((str(el.get("Target")) for el in rels.iter()
-                       if el.tag.rpartition("}")[2] == "Relationship" and el.get("Id") == rid), None)
+        target = next(
+            (
+                str(el.get("Target"))
+                for el in rels.iter()
+                if el.tag.rpartition("}")[2] == "Relationship" and el.get("Id") == rid
+            ),
+            None,
+        )
         if rid is None or target is None:
             return None
         part = target.lstrip("/") if target.startswith("/") else posixpath.normpath("xl/" + target)
@@ -342,15 +363,18 @@ def read_xlsx(con: duckdb.DuckDBPyConnection, path: Path, fmt: XlsxFormat) -> Ra
     for index, sheet in enumerate(wanted):
         table = _sheet_table(index)
         try:
-            top = con.execute(f"SELECT * FROM {_READ} LIMIT ?",  # noqa: S608 - constant SQL
-                              [str(path), sheet, f"A1:{_LAST_COLUMN}", h]).fetchall()
+            top = con.execute(
+                f"SELECT * FROM {_READ} LIMIT ?",  # noqa: S608 - constant SQL
+                [str(path), sheet, f"A1:{_LAST_COLUMN}", h],
+            ).fetchall()
             cells = list(top[h - 1]) if len(top) >= h else []
             width = max((i + 1 for i, c in enumerate(cells) if not _is_blank(c)), default=0)
             if width == 0 and _rightmost(con, path, sheet, h + 1):
                 raise FileRejected(
                     "no_header",
                     f"{path.name}: sheet {sheet!r} holds data but no header on row {h}; nothing was loaded",
-                    "check the workbook's layout against the partner's spec (format.header_row)")
+                    "check the workbook's layout against the partner's spec (format.header_row)",
+                )
             if width:
                 # Cells right of the header's last name still belong to their rows: the columns
                 # run to the rightmost cell holding text (never silently cut). The sheet's
@@ -369,16 +393,14 @@ def read_xlsx(con: duckdb.DuckDBPyConnection, path: Path, fmt: XlsxFormat) -> Ra
             continue  # an empty sheet
         title_rows += [" ".join(str(c) for c in r if not _is_blank(c)) for r in top[: h - 1]]
         cells += [None] * (width - len(cells))
-        sheet_header = [str(c).strip() if not _is_blank(c) else f"column_{i + 1}"
-                        for i, c in enumerate(cells[:width])]
+        sheet_header = [str(c).strip() if not _is_blank(c) else f"column_{i + 1}" for i, c in enumerate(cells[:width])]
         if header is None:
             _check_names(path, sheet, sheet_header)
             header = sheet_header
         elif sheet_header != header:
             raise FileRejected(
                 "inconsistent_sheets",
-                f"{path.name}: sheet {sheet!r} has columns {sheet_header}, "
-                f"unlike the first sheet's {header}",
+                f"{path.name}: sheet {sheet!r} has columns {sheet_header}, unlike the first sheet's {header}",
                 "ask the partner to use the same columns on every sheet",
             )
         letters = [_column_letters(i + 1) for i in range(width)]
@@ -387,18 +409,20 @@ def read_xlsx(con: duckdb.DuckDBPyConnection, path: Path, fmt: XlsxFormat) -> Ra
             found = con.execute(
                 f"SELECT {SOURCE_ROW_COLUMN}, {', '.join(quote_ident(c) for c in letters)} FROM {table} "  # noqa: S608
                 f"WHERE lower({_any_text(letters)}) = lower(?) ORDER BY {SOURCE_ROW_COLUMN} LIMIT 1",
-                [fmt.footer_label.strip()]).fetchone()
+                [fmt.footer_label.strip()],
+            ).fetchone()
             if found is not None:
                 footer_row = int(found[0])
                 values = list(found[1:])
                 label_at = next(i for i, c in enumerate(values) if not _is_blank(c))
-                total = _footer_total(values[label_at + 1:])
+                total = _footer_total(values[label_at + 1 :])
                 if total is not None:
                     control_total = (control_total or Decimal(0)) + total
         read.append((index, sheet, footer_row))
     if header is None:
         raise FileRejected(
-            "no_header", f"{path.name}: no header on row {fmt.header_row} of {', '.join(wanted)}",
+            "no_header",
+            f"{path.name}: no header on row {fmt.header_row} of {', '.join(wanted)}",
             "check the workbook's layout against the partner's spec (format.header_row)",
         )
     _staging_view(con, header, read)
@@ -413,17 +437,20 @@ def _check_names(path: Path, sheet: str, header: list[str]) -> None:
         raise FileRejected(
             "duplicate_columns",
             f"{path.name}: sheet {sheet!r} has the column(s) {', '.join(map(repr, twice))} twice "
-            "(names are compared without case)", "ask the partner to name every column once")
+            "(names are compared without case)",
+            "ask the partner to name every column once",
+        )
     reserved = sorted(set(header) & _RESERVED)
     if reserved:
         raise FileRejected(
             "duplicate_columns",
             f"{path.name}: sheet {sheet!r} has a column named {', '.join(map(repr, reserved))}, "
-            "a name cdv-etl keeps for itself", "ask the partner to rename that column")
+            "a name cdv-etl keeps for itself",
+            "ask the partner to rename that column",
+        )
 
 
-def _staging_view(con: duckdb.DuckDBPyConnection, header: list[str],
-                  read: list[tuple[int, str, int | None]]) -> None:
+def _staging_view(con: duckdb.DuckDBPyConnection, header: list[str], read: list[tuple[int, str, int | None]]) -> None:
     """``stg_raw``: the sheets' rows under the header's names, footers left out — a view over
     the tables read_xlsx filled, not a second copy of the cells. A row's key is its reading
     order: the sheet's index in the high bits, its spreadsheet row in the low ones."""
@@ -435,6 +462,7 @@ def _staging_view(con: duckdb.DuckDBPyConnection, header: list[str],
         f"(m.idx::BIGINT << 32) + s.{SOURCE_ROW_COLUMN} AS {ROW_KEY_COLUMN} "
         f"FROM {_sheet_table(index)} AS s JOIN stg_sheet_meta AS m ON m.idx = s._idx "
         f"WHERE s.{SOURCE_ROW_COLUMN} IS DISTINCT FROM m.footer_row"
-        for index, _sheet, _footer in read]
+        for index, _sheet, _footer in read
+    ]
     con.execute(f"DROP VIEW IF EXISTS {STAGING_TABLE}")
     con.execute(f"CREATE TEMP VIEW {STAGING_TABLE} AS {' UNION ALL '.join(branches)}")

@@ -34,14 +34,30 @@ RAW_VALUE_COLUMN = {
     "operation_id": "operation_id",
 }
 
-_VALUE_CASE = "CASE r.value_column " + " ".join(
-    f"WHEN '{c}' THEN CAST(c.{c} AS VARCHAR)" for c in sorted(set(RAW_VALUE_COLUMN.values()))
-) + " END"
+_VALUE_CASE = (
+    "CASE r.value_column "
+    + " ".join(f"WHEN '{c}' THEN CAST(c.{c} AS VARCHAR)" for c in sorted(set(RAW_VALUE_COLUMN.values())))
+    + " END"
+)
 
 ENGAGEMENT_COLUMNS = (
-    "row_key", "source_row", "sheet", "operation_id", "insee_code", "commune_label", "axis", "category",
-    "year", "engagement_date", "instrument", "instrument_label", "scheme", "project_label", "amount_eur",
-    "status", "counts_as_engaged",
+    "row_key",
+    "source_row",
+    "sheet",
+    "operation_id",
+    "insee_code",
+    "commune_label",
+    "axis",
+    "category",
+    "year",
+    "engagement_date",
+    "instrument",
+    "instrument_label",
+    "scheme",
+    "project_label",
+    "amount_eur",
+    "status",
+    "counts_as_engaged",
 )
 
 
@@ -71,13 +87,16 @@ def _rule_table(con: duckdb.DuckDBPyConnection, spec: PartnerSpec) -> None:
         cols = f.source_columns if f else []
         column = " | ".join("sheet" if c == SHEET_COLUMN else c for c in cols) or None
         rows.append((r.id, r.order, RAW_VALUE_COLUMN.get(r.field, "operation_id"), column, r.message))
-    con.execute("CREATE OR REPLACE TEMP TABLE stg_rules (rule VARCHAR, rule_order TINYINT, "
-                "value_column VARCHAR, column_name VARCHAR, template VARCHAR)")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE stg_rules (rule VARCHAR, rule_order TINYINT, "
+        "value_column VARCHAR, column_name VARCHAR, template VARCHAR)"
+    )
     con.executemany("INSERT INTO stg_rules VALUES (?, ?, ?, ?, ?)", rows)
 
 
-def build_outputs(con: duckdb.DuckDBPyConnection, spec: PartnerSpec, failures: pd.DataFrame,
-                  extraction_date: object, canonical: Path) -> Outputs:
+def build_outputs(
+    con: duckdb.DuckDBPyConnection, spec: PartnerSpec, failures: pd.DataFrame, extraction_date: object, canonical: Path
+) -> Outputs:
     _rule_table(con, spec)
     con.execute("CREATE OR REPLACE TEMP TABLE stg_failures (row_key BIGINT, rule VARCHAR)")
     if len(failures):
@@ -92,7 +111,8 @@ def build_outputs(con: duckdb.DuckDBPyConnection, spec: PartnerSpec, failures: p
             JOIN stg_rules AS r USING (rule)
             JOIN {CANONICAL_TABLE} AS c USING (row_key)
             ORDER BY f.row_key, r.rule_order""",  # noqa: S608 - constant SQL, values bound
-        [extraction_date]).to_arrow_table()
+        [extraction_date],
+    ).to_arrow_table()
     quarantined = con.execute(
         f"""SELECT s._row_key AS row_key, s._source_row AS source_row, s._sheet AS sheet,
                    CAST(json_merge_patch(to_json(s),

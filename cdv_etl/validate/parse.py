@@ -25,7 +25,6 @@ CANONICAL_FILE = "canonical.parquet"
 _NUMBER_NOISE = r"[ \t\x{00A0}\x{202F}\x{2009}€]|EUR"
 
 
-
 # An Excel date serial as text: days since 1899-12-30, with a fraction for the time of day.
 _EXCEL_SERIAL = r"[0-9]{1,7}(\.[0-9]+)?"
 
@@ -38,8 +37,7 @@ def _text(x: str) -> str:
 
 def _insee(x: str) -> str:
     v = f"upper(regexp_replace({_text(x)}, '\\.0+$', ''))"
-    return (f"CASE WHEN regexp_full_match({v}, '[0-9]{{1,4}}') THEN lpad({v}, 5, '0') "
-            f"ELSE {v} END")
+    return f"CASE WHEN regexp_full_match({v}, '[0-9]{{1,4}}') THEN lpad({v}, 5, '0') ELSE {v} END"
 
 
 def _decimal(x: str, scale: int) -> str:
@@ -49,8 +47,7 @@ def _decimal(x: str, scale: int) -> str:
     # before the product (4 places made it 12 345,70 €, and 0,00001 k€ zero). The product is
     # taken in DECIMAL(38): in DECIMAL(18) a huge amount overflowed and failed the whole file.
     places = 2 + len(str(int(scale)))
-    return (f"TRY_CAST(TRY_CAST({x} AS DECIMAL(18, {places}))::DECIMAL(38, {places}) * {int(scale)} "
-            "AS DECIMAL(18, 2))")
+    return f"TRY_CAST(TRY_CAST({x} AS DECIMAL(18, {places}))::DECIMAL(38, {places}) * {int(scale)} AS DECIMAL(18, 2))"
 
 
 def parser_sql(parser: str, x: str, scale: int = 1) -> str:
@@ -63,7 +60,7 @@ def parser_sql(parser: str, x: str, scale: int = 1) -> str:
     if parser == "insee":
         return _insee(x)
     if parser == "insee_in_brackets":
-        code = (f"NULLIF(regexp_extract({t}, '\\(\\s*([0-9]{{4,5}}|2[AaBb][0-9]{{3}})\\s*\\)\\s*$', 1), '')")
+        code = f"NULLIF(regexp_extract({t}, '\\(\\s*([0-9]{{4,5}}|2[AaBb][0-9]{{3}})\\s*\\)\\s*$', 1), '')"
         return _insee(code)
     if parser == "french_number":
         cleaned = f"replace(regexp_replace({t}, '{_NUMBER_NOISE}', '', 'g'), ',', '.')"
@@ -76,11 +73,15 @@ def parser_sql(parser: str, x: str, scale: int = 1) -> str:
     if parser == "date_iso":
         return f"coalesce(TRY_CAST({t} AS DATE), TRY_CAST({t} AS TIMESTAMP)::DATE)"
     if parser == "date_excel":
-        serial = (f"CASE WHEN regexp_full_match({t}, '{_EXCEL_SERIAL}') "
-                  f"AND TRY_CAST({t} AS DOUBLE) BETWEEN 1 AND 2958465 "
-                  f"THEN DATE '1899-12-30' + CAST(floor(CAST({t} AS DOUBLE)) AS INTEGER) END")
-        return (f"coalesce(TRY_CAST({t} AS DATE), TRY_CAST({t} AS TIMESTAMP)::DATE, "
-                f"TRY_STRPTIME({t}, '%d/%m/%Y')::DATE, {serial})")
+        serial = (
+            f"CASE WHEN regexp_full_match({t}, '{_EXCEL_SERIAL}') "
+            f"AND TRY_CAST({t} AS DOUBLE) BETWEEN 1 AND 2958465 "
+            f"THEN DATE '1899-12-30' + CAST(floor(CAST({t} AS DOUBLE)) AS INTEGER) END"
+        )
+        return (
+            f"coalesce(TRY_CAST({t} AS DATE), TRY_CAST({t} AS TIMESTAMP)::DATE, "
+            f"TRY_STRPTIME({t}, '%d/%m/%Y')::DATE, {serial})"
+        )
     if parser == "year":
         return f"TRY_CAST(NULLIF(regexp_extract({t}, '([0-9]{{4}})', 1), '') AS SMALLINT)"
     raise ValueError(f"unknown parser {parser!r}")
@@ -106,8 +107,10 @@ def field_sql(spec: PartnerSpec, name: str) -> tuple[str, str]:
     if f.parser == "date_excel":
         # A workbook stores a date as its serial (45281); show the day a person sees in Excel.
         t = _text(src)
-        return parsed, (f"CASE WHEN regexp_full_match({t}, '{_EXCEL_SERIAL}') AND {parsed} IS NOT NULL "
-                        f"THEN strftime({parsed}, '%Y-%m-%d') ELSE {t} END")
+        return parsed, (
+            f"CASE WHEN regexp_full_match({t}, '{_EXCEL_SERIAL}') AND {parsed} IS NOT NULL "
+            f"THEN strftime({parsed}, '%Y-%m-%d') ELSE {t} END"
+        )
     return parsed, _text(src)
 
 
@@ -123,23 +126,26 @@ def _register_constants(con: duckdb.DuckDBPyConnection, spec: PartnerSpec) -> No
         if f.constant is not None:
             consts[f"k_{name}"] = ("VARCHAR", str(f.constant))
     select = ", ".join(f"?::{typ} AS {_q(k)}" for k, (typ, _) in consts.items())
-    con.execute(f"CREATE OR REPLACE TEMP TABLE stg_const AS SELECT {select}",
-                [v for _, v in consts.values()])
+    con.execute(f"CREATE OR REPLACE TEMP TABLE stg_const AS SELECT {select}", [v for _, v in consts.values()])
 
 
 def _register_maps(con: duckdb.DuckDBPyConnection, spec: PartnerSpec) -> None:
     """Small lookup tables from the spec: categories, instruments and statuses."""
     con.execute("CREATE OR REPLACE TEMP TABLE map_axis (label VARCHAR, axis INTEGER)")
     if spec.axis_map:
-        con.executemany("INSERT INTO map_axis VALUES (?, ?)",
-                        [(k.strip().lower(), v) for k, v in spec.axis_map.items()])
+        con.executemany(
+            "INSERT INTO map_axis VALUES (?, ?)", [(k.strip().lower(), v) for k, v in spec.axis_map.items()]
+        )
     con.execute("CREATE OR REPLACE TEMP TABLE map_instrument (label VARCHAR, instrument VARCHAR)")
     if spec.instruments:
-        con.executemany("INSERT INTO map_instrument VALUES (?, ?)",
-                        [(k.strip().lower(), v) for k, v in spec.instruments.items()])
+        con.executemany(
+            "INSERT INTO map_instrument VALUES (?, ?)", [(k.strip().lower(), v) for k, v in spec.instruments.items()]
+        )
     con.execute("CREATE OR REPLACE TEMP TABLE map_status (label VARCHAR, counts BOOLEAN)")
-    con.executemany("INSERT INTO map_status VALUES (?, ?)",
-                    [(k.strip().lower(), v.counts_as_engaged) for k, v in spec.statuses.items()])
+    con.executemany(
+        "INSERT INTO map_status VALUES (?, ?)",
+        [(k.strip().lower(), v.counts_as_engaged) for k, v in spec.statuses.items()],
+    )
 
 
 def build_canonical(con: duckdb.DuckDBPyConnection, spec: PartnerSpec, workdir: Path) -> Path:
@@ -153,8 +159,19 @@ def build_canonical(con: duckdb.DuckDBPyConnection, spec: PartnerSpec, workdir: 
     _register_constants(con, spec)
     parsed: dict[str, str] = {}
     raw: dict[str, str] = {}
-    for name in ("operation_id", "insee_code", "commune_label", "category", "instrument",
-                 "amount_eur", "engagement_date", "year", "status", "project_label", "scheme"):
+    for name in (
+        "operation_id",
+        "insee_code",
+        "commune_label",
+        "category",
+        "instrument",
+        "amount_eur",
+        "engagement_date",
+        "year",
+        "status",
+        "project_label",
+        "scheme",
+    ):
         parsed[name], raw[name] = field_sql(spec, name)
 
     if spec.axis is not None:
@@ -164,8 +181,9 @@ def build_canonical(con: duckdb.DuckDBPyConnection, spec: PartnerSpec, workdir: 
     else:
         axis_expr = "ma.axis"
     if "instrument" in spec.fields:
-        instrument_expr = ("coalesce(mi.instrument, CASE WHEN s.instrument_label IS NULL "
-                           "THEN k.k_default_instrument END)")
+        instrument_expr = (
+            "coalesce(mi.instrument, CASE WHEN s.instrument_label IS NULL THEN k.k_default_instrument END)"
+        )
     else:
         instrument_expr = "k.k_default_instrument"
     status_expr = "s.status_text" if "status" in spec.fields else "k.k_default_status"
@@ -177,28 +195,28 @@ WITH s AS (
         {_q(ROW_KEY_COLUMN)}::BIGINT AS row_key,
         {_q(SOURCE_ROW_COLUMN)}::BIGINT AS source_row,
         {_q(SHEET_COLUMN)}::VARCHAR AS sheet,
-        {parsed['operation_id']} AS operation_id,
-        {parsed['insee_code']} AS insee_code,
-        {raw['insee_code']} AS insee_raw,
-        {parsed['commune_label']} AS commune_label,
-        {raw['category']} AS category,
-        {raw['instrument']} AS instrument_label,
-        {parsed['amount_eur']} AS amount_eur,
-        {raw['amount_eur']} AS amount_raw,
-        {parsed['engagement_date']} AS engagement_date,
-        {raw['engagement_date']} AS date_raw,
-        {parsed['year']} AS year_given,
-        {raw['year']} AS year_raw,
-        {raw['status']} AS status_text,
-        {parsed['project_label']} AS project_label,
-        {parsed['scheme']} AS scheme
+        {parsed["operation_id"]} AS operation_id,
+        {parsed["insee_code"]} AS insee_code,
+        {raw["insee_code"]} AS insee_raw,
+        {parsed["commune_label"]} AS commune_label,
+        {raw["category"]} AS category,
+        {raw["instrument"]} AS instrument_label,
+        {parsed["amount_eur"]} AS amount_eur,
+        {raw["amount_eur"]} AS amount_raw,
+        {parsed["engagement_date"]} AS engagement_date,
+        {raw["engagement_date"]} AS date_raw,
+        {parsed["year"]} AS year_given,
+        {raw["year"]} AS year_raw,
+        {raw["status"]} AS status_text,
+        {parsed["project_label"]} AS project_label,
+        {parsed["scheme"]} AS scheme
     FROM {STAGING_TABLE} CROSS JOIN stg_const AS k
 ),
 -- Ids carried by several rows (NULL counts as one id, as a window partition would): a
 -- hash aggregate over the one column, joined back. A window over the whole row would
 -- carry every column through its partitions (4× slower at 1M rows).
 repeated AS (
-    SELECT {parsed['operation_id']} AS operation_id, count(*) AS n
+    SELECT {parsed["operation_id"]} AS operation_id, count(*) AS n
     FROM {STAGING_TABLE} CROSS JOIN stg_const AS k
     GROUP BY 1 HAVING count(*) > 1
 )
@@ -227,6 +245,8 @@ LEFT JOIN repeated AS rep ON rep.operation_id IS NOT DISTINCT FROM s.operation_i
     con.execute(sql, [str(path)])
     # A view takes no parameters: the file's path waits in a session variable.
     con.execute("SET VARIABLE cdv_canonical_file = ?", [str(path)])
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {CANONICAL_TABLE} AS "  # noqa: S608 - constant SQL
-                "SELECT * FROM read_parquet(getvariable('cdv_canonical_file'))")
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {CANONICAL_TABLE} AS "  # noqa: S608 - constant SQL
+        "SELECT * FROM read_parquet(getvariable('cdv_canonical_file'))"
+    )
     return path
