@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import yaml
+from filelock import FileLock, Timeout
 
 from cdv_etl.errors import WarehouseBusy
 from cdv_etl.specs import PartnerSpec
@@ -82,61 +81,47 @@ def _sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-_held: dict[str, tuple[int, int]] = {}  # lock path -> (fd, depth), per process
-_held_guard = threading.Lock()
-
-
 @contextmanager
 def writer_lock(warehouse: Path, timeout_s: float = 60.0) -> Iterator[None]:
-    """One writer at a time, across processes: an advisory lock on ``<warehouse>.lock``.
+    """One writer at a time, across processes: a ``filelock`` lock on ``<warehouse>.lock``.
 
     Held for a whole run (a nightly run spans several tasks, each opening the warehouse),
-    so no other run can slip in between two of its files. Re-entrant within a process.
-    Waits up to ``timeout_s``, then fails with a clear message, having changed nothing.
+    so no other run can slip in between two of its files. Re-entrant within a process,
+    across threads (Prefect runs tasks in worker threads): one lock object per path, shared.
+    Waits up to ``timeout_s``, then fails with a clear message naming the holder, having
+    changed nothing. ``filelock`` uses ``flock`` on Unix and ``msvcrt`` on Windows.
     """
     warehouse.parent.mkdir(parents=True, exist_ok=True)
-    key = str(warehouse.resolve()) + ".lock"
-    with _held_guard:
-        if key in _held:
-            fd, depth = _held[key]
-            _held[key] = (fd, depth + 1)
-            reentered = True
-        else:
-            reentered = False
-    if not reentered:
-        fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + timeout_s
-        pause = 0.05
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-                    os.close(fd)
-                    raise WarehouseBusy(
-                        f"the warehouse {warehouse} is being written by {holder} "
-                        f"(waited {timeout_s:.0f} s); nothing was changed",
-                        "wait for that run to finish and try again, or raise CDV_LOCK_TIMEOUT",
-                    ) from None
-                time.sleep(pause)
-                pause = min(pause * 2, 1.0)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
-        with _held_guard:
-            _held[key] = (fd, 1)
+    path = Path(str(warehouse.resolve()) + ".lock")
+    lock = FileLock(path, thread_local=False, is_singleton=True)
     try:
+        lock.acquire(timeout=timeout_s, poll_interval=0.05)
+    except Timeout:
+        raise WarehouseBusy(
+            f"the warehouse {warehouse} is being written by {_holder(path)} "
+            f"(waited {timeout_s:.0f} s); nothing was changed",
+            "wait for that run to finish and try again, or raise CDV_LOCK_TIMEOUT",
+        ) from None
+    try:
+        if lock.lock_counter == 1:
+            _note_holder(path)
         yield
     finally:
-        with _held_guard:
-            fd, depth = _held[key]
-            if depth > 1:
-                _held[key] = (fd, depth - 1)
-            else:
-                del _held[key]
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                os.close(fd)
+        lock.release()
+
+
+def _note_holder(path: Path) -> None:
+    """Who holds the lock, written into the lock file for the runs that wait (best effort:
+    Windows keeps a locked file's bytes from other handles)."""
+    with suppress(OSError):
+        path.write_text(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}", encoding="utf-8")
+
+
+def _holder(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").strip()[:200] or "another process"
+    except OSError:
+        return "another process"
 
 
 def connect(
