@@ -7,16 +7,16 @@ STAMP  := $(VENV)/.installed
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format constraints check bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@# System packages the browser tests use (Debian's chromium), when we can install them.
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "note: chromium not installed; browser tests will be skipped outside CI"; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,10 +27,19 @@ demo: install  ## generate demo exports for the five partners and load them
 test: install  ## the whole test suite
 	$(BIN)/pytest
 
-lint: install  ## ruff and mypy
+lint: install  ## ruff (lint and format) and mypy; each one fails the target
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check cdv_etl schemas flows || true
-	$(BIN)/mypy cdv_etl schemas flows
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy cdv_etl schemas flows bench
+
+format: install  ## apply ruff's formatter and safe fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+check: lint test  ## what CI runs
+
+constraints: install  ## refresh constraints.txt from the environment (after changing pyproject.toml)
+	$(BIN)/pip freeze --exclude-editable | sort -f > constraints.txt
 
 clean:
 	rm -rf $(VENV) demo build dist .pytest_cache .mypy_cache .ruff_cache

@@ -200,9 +200,6 @@ class PartnerSpec(_Model):
     def status_counts(self) -> dict[str, bool]:
         return {k.strip().casefold(): v.counts_as_engaged for k, v in self.statuses.items()}
 
-    def normalised_axis_map(self) -> dict[str, int]:
-        return {k.strip().casefold(): v for k, v in (self.axis_map or {}).items()}
-
 
 def default_specs_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "schemas" / "partners"

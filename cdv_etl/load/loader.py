@@ -206,23 +206,28 @@ def load_export(
             [file_id],
         )
 
+        # Every row read lands in exactly one place: counted, and counted once by row key (a
+        # join that duplicated one row and lost another would keep the counts).
         totals = con.execute(
             """SELECT
                  (SELECT count(*) FROM engagement_rows WHERE file_id = $1),
                  (SELECT count(*) FROM quarantine_rows WHERE file_id = $1),
+                 (SELECT count(DISTINCT row_key) FROM (
+                      SELECT row_key FROM engagement_rows WHERE file_id = $1
+                      UNION ALL SELECT row_key FROM quarantine_rows WHERE file_id = $1)),
                  (SELECT sum(amount_eur) FROM engagement_rows WHERE file_id = $1),
                  (SELECT sum(amount_eur) FILTER (WHERE counts_as_engaged)
                     FROM engagement_rows WHERE file_id = $1)""",
             [file_id],
         ).fetchone()
         assert totals is not None
-        loaded, quarantined = int(totals[0]), int(totals[1])
-        loaded_eur = totals[2] if totals[2] is not None else Decimal("0.00")
-        engaged_eur = totals[3] if totals[3] is not None else Decimal("0.00")
-        if loaded + quarantined != raw.rows_read:
+        loaded, quarantined, distinct_keys = int(totals[0]), int(totals[1]), int(totals[2])
+        loaded_eur = totals[3] if totals[3] is not None else Decimal("0.00")
+        engaged_eur = totals[4] if totals[4] is not None else Decimal("0.00")
+        if loaded + quarantined != raw.rows_read or distinct_keys != raw.rows_read:
             raise ReconciliationError(
                 f"{path.name}: {raw.rows_read} rows read but {loaded} loaded + {quarantined} "
-                "quarantined; the load was rolled back",
+                f"quarantined ({distinct_keys} distinct rows); the load was rolled back",
                 "this is a bug in cdv-etl: please report it with the file",
             )
         diff = None

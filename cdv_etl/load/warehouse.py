@@ -14,7 +14,7 @@ import duckdb
 import yaml
 from filelock import FileLock, Timeout
 
-from cdv_etl.errors import WarehouseBusy
+from cdv_etl.errors import CdvError, WarehouseBusy
 from cdv_etl.specs import PartnerSpec
 from cdv_etl.sql import quote_ident as _quote_ident
 
@@ -182,11 +182,20 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply pending migrations, each in its own transaction, then (re)create the views.
 
     Idempotent: a warehouse that is up to date is left untouched. Returns what was applied.
+    An applied migration whose file has changed since is refused: it would no longer describe
+    the warehouse it built.
     """
     done = applied_versions(con)
     applied: list[str] = []
     for m in migrations():
         if m.version in done:
+            if done[m.version] != m.checksum:
+                raise CdvError(
+                    f"migration {m.name} was changed after it was applied to this warehouse "
+                    "(its checksum differs from the one recorded in schema_migrations); nothing was changed",
+                    f"migrations are history: restore warehouse/migrations/{m.name}.sql as it was "
+                    "and put the change in a new migration",
+                )
             continue
         con.execute("BEGIN TRANSACTION")
         try:
@@ -205,7 +214,7 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     return applied
 
 
-def apply_views(con: duckdb.DuckDBPyConnection, *, force: bool = False) -> bool:
+def apply_views(con: duckdb.DuckDBPyConnection) -> bool:
     """(Re)create the public views and their comments when their SQL or docs changed."""
     views_sql = _views_sql()
     docs = _column_docs()
@@ -215,7 +224,7 @@ def apply_views(con: duckdb.DuckDBPyConnection, *, force: bool = False) -> bool:
         "applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)"
     )
     current = con.execute("SELECT checksum FROM schema_views").fetchone()
-    if current and current[0] == checksum and not force:
+    if current and current[0] == checksum:
         return False
     con.execute("BEGIN TRANSACTION")
     try:

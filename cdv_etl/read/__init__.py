@@ -1,6 +1,7 @@
-"""Read stage: a partner's file → a staging table of text cells, one row per data row.
+"""Read stage: a partner's file → a staging relation of text cells, one row per data row.
 
-Every reader produces the same thing: a DuckDB temporary table ``stg_raw`` whose columns are
+Every reader produces the same thing: a DuckDB temporary view ``stg_raw`` (a table for JSON,
+which is read through pandas) whose columns are
 the partner's own (as text), plus ``_source_row`` (the row a person sees in the file) and,
 for workbooks, ``_sheet``. Nothing is interpreted yet: parsing is the validate stage's job.
 """

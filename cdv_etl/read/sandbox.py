@@ -4,7 +4,8 @@ Partner files come from outside. They are parsed in an in-memory DuckDB of their
 may touch only that file and a private work folder (``allowed_paths``,
 ``allowed_directories``, then ``enable_external_access = false``), within a memory limit,
 with its configuration locked so that nothing read from the file can loosen it. The
-warehouse itself is never attached there: the loader receives Arrow data.
+warehouse itself is never attached there: the loader receives the canonical records as a
+Parquet file the parse wrote in the work folder, and the quarantine as Arrow tables.
 
 Workbooks are read by DuckDB's ``excel`` extension (``read_xlsx``). Nothing is downloaded:
 the extension's binary comes from the ``duckdb-extension-excel`` wheel, pinned to the exact

@@ -33,7 +33,6 @@ class DecodedText:
     """The file as DuckDB should read it (UTF-8, in the work folder), and what the scan learnt."""
 
     path: Path
-    lines: int = 0
     blank_lines: list[int] = field(default_factory=list)
     """1-based numbers of the empty lines (a CSV reader skips them; row numbers must not)."""
 
@@ -107,5 +106,4 @@ def decode_to_utf8(source: Path, encoding: str, workdir: Path) -> DecodedText:
     finally:
         if out is not None:
             out.close()
-    result.lines = lines
     return result
