@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import duckdb
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -160,18 +159,10 @@ def ingest(
 def _query(
     s: Settings, sql: str, params: list[Any] | None = None, live: bool = False
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
-    path = s.warehouse if live else s.published_path
-    if not path.exists():
-        raise CdvError(f"no warehouse at {path}", "load something first (cdv-etl ingest FILE, or cdv-etl demo)")
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        cur = con.execute(sql, params or [])
-        columns = [d[0] for d in cur.description or []]
-        return columns, cur.fetchall()
-    except duckdb.Error as exc:
-        raise CdvError(f"query failed: {exc}", "check the SQL; `cdv-etl docs` lists the views") from exc
-    finally:
-        con.close()
+    from cdv_etl.publish.reader import query, read_only
+
+    with read_only(s.warehouse if live else s.published_path) as con:
+        return query(con, sql, params)
 
 
 @app.command()

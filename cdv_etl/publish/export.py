@@ -36,6 +36,7 @@ from openpyxl.worksheet.worksheet import Worksheet
 
 from cdv_etl.errors import CdvError
 from cdv_etl.load.warehouse import PUBLIC_VIEWS
+from cdv_etl.publish.reader import query_error
 from cdv_etl.sql import quote_ident as _quote_ident
 
 FORMATS = ("xlsx", "csv", "parquet")
@@ -108,7 +109,7 @@ def export(
     try:
         cur = con.execute(sql)
     except duckdb.Error as exc:
-        raise CdvError(f"query failed: {exc}", "check the SQL; `cdv-etl docs` lists the views") from exc
+        raise query_error(exc, sql) from exc
     if cur.description is None:
         raise CdvError("that statement returns no rows to export", "give a view name or a SELECT query")
     columns = [d[0] for d in cur.description]
