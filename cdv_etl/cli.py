@@ -48,9 +48,10 @@ def settings(warehouse: Path | None = None, **changes: Any) -> Settings:
 
 
 def fail(exc: CdvError) -> None:
-    err.print(f"[bold red]error:[/bold red] {exc.message}")
+    # Messages quote partner text (file names, values, queries): printed as written, never as markup.
+    err.print(f"error: {exc.message}", style="bold red", markup=False, emoji=False)
     if exc.hint:
-        err.print(f"  [yellow]→[/yellow] {exc.hint}")
+        err.print(f"  → {exc.hint}", style="yellow", markup=False, emoji=False)
     raise typer.Exit(2)
 
 
@@ -123,14 +124,14 @@ def print_results(results: list[LoadResult]) -> None:
     console.print(load_results_table(results))
     for r in results:
         if r.status == "rejected":
-            err.print(f"[red]✗ {r.message}[/red]")
+            err.print(f"✗ {r.message}", style="red", markup=False, emoji=False)
         elif r.quarantine_by_rule:
             rules = ", ".join(f"{k} {v}" for k, v in r.quarantine_by_rule.items())
-            console.print(f"  {r.file_name}: quarantined by rule — {rules}")
+            console.print(f"  {r.file_name}: quarantined by rule — {rules}", markup=False, emoji=False)
         if r.status == "loaded" and r.control_total_ok is False:
-            err.print(f"[yellow]! {r.file_name}: {r.message}[/yellow]")
+            err.print(f"! {r.file_name}: {r.message}", style="yellow", markup=False, emoji=False)
         if r.status == "duplicate":
-            console.print(f"  {r.file_name}: {r.message}")
+            console.print(f"  {r.file_name}: {r.message}", markup=False, emoji=False)
 
 
 @app.command()

@@ -120,9 +120,9 @@ def docs(
     else:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(markdown, encoding="utf-8")
-        console.print(f"data dictionary written to [bold]{output}[/bold]")
+        console.print(f"data dictionary written to {output}", markup=False, emoji=False)
     if undocumented:
-        err.print("[yellow]no comment:[/yellow] " + ", ".join(undocumented), markup=False)
+        err.print("no comment: " + ", ".join(undocumented), style="yellow", markup=False, emoji=False)
         raise typer.Exit(1)
 
 
@@ -178,7 +178,7 @@ def report(
         fail(exc)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(page, encoding="utf-8")
-    console.print(f"report written to [bold]{output}[/bold] ({len(page) // 1024} KiB)")
+    console.print(f"report written to {output} ({len(page) // 1024} KiB)", markup=False, emoji=False)
 
 
 def register(app: typer.Typer) -> None:

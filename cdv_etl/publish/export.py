@@ -18,12 +18,12 @@ from __future__ import annotations
 import csv
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import duckdb
 import pyarrow.parquet as pq
@@ -155,15 +155,22 @@ def csv_value(value: Any) -> Any:
     return neutralise(str(value))  # lists, structs, UUIDs: their text, neutralised too
 
 
-def _write_csv(cur: duckdb.DuckDBPyConnection, columns: list[str], path: Path) -> int:
+def write_csv(
+    fh: TextIO, columns: Sequence[str], batches: Iterable[Sequence[Sequence[Any]]], lineterminator: str = "\r\n"
+) -> int:
+    """Every CSV written for people (exports, quarantine lists, changes): neutralised cells; the rows written."""
+    writer = csv.writer(fh, lineterminator=lineterminator)  # a field holding \r or \n is quoted (RFC 4180)
+    writer.writerow([neutralise(c) for c in columns])
     rows = 0
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\r\n")  # RFC 4180: a field holding \r or \n is quoted
-        writer.writerow([neutralise(c) for c in columns])
-        while batch := cur.fetchmany(_BATCH):
-            writer.writerows([csv_value(v) for v in r] for r in batch)
-            rows += len(batch)
+    for batch in batches:
+        writer.writerows([csv_value(v) for v in r] for r in batch)
+        rows += len(batch)
     return rows
+
+
+def _write_csv(cur: duckdb.DuckDBPyConnection, columns: list[str], path: Path) -> int:
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        return write_csv(fh, columns, iter(lambda: cur.fetchmany(_BATCH), []))
 
 
 # -- Parquet -----------------------------------------------------------------------------------
