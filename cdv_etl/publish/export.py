@@ -11,6 +11,12 @@ prefix" (what Excel itself does when a person types a leading apostrophe): it is
 typed and never evaluated, even after editing. Numbers, dates and booleans are never
 touched, so a negative amount stays a number. Parquet is not a spreadsheet format: text is
 written as it is.
+
+Excel holds at most 32,767 characters in a cell, and no control character but the tab and
+line breaks. A longer text is cut, and says so at its end; control characters are dropped.
+Nothing is changed silently: the result lists the cells changed (``ExportResult.changed``),
+the workbook's ``about`` sheet names them, and ``cdv-etl export`` prints them and exits with
+1. CSV and Parquet keep every text whole.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ import csv
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -51,6 +58,28 @@ _BATCH = 10_000
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+CHANGED_LISTED = 1_000
+"""At most this many changed cells are listed (the result and the ``about`` sheet count them all)."""
+
+
+@dataclass(frozen=True)
+class ChangedCell:
+    """A data cell of a workbook whose text Excel could not hold as it is."""
+
+    row: int  # the sheet's row number (the header is row 1)
+    column: str
+    letter: str
+    length: int  # characters of the original text
+    what: str  # what was done to it
+
+    @property
+    def ref(self) -> str:
+        return f"{self.letter}{self.row}"
+
+    def __str__(self) -> str:
+        return f"{self.ref} (row {self.row}, column {self.column}, {self.length:,} characters): {self.what}"
+
+
 @dataclass(frozen=True)
 class ExportResult:
     path: Path
@@ -58,6 +87,8 @@ class ExportResult:
     rows: int
     columns: list[str]
     sql: str
+    changed: list[ChangedCell] = field(default_factory=list)  # the first CHANGED_LISTED
+    changed_count: int = 0
 
 
 def is_formula_like(text: str) -> bool:
@@ -116,6 +147,7 @@ def export(
     types = [d[1] for d in cur.description]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    changes = _Changes(columns)
     try:
         if chosen == "xlsx":
             about = [
@@ -124,7 +156,7 @@ def export(
                 ("warehouse", origin or ""),
                 ("exported at", datetime.now().replace(microsecond=0)),
             ]
-            rows = _write_xlsx(cur, columns, types, tmp, _sheet_name(name_or_query), about)
+            rows = _write_xlsx(cur, columns, types, tmp, _sheet_name(name_or_query), about, changes)
         elif chosen == "csv":
             rows = _write_csv(cur, columns, tmp)
         else:
@@ -132,7 +164,7 @@ def export(
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    return ExportResult(out, chosen, rows, columns, sql)
+    return ExportResult(out, chosen, rows, columns, sql, changes.listed, changes.count)
 
 
 # -- CSV ---------------------------------------------------------------------------------------
@@ -231,12 +263,41 @@ def column_kind(column: str, duck_type: Any) -> _Kind:
     return _Kind("text")
 
 
-def _excel_text(value: Any) -> str:
-    text = ILLEGAL_CHARACTERS_RE.sub("", value if isinstance(value, str) else str(value))
-    return text if len(text) <= EXCEL_MAX_TEXT else text[: EXCEL_MAX_TEXT - 1] + "…"
+class _Changes:
+    """The data cells changed to fit Excel, as they are written (``row`` is the sheet's current row)."""
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        self.columns = list(columns)
+        self.row = 1
+        self.count = 0
+        self.listed: list[ChangedCell] = []
+
+    def note(self, column: int, length: int, what: str) -> None:
+        self.count += 1
+        if len(self.listed) < CHANGED_LISTED:
+            self.listed.append(ChangedCell(self.row, self.columns[column], get_column_letter(column + 1), length, what))
 
 
-def _cell_writer(ws: Worksheet, kind: _Kind) -> Callable[[Any], Any]:
+def _excel_text(value: Any) -> tuple[str, str | None]:
+    """The text Excel can hold, and what was changed to get it (None: nothing)."""
+    original = value if isinstance(value, str) else str(value)
+    text = ILLEGAL_CHARACTERS_RE.sub("", original)
+    what = []
+    if len(text) < len(original):
+        what.append(f"{len(original) - len(text):,} control character(s) dropped")
+    if len(text) > EXCEL_MAX_TEXT:
+        marker = f"… [cut by the xlsx export: {len(original):,} characters; csv and parquet exports keep it whole]"
+        text = text[: EXCEL_MAX_TEXT - len(marker)] + marker
+        what.append(f"cut to {EXCEL_MAX_TEXT:,} characters (Excel's limit)")
+    return text, "; ".join(what) or None
+
+
+def _fitted(value: Any) -> str:
+    """Text of the header or the about sheet: changed only as ``_excel_text`` shows in the cell."""
+    return _excel_text(value)[0]
+
+
+def _cell_writer(ws: Worksheet, kind: _Kind, note: Callable[[int, str], None]) -> Callable[[Any], Any]:
     """A function from a value to what ``ws.append`` takes for this column."""
 
     def styled(value: Any) -> Any:
@@ -260,7 +321,10 @@ def _cell_writer(ws: Worksheet, kind: _Kind) -> Callable[[Any], Any]:
     def text(value: Any) -> Any:
         if value is None:
             return None
-        value = _excel_text(value)
+        original = value if isinstance(value, str) else str(value)
+        value, what = _excel_text(original)
+        if what:
+            note(len(original), what)
         if not is_formula_like(value):
             return value
         cell = WriteOnlyCell(ws, value=value)
@@ -314,11 +378,12 @@ def _write_xlsx(
     path: Path,
     sheet: str,
     about: list[tuple[str, Any]],
+    changes: _Changes,
 ) -> int:
     wb = Workbook(write_only=True)
     ws = wb.create_sheet(title=sheet)
     kinds = [column_kind(c, t) for c, t in zip(columns, types, strict=True)]
-    writers = [_cell_writer(ws, k) for k in kinds]
+    writers = [_cell_writer(ws, k, partial(changes.note, i)) for i, k in enumerate(kinds)]
     batch = cur.fetchmany(_BATCH)
     for i, width in enumerate(_widths(columns, kinds, batch[:1000]), start=1):
         ws.column_dimensions[get_column_letter(i)].width = width
@@ -327,7 +392,7 @@ def _write_xlsx(
     fill = PatternFill("solid", fgColor="E8EEF4")
     header = []
     for column, kind in zip(columns, kinds, strict=True):
-        cell = WriteOnlyCell(ws, value=_excel_text(column))
+        cell = WriteOnlyCell(ws, value=_fitted(column))
         cell.data_type = "s"
         cell.font = bold
         cell.fill = fill
@@ -344,6 +409,7 @@ def _write_xlsx(
                 "export to csv or parquet, or filter the query",
             )
         for r in batch:
+            changes.row += 1
             ws.append([w(v) for w, v in zip(writers, r, strict=True)])
         rows += len(batch)
         batch = cur.fetchmany(_BATCH)
@@ -353,14 +419,25 @@ def _write_xlsx(
     info = wb.create_sheet(title="about")
     info.column_dimensions["A"].width = 14
     info.column_dimensions["B"].width = 100
-    for key, value in [*about, ("rows", rows)]:
+    notes: list[tuple[str, Any]] = []
+    if changes.count:
+        notes.append(
+            (
+                "cells changed",
+                f"{changes.count:,} cell(s) changed to fit Excel (at most {EXCEL_MAX_TEXT:,} characters a cell, "
+                "no control characters); a csv or parquet export keeps every text whole"
+                + (f"; the first {CHANGED_LISTED:,} are listed below" if changes.count > CHANGED_LISTED else ""),
+            )
+        )
+        notes += [(c.ref, str(c)) for c in changes.listed]
+    for key, value in [*about, ("rows", rows), *notes]:
         label = WriteOnlyCell(info, value=key)
         label.font = bold
         if isinstance(value, datetime):
             cell = WriteOnlyCell(info, value=value)
             cell.number_format = TIMESTAMP_FORMAT
         else:
-            cell = WriteOnlyCell(info, value=value if isinstance(value, int) else _excel_text(value))
+            cell = WriteOnlyCell(info, value=value if isinstance(value, int) else _fitted(value))
             if isinstance(value, str):
                 cell.data_type = "s"
                 cell.quotePrefix = is_formula_like(value)
