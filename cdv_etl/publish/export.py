@@ -3,10 +3,9 @@
 Money stays exact: Excel cells hold the amount's decimal text as a number (with a euro
 format), CSV writes the decimal text, Parquet keeps ``decimal(18,2)``.
 
-Formula injection (OWASP, "CSV Injection"): a partner's text that begins with ``=``, ``+``,
-``-``, ``@``, a tab or a carriage return could run as a formula in a spreadsheet. In CSV, such
-a cell gets a leading single quote (``'=HYPERLINK(...)``), as OWASP recommends. In Excel, the
-cell keeps the partner's exact text but is written as a string cell with Excel's "quote
+Formula injection: every text cell goes through ``cdv_etl.publish.cells`` (as every file
+written for people does). In CSV, a formula-like cell gets a leading single quote. In Excel,
+the cell keeps the partner's exact text but is written as a string cell with Excel's "quote
 prefix" (what Excel itself does when a person types a leading apostrophe): it is shown as
 typed and never evaluated, even after editing. Numbers, dates and booleans are never
 touched, so a negative amount stays a number. Parquet is not a spreadsheet format: text is
@@ -21,16 +20,15 @@ the workbook's ``about`` sheet names them, and ``cdv-etl export`` prints them an
 
 from __future__ import annotations
 
-import csv
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import datetime
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import duckdb
 import pyarrow.parquet as pq
@@ -43,12 +41,11 @@ from openpyxl.worksheet.worksheet import Worksheet
 
 from cdv_etl.errors import CdvError
 from cdv_etl.load.warehouse import PUBLIC_VIEWS
+from cdv_etl.publish.cells import is_formula_like, write_csv
 from cdv_etl.publish.reader import query_error
 from cdv_etl.sql import quote_ident as _quote_ident
 
 FORMATS = ("xlsx", "csv", "parquet")
-FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
-"""OWASP's list: a cell that begins with one of these may be read as a formula."""
 EURO_FORMAT = '#,##0.00 "€"'
 DATE_FORMAT = "dd/mm/yyyy"
 TIMESTAMP_FORMAT = "dd/mm/yyyy hh:mm:ss"
@@ -89,15 +86,6 @@ class ExportResult:
     sql: str
     changed: list[ChangedCell] = field(default_factory=list)  # the first CHANGED_LISTED
     changed_count: int = 0
-
-
-def is_formula_like(text: str) -> bool:
-    return text.startswith(FORMULA_TRIGGERS)
-
-
-def neutralise(text: str) -> str:
-    """``'=1+1`` for ``=1+1``: a CSV cell a spreadsheet shows as text, never runs."""
-    return "'" + text if is_formula_like(text) else text
 
 
 def source_sql(name_or_query: str) -> str:
@@ -168,36 +156,6 @@ def export(
 
 
 # -- CSV ---------------------------------------------------------------------------------------
-
-
-def csv_value(value: Any) -> Any:
-    """The text of one CSV cell: exact decimals, ISO dates, neutralised text."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return neutralise(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, Decimal):
-        return f"{value:f}"
-    if isinstance(value, date | time):
-        return value.isoformat(sep=" ") if isinstance(value, datetime) else value.isoformat()
-    if isinstance(value, int | float):
-        return value
-    return neutralise(str(value))  # lists, structs, UUIDs: their text, neutralised too
-
-
-def write_csv(
-    fh: TextIO, columns: Sequence[str], batches: Iterable[Sequence[Sequence[Any]]], lineterminator: str = "\r\n"
-) -> int:
-    """Every CSV written for people (exports, quarantine lists, changes): neutralised cells; the rows written."""
-    writer = csv.writer(fh, lineterminator=lineterminator)  # a field holding \r or \n is quoted (RFC 4180)
-    writer.writerow([neutralise(c) for c in columns])
-    rows = 0
-    for batch in batches:
-        writer.writerows([csv_value(v) for v in r] for r in batch)
-        rows += len(batch)
-    return rows
 
 
 def _write_csv(cur: duckdb.DuckDBPyConnection, columns: list[str], path: Path) -> int:

@@ -14,13 +14,15 @@ import re
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.table import Table
-from rich.text import Text
+from cdv_etl.publish.cells import write_csv
 
-from cdv_etl.load.loader import LoadResult
-from cdv_etl.publish.export import write_csv
+if TYPE_CHECKING:
+    from rich.table import Table
+    from rich.text import Text
+
+    from cdv_etl.load.loader import LoadResult
 
 SUMMARY_QUERIES: list[tuple[str, str]] = [
     ("Engaged by axis", "SELECT axis, short_label, engaged_eur, operations, share_pct FROM v_financing_by_axis"),
@@ -55,12 +57,14 @@ _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 
 def plain(text: str, style: str = "") -> Text:
     """``text`` as written, for a rich table or ``console.print``: no markup, no emoji codes."""
+    from rich.text import Text
+
     return Text(_CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text), style=style)
 
 
 def _cell(value: Any, column: str) -> Text:
     if value is None:
-        return Text("NULL", style="dim")
+        return plain("NULL", style="dim")
     if isinstance(value, Decimal) and (column.endswith("_eur") or column == "amount"):
         return plain(euros(value))
     if isinstance(value, bool):
@@ -69,6 +73,8 @@ def _cell(value: Any, column: str) -> Text:
 
 
 def query_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> Table:
+    from rich.table import Table
+
     table = Table(title=None if title is None else plain(title), header_style="bold", show_lines=False)
     numeric = [
         bool(rows)
@@ -106,6 +112,8 @@ def as_json(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def load_results_table(results: Sequence[LoadResult]) -> Table:
+    from rich.table import Table
+
     table = Table(title="Files", header_style="bold")
     for name, just in [
         ("file", "left"),
