@@ -3,7 +3,8 @@
 Every cell is a ``rich.text.Text``, never a string rich would parse: a partner's text is
 printed as written (``x[/]y``, ``[bold red]Lens[/]``, ``a:x:b``, ``:smile:`` stay as they are;
 rich would read markup and emoji codes in a string). Control characters other than the line
-break are shown as escapes (``\\x1b``, ``\\t``), never sent to the terminal.
+break (and Unicode's line and paragraph separators, which a terminal would not show as one
+line) are shown as escapes (``\\x1b``, ``\\t``, ``\\u2028``), never sent to the terminal.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ def euros(value: Decimal | None) -> str:
     return f"{text} €"
 
 
-_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
-"""Unicode's control characters (category Cc) but the line break."""
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+"""Unicode's control characters (category Cc) but the line break, and the line and paragraph separators."""
 
 
 def plain(text: str, style: str = "") -> Text:
@@ -77,7 +78,7 @@ def query_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: st
 
     table = Table(title=None if title is None else plain(title), header_style="bold", show_lines=False)
     numeric = [
-        bool(rows)
+        any(r[i] is not None for r in rows)  # a column of NULLs only is no number column
         and all(
             isinstance(r[i], int | float | Decimal) and not isinstance(r[i], bool) for r in rows if r[i] is not None
         )
