@@ -251,7 +251,7 @@ def _excel_text(value: Any) -> tuple[str, str | None]:
 
 
 def _fitted(value: Any) -> str:
-    """Text of the header or the about sheet: changed only as ``_excel_text`` shows in the cell."""
+    """A header or ``about`` cell's text (names and the query, not data): a cut shows in the cell itself."""
     return _excel_text(value)[0]
 
 

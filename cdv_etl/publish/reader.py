@@ -56,10 +56,9 @@ def read_only(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 def _lock_down(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    row = con.execute(
+    locked, external = con.execute(
         "SELECT current_setting('lock_configuration'), current_setting('enable_external_access')"
-    ).fetchone()
-    locked, external = row if row else (False, True)
+    ).fetchone() or (False, True)
     if not locked:
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET autoload_known_extensions = false")
