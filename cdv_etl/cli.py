@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import duckdb
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -49,9 +48,10 @@ def settings(warehouse: Path | None = None, **changes: Any) -> Settings:
 
 
 def fail(exc: CdvError) -> None:
-    err.print(f"[bold red]error:[/bold red] {exc.message}")
+    # Messages quote partner text (file names, values, queries): printed as written, never as markup.
+    err.print(f"error: {exc.message}", style="bold red", markup=False, emoji=False)
     if exc.hint:
-        err.print(f"  [yellow]→[/yellow] {exc.hint}")
+        err.print(f"  → {exc.hint}", style="yellow", markup=False, emoji=False)
     raise typer.Exit(2)
 
 
@@ -124,14 +124,14 @@ def print_results(results: list[LoadResult]) -> None:
     console.print(load_results_table(results))
     for r in results:
         if r.status == "rejected":
-            err.print(f"[red]✗ {r.message}[/red]")
+            err.print(f"✗ {r.message}", style="red", markup=False, emoji=False)
         elif r.quarantine_by_rule:
             rules = ", ".join(f"{k} {v}" for k, v in r.quarantine_by_rule.items())
-            console.print(f"  {r.file_name}: quarantined by rule — {rules}")
+            console.print(f"  {r.file_name}: quarantined by rule — {rules}", markup=False, emoji=False)
         if r.status == "loaded" and r.control_total_ok is False:
-            err.print(f"[yellow]! {r.file_name}: {r.message}[/yellow]")
+            err.print(f"! {r.file_name}: {r.message}", style="yellow", markup=False, emoji=False)
         if r.status == "duplicate":
-            console.print(f"  {r.file_name}: {r.message}")
+            console.print(f"  {r.file_name}: {r.message}", markup=False, emoji=False)
 
 
 @app.command()
@@ -160,18 +160,10 @@ def ingest(
 def _query(
     s: Settings, sql: str, params: list[Any] | None = None, live: bool = False
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
-    path = s.warehouse if live else s.published_path
-    if not path.exists():
-        raise CdvError(f"no warehouse at {path}", "load something first (cdv-etl ingest FILE, or cdv-etl demo)")
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        cur = con.execute(sql, params or [])
-        columns = [d[0] for d in cur.description or []]
-        return columns, cur.fetchall()
-    except duckdb.Error as exc:
-        raise CdvError(f"query failed: {exc}", "check the SQL; `cdv-etl docs` lists the views") from exc
-    finally:
-        con.close()
+    from cdv_etl.publish.reader import query, read_only
+
+    with read_only(s.warehouse if live else s.published_path) as con:
+        return query(con, sql, params)
 
 
 @app.command()

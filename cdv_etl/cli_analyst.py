@@ -120,9 +120,9 @@ def docs(
     else:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(markdown, encoding="utf-8")
-        console.print(f"data dictionary written to [bold]{output}[/bold]")
+        console.print(f"data dictionary written to {output}", markup=False, emoji=False)
     if undocumented:
-        err.print("[yellow]no comment:[/yellow] " + ", ".join(undocumented), markup=False)
+        err.print("no comment: " + ", ".join(undocumented), style="yellow", markup=False, emoji=False)
         raise typer.Exit(1)
 
 
@@ -141,9 +141,11 @@ def export(
 
     Excel: bold frozen header, euro formats, fitted columns. Text cells that could run as
     formulas (beginning with = + - @, a tab or a carriage return) are neutralised: kept as
-    text in Excel, prefixed with ' in CSV.
+    text in Excel, prefixed with ' in CSV. Excel holds at most 32,767 characters a cell: a
+    longer text is cut, the cells cut are listed (and in the workbook's about sheet), and
+    the command exits with 1; csv and parquet keep every text whole.
     """
-    from cdv_etl.cli import console, fail
+    from cdv_etl.cli import console, err, fail
     from cdv_etl.publish.export import export as run_export
     from cdv_etl.publish.reader import read_only
 
@@ -154,8 +156,23 @@ def export(
     except CdvError as exc:
         fail(exc)
     console.print(
-        f"{result.rows} rows × {len(result.columns)} columns written to [bold]{result.path}[/bold] ({result.fmt})"
+        f"{result.rows} rows × {len(result.columns)} columns written to {result.path} ({result.fmt})",
+        markup=False,
+        emoji=False,
     )
+    if result.changed_count:
+        shown = result.changed[:10]
+        lines = [f"  {c}" for c in shown]
+        if result.changed_count > len(shown):
+            lines.append(f"  … and {result.changed_count - len(shown):,} more (listed in the workbook's about sheet)")
+        err.print(
+            f"{result.changed_count:,} cell(s) changed to fit Excel:\n" + "\n".join(lines) + "\n"
+            "  → for the exact text, export to csv or parquet (e.g. --format parquet)",
+            style="yellow",
+            markup=False,
+            emoji=False,
+        )
+        raise typer.Exit(1)
 
 
 def report(
@@ -178,7 +195,7 @@ def report(
         fail(exc)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(page, encoding="utf-8")
-    console.print(f"report written to [bold]{output}[/bold] ({len(page) // 1024} KiB)")
+    console.print(f"report written to {output} ({len(page) // 1024} KiB)", markup=False, emoji=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -57,7 +57,7 @@ def test_docs_lists_every_public_view_with_all_its_columns_and_comments(warehous
 
 def test_docs_prints_to_stdout_by_default(warehouse: Settings, tmp_path: Path) -> None:
     out = run_cli(["docs", "-w", str(warehouse.warehouse)], tmp_path).stdout
-    assert out.startswith("# cdv-etl data dictionary") and "### v_changes" in out
+    assert out.startswith("# Dictionnaire des données de cdv-etl") and "### v_changes" in out
 
 
 def test_an_uncommented_column_is_flagged(warehouse: Settings, tmp_path: Path) -> None:

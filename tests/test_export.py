@@ -17,7 +17,8 @@ from openpyxl import load_workbook
 from cdv_etl.config import Settings
 from cdv_etl.errors import CdvError
 from cdv_etl.pipeline import open_pipeline
-from cdv_etl.publish.export import EURO_FORMAT, csv_value, export, neutralise
+from cdv_etl.publish.cells import csv_value, neutralise
+from cdv_etl.publish.export import EURO_FORMAT, export
 
 HYPERLINK = '=HYPERLINK("http://x","y")'
 # The partner's "Type d'opération" (loaded as ``scheme``): text a spreadsheet could run.

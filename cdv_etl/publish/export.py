@@ -3,25 +3,30 @@
 Money stays exact: Excel cells hold the amount's decimal text as a number (with a euro
 format), CSV writes the decimal text, Parquet keeps ``decimal(18,2)``.
 
-Formula injection (OWASP, "CSV Injection"): a partner's text that begins with ``=``, ``+``,
-``-``, ``@``, a tab or a carriage return could run as a formula in a spreadsheet. In CSV, such
-a cell gets a leading single quote (``'=HYPERLINK(...)``), as OWASP recommends. In Excel, the
-cell keeps the partner's exact text but is written as a string cell with Excel's "quote
+Formula injection: every text cell goes through ``cdv_etl.publish.cells`` (as every file
+written for people does). In CSV, a formula-like cell gets a leading single quote. In Excel,
+the cell keeps the partner's exact text but is written as a string cell with Excel's "quote
 prefix" (what Excel itself does when a person types a leading apostrophe): it is shown as
 typed and never evaluated, even after editing. Numbers, dates and booleans are never
 touched, so a negative amount stays a number. Parquet is not a spreadsheet format: text is
 written as it is.
+
+Excel holds at most 32,767 characters in a cell, and no control character but the tab and
+line breaks. A longer text is cut, and says so at its end; control characters are dropped.
+Nothing is changed silently: the result lists the cells changed (``ExportResult.changed``),
+the workbook's ``about`` sheet names them, and ``cdv-etl export`` prints them and exits with
+1. CSV and Parquet keep every text whole.
 """
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime, time
+from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +41,11 @@ from openpyxl.worksheet.worksheet import Worksheet
 
 from cdv_etl.errors import CdvError
 from cdv_etl.load.warehouse import PUBLIC_VIEWS
+from cdv_etl.publish.cells import is_formula_like, write_csv
+from cdv_etl.publish.reader import query_error
 from cdv_etl.sql import quote_ident as _quote_ident
 
 FORMATS = ("xlsx", "csv", "parquet")
-FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
-"""OWASP's list: a cell that begins with one of these may be read as a formula."""
 EURO_FORMAT = '#,##0.00 "€"'
 DATE_FORMAT = "dd/mm/yyyy"
 TIMESTAMP_FORMAT = "dd/mm/yyyy hh:mm:ss"
@@ -50,6 +55,28 @@ _BATCH = 10_000
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+CHANGED_LISTED = 1_000
+"""At most this many changed cells are listed (the result and the ``about`` sheet count them all)."""
+
+
+@dataclass(frozen=True)
+class ChangedCell:
+    """A data cell of a workbook whose text Excel could not hold as it is."""
+
+    row: int  # the sheet's row number (the header is row 1)
+    column: str
+    letter: str
+    length: int  # characters of the original text
+    what: str  # what was done to it
+
+    @property
+    def ref(self) -> str:
+        return f"{self.letter}{self.row}"
+
+    def __str__(self) -> str:
+        return f"{self.ref} (row {self.row}, column {self.column}, {self.length:,} characters): {self.what}"
+
+
 @dataclass(frozen=True)
 class ExportResult:
     path: Path
@@ -57,15 +84,8 @@ class ExportResult:
     rows: int
     columns: list[str]
     sql: str
-
-
-def is_formula_like(text: str) -> bool:
-    return text.startswith(FORMULA_TRIGGERS)
-
-
-def neutralise(text: str) -> str:
-    """``'=1+1`` for ``=1+1``: a CSV cell a spreadsheet shows as text, never runs."""
-    return "'" + text if is_formula_like(text) else text
+    changed: list[ChangedCell] = field(default_factory=list)  # the first CHANGED_LISTED
+    changed_count: int = 0
 
 
 def source_sql(name_or_query: str) -> str:
@@ -108,13 +128,14 @@ def export(
     try:
         cur = con.execute(sql)
     except duckdb.Error as exc:
-        raise CdvError(f"query failed: {exc}", "check the SQL; `cdv-etl docs` lists the views") from exc
+        raise query_error(exc, sql) from exc
     if cur.description is None:
         raise CdvError("that statement returns no rows to export", "give a view name or a SELECT query")
     columns = [d[0] for d in cur.description]
     types = [d[1] for d in cur.description]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    changes = _Changes(columns)
     try:
         if chosen == "xlsx":
             about = [
@@ -123,7 +144,7 @@ def export(
                 ("warehouse", origin or ""),
                 ("exported at", datetime.now().replace(microsecond=0)),
             ]
-            rows = _write_xlsx(cur, columns, types, tmp, _sheet_name(name_or_query), about)
+            rows = _write_xlsx(cur, columns, types, tmp, _sheet_name(name_or_query), about, changes)
         elif chosen == "csv":
             rows = _write_csv(cur, columns, tmp)
         else:
@@ -131,38 +152,15 @@ def export(
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    return ExportResult(out, chosen, rows, columns, sql)
+    return ExportResult(out, chosen, rows, columns, sql, changes.listed, changes.count)
 
 
 # -- CSV ---------------------------------------------------------------------------------------
 
 
-def csv_value(value: Any) -> Any:
-    """The text of one CSV cell: exact decimals, ISO dates, neutralised text."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return neutralise(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, Decimal):
-        return f"{value:f}"
-    if isinstance(value, date | time):
-        return value.isoformat(sep=" ") if isinstance(value, datetime) else value.isoformat()
-    if isinstance(value, int | float):
-        return value
-    return neutralise(str(value))  # lists, structs, UUIDs: their text, neutralised too
-
-
 def _write_csv(cur: duckdb.DuckDBPyConnection, columns: list[str], path: Path) -> int:
-    rows = 0
     with path.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\r\n")  # RFC 4180: a field holding \r or \n is quoted
-        writer.writerow([neutralise(c) for c in columns])
-        while batch := cur.fetchmany(_BATCH):
-            writer.writerows([csv_value(v) for v in r] for r in batch)
-            rows += len(batch)
-    return rows
+        return write_csv(fh, columns, iter(lambda: cur.fetchmany(_BATCH), []))
 
 
 # -- Parquet -----------------------------------------------------------------------------------
@@ -223,12 +221,41 @@ def column_kind(column: str, duck_type: Any) -> _Kind:
     return _Kind("text")
 
 
-def _excel_text(value: Any) -> str:
-    text = ILLEGAL_CHARACTERS_RE.sub("", value if isinstance(value, str) else str(value))
-    return text if len(text) <= EXCEL_MAX_TEXT else text[: EXCEL_MAX_TEXT - 1] + "…"
+class _Changes:
+    """The data cells changed to fit Excel, as they are written (``row`` is the sheet's current row)."""
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        self.columns = list(columns)
+        self.row = 1
+        self.count = 0
+        self.listed: list[ChangedCell] = []
+
+    def note(self, column: int, length: int, what: str) -> None:
+        self.count += 1
+        if len(self.listed) < CHANGED_LISTED:
+            self.listed.append(ChangedCell(self.row, self.columns[column], get_column_letter(column + 1), length, what))
 
 
-def _cell_writer(ws: Worksheet, kind: _Kind) -> Callable[[Any], Any]:
+def _excel_text(value: Any) -> tuple[str, str | None]:
+    """The text Excel can hold, and what was changed to get it (None: nothing)."""
+    original = value if isinstance(value, str) else str(value)
+    text = ILLEGAL_CHARACTERS_RE.sub("", original)
+    what = []
+    if len(text) < len(original):
+        what.append(f"{len(original) - len(text):,} control character(s) dropped")
+    if len(text) > EXCEL_MAX_TEXT:
+        marker = f"… [cut by the xlsx export: {len(original):,} characters; csv and parquet exports keep it whole]"
+        text = text[: EXCEL_MAX_TEXT - len(marker)] + marker
+        what.append(f"cut to {EXCEL_MAX_TEXT:,} characters (Excel's limit)")
+    return text, "; ".join(what) or None
+
+
+def _fitted(value: Any) -> str:
+    """A header or ``about`` cell's text (names and the query, not data): a cut shows in the cell itself."""
+    return _excel_text(value)[0]
+
+
+def _cell_writer(ws: Worksheet, kind: _Kind, note: Callable[[int, str], None]) -> Callable[[Any], Any]:
     """A function from a value to what ``ws.append`` takes for this column."""
 
     def styled(value: Any) -> Any:
@@ -252,7 +279,10 @@ def _cell_writer(ws: Worksheet, kind: _Kind) -> Callable[[Any], Any]:
     def text(value: Any) -> Any:
         if value is None:
             return None
-        value = _excel_text(value)
+        original = value if isinstance(value, str) else str(value)
+        value, what = _excel_text(original)
+        if what:
+            note(len(original), what)
         if not is_formula_like(value):
             return value
         cell = WriteOnlyCell(ws, value=value)
@@ -306,11 +336,12 @@ def _write_xlsx(
     path: Path,
     sheet: str,
     about: list[tuple[str, Any]],
+    changes: _Changes,
 ) -> int:
     wb = Workbook(write_only=True)
     ws = wb.create_sheet(title=sheet)
     kinds = [column_kind(c, t) for c, t in zip(columns, types, strict=True)]
-    writers = [_cell_writer(ws, k) for k in kinds]
+    writers = [_cell_writer(ws, k, partial(changes.note, i)) for i, k in enumerate(kinds)]
     batch = cur.fetchmany(_BATCH)
     for i, width in enumerate(_widths(columns, kinds, batch[:1000]), start=1):
         ws.column_dimensions[get_column_letter(i)].width = width
@@ -319,7 +350,7 @@ def _write_xlsx(
     fill = PatternFill("solid", fgColor="E8EEF4")
     header = []
     for column, kind in zip(columns, kinds, strict=True):
-        cell = WriteOnlyCell(ws, value=_excel_text(column))
+        cell = WriteOnlyCell(ws, value=_fitted(column))
         cell.data_type = "s"
         cell.font = bold
         cell.fill = fill
@@ -336,6 +367,7 @@ def _write_xlsx(
                 "export to csv or parquet, or filter the query",
             )
         for r in batch:
+            changes.row += 1
             ws.append([w(v) for w, v in zip(writers, r, strict=True)])
         rows += len(batch)
         batch = cur.fetchmany(_BATCH)
@@ -345,14 +377,25 @@ def _write_xlsx(
     info = wb.create_sheet(title="about")
     info.column_dimensions["A"].width = 14
     info.column_dimensions["B"].width = 100
-    for key, value in [*about, ("rows", rows)]:
+    notes: list[tuple[str, Any]] = []
+    if changes.count:
+        notes.append(
+            (
+                "cells changed",
+                f"{changes.count:,} cell(s) changed to fit Excel (at most {EXCEL_MAX_TEXT:,} characters a cell, "
+                "no control characters); a csv or parquet export keeps every text whole"
+                + (f"; the first {CHANGED_LISTED:,} are listed below" if changes.count > CHANGED_LISTED else ""),
+            )
+        )
+        notes += [(c.ref, str(c)) for c in changes.listed]
+    for key, value in [*about, ("rows", rows), *notes]:
         label = WriteOnlyCell(info, value=key)
         label.font = bold
         if isinstance(value, datetime):
             cell = WriteOnlyCell(info, value=value)
             cell.number_format = TIMESTAMP_FORMAT
         else:
-            cell = WriteOnlyCell(info, value=value if isinstance(value, int) else _excel_text(value))
+            cell = WriteOnlyCell(info, value=value if isinstance(value, int) else _fitted(value))
             if isinstance(value, str):
                 cell.data_type = "s"
                 cell.quotePrefix = is_formula_like(value)

@@ -1,18 +1,29 @@
-"""Readable tables for people: query results and load results, with rich."""
+"""Readable tables for people: query results and load results, with rich.
+
+Every cell is a ``rich.text.Text``, never a string rich would parse: a partner's text is
+printed as written (``x[/]y``, ``[bold red]Lens[/]``, ``a:x:b``, ``:smile:`` stay as they are;
+rich would read markup and emoji codes in a string). Control characters other than the line
+break (and Unicode's line and paragraph separators, which a terminal would not show as one
+line) are shown as escapes (``\\x1b``, ``\\t``, ``\\u2028``), never sent to the terminal.
+"""
 
 from __future__ import annotations
 
-import csv
 import io
 import json
+import re
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.table import Table
+from cdv_etl.publish.cells import write_csv
 
-from cdv_etl.load.loader import LoadResult
+if TYPE_CHECKING:
+    from rich.table import Table
+    from rich.text import Text
+
+    from cdv_etl.load.loader import LoadResult
 
 SUMMARY_QUERIES: list[tuple[str, str]] = [
     ("Engaged by axis", "SELECT axis, short_label, engaged_eur, operations, share_pct FROM v_financing_by_axis"),
@@ -41,27 +52,40 @@ def euros(value: Decimal | None) -> str:
     return f"{text} €"
 
 
-def _cell(value: Any, column: str) -> str:
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+"""Unicode's control characters (category Cc) but the line break, and the line and paragraph separators."""
+
+
+def plain(text: str, style: str = "") -> Text:
+    """``text`` as written, for a rich table or ``console.print``: no markup, no emoji codes."""
+    from rich.text import Text
+
+    return Text(_CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text), style=style)
+
+
+def _cell(value: Any, column: str) -> Text:
     if value is None:
-        return "NULL"
+        return plain("NULL", style="dim")
     if isinstance(value, Decimal) and (column.endswith("_eur") or column == "amount"):
-        return euros(value)
+        return plain(euros(value))
     if isinstance(value, bool):
-        return "yes" if value else "no"
-    return str(value)
+        return plain("yes" if value else "no")
+    return plain(str(value))
 
 
 def query_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> Table:
-    table = Table(title=title, header_style="bold", show_lines=False)
+    from rich.table import Table
+
+    table = Table(title=None if title is None else plain(title), header_style="bold", show_lines=False)
     numeric = [
-        bool(rows)
+        any(r[i] is not None for r in rows)  # a column of NULLs only is no number column
         and all(
             isinstance(r[i], int | float | Decimal) and not isinstance(r[i], bool) for r in rows if r[i] is not None
         )
         for i in range(len(columns))
     ]
     for name, right in zip(columns, numeric, strict=True):
-        table.add_column(name, justify="right" if right else "left", overflow="fold")
+        table.add_column(plain(name), justify="right" if right else "left", overflow="fold")
     for r in rows:
         table.add_row(*(_cell(v, c) for v, c in zip(r, columns, strict=True)))
     return table
@@ -76,10 +100,9 @@ def _json_default(v: Any) -> Any:
 
 
 def as_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """CSV for people (a partner's list of rejects, changes): the cells of ``cdv-etl export``'s CSV."""
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    w.writerows(["" if v is None else v for v in r] for r in rows)
+    write_csv(buf, columns, [rows], lineterminator="\n")
     return buf.getvalue()
 
 
@@ -90,6 +113,8 @@ def as_json(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def load_results_table(results: Sequence[LoadResult]) -> Table:
+    from rich.table import Table
+
     table = Table(title="Files", header_style="bold")
     for name, just in [
         ("file", "left"),
@@ -108,14 +133,19 @@ def load_results_table(results: Sequence[LoadResult]) -> Table:
         ok = r.control_total_ok
         check = "—" if ok is None else ("✓" if ok else f"✗ {euros(r.control_total_diff_eur)}")
         table.add_row(
-            r.file_name,
-            r.partner or "?",
-            f"[{style}]{r.status}[/{style}]",
-            str(r.rows_read),
-            str(r.rows_loaded),
-            str(r.rows_quarantined),
-            euros(r.engaged_amount_eur),
-            euros(r.control_total_eur),
-            check,
+            plain(r.file_name),
+            plain(r.partner or "?"),
+            plain(r.status, style),
+            *(
+                plain(text)
+                for text in (
+                    str(r.rows_read),
+                    str(r.rows_loaded),
+                    str(r.rows_quarantined),
+                    euros(r.engaged_amount_eur),
+                    euros(r.control_total_eur),
+                    check,
+                )
+            ),
         )
     return table

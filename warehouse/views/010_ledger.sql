@@ -15,7 +15,7 @@ WITH ranked AS (
 )
 SELECT file_id, partner, extraction_date FROM ranked WHERE rank_in_partner = 1;
 
-COMMENT ON VIEW current_files IS 'For each partner, its current export: the latest loaded file by extraction date.';
+COMMENT ON VIEW current_files IS 'Pour chaque partenaire, son export courant : le dernier fichier chargé, par date d''extraction.';
 
 CREATE OR REPLACE VIEW file_loads AS
 SELECT
@@ -31,4 +31,4 @@ SELECT
 FROM files AS f
 LEFT JOIN current_files AS cur USING (file_id);
 
-COMMENT ON VIEW file_loads IS 'One row per file seen: loaded, duplicate (same bytes as an earlier file) or rejected whole.';
+COMMENT ON VIEW file_loads IS 'Une ligne par fichier reçu : chargé, doublon (mêmes octets qu''un fichier antérieur) ou rejeté en entier.';

@@ -14,7 +14,7 @@ JOIN files AS f USING (file_id)
 LEFT JOIN communes AS c USING (insee_code)
 LEFT JOIN current_files AS cur USING (file_id);
 
-COMMENT ON VIEW financing_history IS 'Every engagement line of every export ever loaded, with its export: the history behind financing.';
+COMMENT ON VIEW financing_history IS 'Toutes les lignes d''engagement de tous les exports jamais chargés, avec leur export : l''historique derrière financing.';
 
 CREATE OR REPLACE VIEW financing AS
 SELECT
@@ -25,4 +25,4 @@ SELECT
 FROM financing_history
 WHERE is_current;
 
-COMMENT ON VIEW financing IS 'The current state: one row per engagement line of each partner''s latest export.';
+COMMENT ON VIEW financing IS 'L''état courant : une ligne par ligne d''engagement du dernier export de chaque partenaire.';

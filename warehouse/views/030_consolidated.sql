@@ -2,7 +2,8 @@
 -- as engaged (a withdrawn Anah grant is loaded and kept, but not counted).
 -- They read financing_totals (each file's lines summed by partner, axis, year, commune,
 -- instrument and whether they count), not the lines: a few thousand rows whatever the size
--- of the exports. `operations` is the number of lines, as count(*) over financing was.
+-- of the exports. `operations` is the number of lines, as count(*) over financing was: a
+-- BIGINT (sum(lines) alone is a HUGEINT, which Arrow and Parquet carry as decimal(38, 0)).
 
 CREATE OR REPLACE VIEW financing_current_totals AS
 SELECT t.partner, t.axis, t.year, t.insee_code, t.instrument, t.counts_as_engaged,
@@ -20,38 +21,38 @@ total AS (SELECT sum(engaged_eur) AS all_eur FROM engaged)
 SELECT
     a.axis, a.label AS axis_label, a.short_label,
     coalesce(e.engaged_eur, 0)::DECIMAL(18, 2) AS engaged_eur,
-    coalesce(e.operations, 0) AS operations,
+    coalesce(e.operations, 0)::BIGINT AS operations,
     round(100 * coalesce(e.engaged_eur, 0) / nullif(t.all_eur, 0), 2)::DECIMAL(6, 2) AS share_pct
 FROM axes AS a
 LEFT JOIN engaged AS e USING (axis)
 CROSS JOIN total AS t
 ORDER BY a.axis;
-COMMENT ON VIEW v_financing_by_axis IS 'Engaged amounts of the current exports per axis, with each axis''s share of the total.';
+COMMENT ON VIEW v_financing_by_axis IS 'Montants engagés des exports courants par axe, avec la part de chaque axe dans le total.';
 
 CREATE OR REPLACE VIEW v_financing_by_partner AS
 SELECT
     p.partner, p.name AS partner_name,
     coalesce(sum(f.amount_eur) FILTER (WHERE f.counts_as_engaged), 0)::DECIMAL(18, 2) AS engaged_eur,
-    coalesce(sum(f.lines) FILTER (WHERE f.counts_as_engaged), 0) AS operations,
+    coalesce(sum(f.lines) FILTER (WHERE f.counts_as_engaged), 0)::BIGINT AS operations,
     cur.file_id, cur.extraction_date
 FROM partners AS p
 LEFT JOIN financing_current_totals AS f USING (partner)
 LEFT JOIN current_files AS cur USING (partner)
 GROUP BY ALL
 ORDER BY engaged_eur DESC, p.partner;
-COMMENT ON VIEW v_financing_by_partner IS 'Engaged amounts per partner, from its current export.';
+COMMENT ON VIEW v_financing_by_partner IS 'Montants engagés par partenaire, d''après son export courant.';
 
 CREATE OR REPLACE VIEW v_financing_by_year AS
-SELECT year, sum(amount_eur)::DECIMAL(18, 2) AS engaged_eur, sum(lines) AS operations
+SELECT year, sum(amount_eur)::DECIMAL(18, 2) AS engaged_eur, sum(lines)::BIGINT AS operations
 FROM financing_current_totals WHERE counts_as_engaged
 GROUP BY year ORDER BY year;
-COMMENT ON VIEW v_financing_by_year IS 'Engaged amounts of the current exports per year of engagement.';
+COMMENT ON VIEW v_financing_by_year IS 'Montants engagés des exports courants par année d''engagement.';
 
 CREATE OR REPLACE VIEW v_financing_axis_partner_year AS
-SELECT axis, partner, year, sum(amount_eur)::DECIMAL(18, 2) AS engaged_eur, sum(lines) AS operations
+SELECT axis, partner, year, sum(amount_eur)::DECIMAL(18, 2) AS engaged_eur, sum(lines)::BIGINT AS operations
 FROM financing_current_totals WHERE counts_as_engaged
 GROUP BY axis, partner, year ORDER BY axis, partner, year;
-COMMENT ON VIEW v_financing_axis_partner_year IS 'Engaged amounts per axis, partner and year: the cube behind the other views.';
+COMMENT ON VIEW v_financing_axis_partner_year IS 'Montants engagés par axe, partenaire et année : le cube derrière les autres vues.';
 
 CREATE OR REPLACE VIEW v_financing_by_convention AS
 WITH conv AS (
@@ -62,25 +63,25 @@ WITH conv AS (
 SELECT
     c.convention_id, c.communes, c.department, c.region,
     coalesce(sum(f.amount_eur) FILTER (WHERE f.counts_as_engaged), 0)::DECIMAL(18, 2) AS engaged_eur,
-    coalesce(sum(f.lines) FILTER (WHERE f.counts_as_engaged), 0) AS operations,
+    coalesce(sum(f.lines) FILTER (WHERE f.counts_as_engaged), 0)::BIGINT AS operations,
     count(DISTINCT f.partner) FILTER (WHERE f.counts_as_engaged) AS partners
 FROM conv AS c
 LEFT JOIN financing_current_totals AS f USING (convention_id)
 GROUP BY ALL
 ORDER BY engaged_eur DESC, c.convention_id;
-COMMENT ON VIEW v_financing_by_convention IS 'Engaged amounts per ACV convention (a convention can cover several communes), including conventions that received nothing.';
+COMMENT ON VIEW v_financing_by_convention IS 'Montants engagés par convention ACV (une convention peut couvrir plusieurs communes), y compris les conventions qui n''ont rien reçu.';
 
 CREATE OR REPLACE VIEW v_financing_by_commune AS
 SELECT
     c.insee_code, c.name AS commune, c.convention_id, c.department, c.region,
     coalesce(sum(f.amount_eur) FILTER (WHERE f.counts_as_engaged), 0)::DECIMAL(18, 2) AS engaged_eur,
-    coalesce(sum(f.lines) FILTER (WHERE f.counts_as_engaged), 0) AS operations,
+    coalesce(sum(f.lines) FILTER (WHERE f.counts_as_engaged), 0)::BIGINT AS operations,
     count(DISTINCT f.partner) FILTER (WHERE f.counts_as_engaged) AS partners
 FROM communes AS c
 LEFT JOIN financing_current_totals AS f USING (insee_code)
 GROUP BY ALL
 ORDER BY engaged_eur DESC, c.insee_code;
-COMMENT ON VIEW v_financing_by_commune IS 'Engaged amounts per ACV commune, including communes that received nothing.';
+COMMENT ON VIEW v_financing_by_commune IS 'Montants engagés par commune ACV, y compris les communes qui n''ont rien reçu.';
 
 CREATE OR REPLACE VIEW v_envelope_consumption AS
 WITH line_envelope AS (
@@ -118,4 +119,4 @@ JOIN partners AS p USING (partner)
 LEFT JOIN engaged AS e
     ON e.partner = s.partner AND e.envelope IS NOT DISTINCT FROM s.envelope
 ORDER BY s.partner, s.envelope;
-COMMENT ON VIEW v_envelope_consumption IS 'How far each national envelope is consumed by the current exports; a partner without envelope is listed with NULL envelope and its engaged total.';
+COMMENT ON VIEW v_envelope_consumption IS 'Consommation de chaque enveloppe nationale par les exports courants ; un partenaire sans enveloppe figure avec une enveloppe NULL et son total engagé.';

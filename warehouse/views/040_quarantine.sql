@@ -8,7 +8,7 @@ FROM quarantine_failures AS q
 JOIN quarantine_rows AS r USING (file_id, row_key)
 JOIN files AS f USING (file_id)
 ORDER BY q.file_id, q.row_key, q.rule_order;
-COMMENT ON VIEW quarantine_all_failures IS 'Every failure of every quarantined row (a row can break several rules).';
+COMMENT ON VIEW quarantine_all_failures IS 'Chaque manquement de chaque ligne en quarantaine (une ligne peut enfreindre plusieurs règles).';
 
 CREATE OR REPLACE VIEW quarantine AS
 WITH first_failure AS (
@@ -32,10 +32,10 @@ JOIN first_failure AS ff USING (file_id, row_key)
 JOIN all_rules AS a USING (file_id, row_key)
 LEFT JOIN current_files AS cur USING (file_id)
 ORDER BY r.file_id, r.row_key;
-COMMENT ON VIEW quarantine IS 'One row per rejected row: its file, the row a person sees in the file, the first rule it breaks (all of them in all_rules), the column, the value, a message and the raw record.';
+COMMENT ON VIEW quarantine IS 'Une ligne par ligne rejetée : son fichier, la ligne telle qu''on la voit dans le fichier, la première règle enfreinte (toutes dans all_rules), la colonne, la valeur, un message et la ligne brute.';
 
 CREATE OR REPLACE VIEW v_quarantine_summary AS
 SELECT f.partner, q.rule, count(*) AS rows_quarantined, q.is_current
 FROM quarantine AS q JOIN files AS f USING (file_id)
 GROUP BY ALL ORDER BY f.partner, rows_quarantined DESC, q.rule;
-COMMENT ON VIEW v_quarantine_summary IS 'Quarantined rows per partner and rule (first rule broken), for current and earlier exports.';
+COMMENT ON VIEW v_quarantine_summary IS 'Lignes en quarantaine par partenaire et par règle (la première enfreinte), pour les exports courants et antérieurs.';

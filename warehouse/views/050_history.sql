@@ -91,12 +91,12 @@ JOIN pairs AS p USING (from_file_id, to_file_id)
 WHERE NOT c.in_both OR c.differences IS NOT NULL
 ORDER BY p.partner, p.to_extraction_date, p.to_file_id, p.from_file_id, c.change, c.operation_id;
 
-COMMENT ON MACRO TABLE changes_between IS 'changes_between(from_export, to_export), two file_ids: operations added, withdrawn and revised from one loaded export of a partner to another, with old and new values (a NULL end means the neighbouring export). Same columns as v_changes.';
+COMMENT ON MACRO TABLE changes_between IS 'changes_between(from_export, to_export), deux file_id : les opérations ajoutées, retirées et révisées d''un export chargé d''un partenaire à un autre, avec les anciennes et nouvelles valeurs (une borne NULL désigne l''export voisin). Mêmes colonnes que v_changes.';
 
 CREATE OR REPLACE VIEW v_changes AS
 SELECT * FROM changes_between(NULL, NULL);
 
-COMMENT ON VIEW v_changes IS 'For each partner and each pair of consecutive loaded exports (by extraction date): the operations added, withdrawn and revised (amount, axis, commune, year, instrument or status changed), with old and new values.';
+COMMENT ON VIEW v_changes IS 'Pour chaque partenaire et chaque paire d''exports chargés consécutifs (par date d''extraction) : les opérations ajoutées, retirées et révisées (montant, axe, commune, année, type de financement ou statut modifié), avec les anciennes et nouvelles valeurs.';
 
 -- financing_as_of(as_of_date [, hindsight := false]): the engagement lines as they were known
 -- on a day: for each partner, its latest export extracted on or before that day and loaded by
@@ -128,7 +128,7 @@ SELECT
 FROM financing_history
 WHERE file_id IN (SELECT file_id FROM chosen);
 
-COMMENT ON MACRO TABLE financing_as_of IS 'financing_as_of(as_of_date [, hindsight := false]): the engagement lines as known on that day (each partner''s latest export extracted on or before it and loaded by its end; hindsight := true also counts exports loaded later). Columns of financing, plus file_name and extraction_date.';
+COMMENT ON MACRO TABLE financing_as_of IS 'financing_as_of(as_of_date [, hindsight := false]) : les lignes d''engagement telles que connues ce jour-là (pour chaque partenaire, son dernier export extrait ce jour-là ou avant et chargé avant la fin du jour ; hindsight := true compte aussi les exports chargés plus tard). Colonnes de financing, plus file_name et extraction_date.';
 
 -- engaged_as_of(as_of_date [, hindsight := false]): the consolidated figures as known on a
 -- day, per partner, axis and year (the cube of v_financing_axis_partner_year, back then).
@@ -143,4 +143,4 @@ WHERE counts_as_engaged
 GROUP BY partner, axis, year, file_id, extraction_date
 ORDER BY partner, axis, year;
 
-COMMENT ON MACRO TABLE engaged_as_of IS 'engaged_as_of(as_of_date [, hindsight := false]): engaged amounts per partner, axis and year as known on that day, with the export each partner''s figures come from.';
+COMMENT ON MACRO TABLE engaged_as_of IS 'engaged_as_of(as_of_date [, hindsight := false]) : montants engagés par partenaire, axe et année tels que connus ce jour-là, avec l''export d''où viennent les chiffres de chaque partenaire.';
