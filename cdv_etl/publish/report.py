@@ -619,8 +619,8 @@ def _nice(value: float) -> float:
 
 
 MAP_CMAP = "YlOrRd"
-MAP_LATITUDE = 46.5
-"""Mainland France's middle latitude: one degree of longitude is cos(46.5°) of one of latitude there."""
+MAINLAND_EXTENT = (-5.2, 9.7, 41.2, 51.2)
+"""Mainland France and Corsica, in degrees (west, east, south, north): the main panel shows at least this."""
 
 
 def chart_map(d: ReportData) -> Chart | None:
@@ -631,6 +631,7 @@ def chart_map(d: ReportData) -> Chart | None:
     if not placed:
         return None
     territories = sorted({str(r["territory"]) for r in placed} - {METROPOLE})
+    mainland = [r for r in placed if r["territory"] == METROPOLE]
     top = max((float(r["engaged_eur"]) for r in placed), default=0.0) or 1.0
     per_head = [float(r["eur_per_inhabitant"]) for r in placed if r["eur_per_inhabitant"] is not None]
     norm = Normalize(0, max(per_head, default=0.0) or 1.0)
@@ -662,9 +663,7 @@ def chart_map(d: ReportData) -> Chart | None:
                 [r["latitude"] for r in funded],
                 s=[max(area(float(r["engaged_eur"])), 4.0) for r in funded],
                 c=[
-                    cmap(norm(float(r["eur_per_inhabitant"])))
-                    if r["eur_per_inhabitant"] is not None
-                    else "#b0b0b0"
+                    cmap(norm(float(r["eur_per_inhabitant"]))) if r["eur_per_inhabitant"] is not None else "#b0b0b0"
                     for r in funded
                 ],
                 edgecolors="#3a3a3a",
@@ -680,14 +679,20 @@ def chart_map(d: ReportData) -> Chart | None:
             if name:
                 ax.set_title(name, fontsize=7 if narrow else 8, pad=2)
 
-        def frame(ax: Any, rows: Rows, pad: float) -> None:
+        def frame(ax: Any, rows: Rows, pad: float, extent: tuple[float, float, float, float] | None = None) -> None:
+            """Limits around ``rows`` (at least ``extent``: west, east, south, north), one degree of
+            longitude drawn cos(latitude) as wide as one of latitude."""
             lons = [float(r["longitude"]) for r in rows]
             lats = [float(r["latitude"]) for r in rows]
-            mid_lon, mid_lat = (min(lons) + max(lons)) / 2, (min(lats) + max(lats)) / 2
-            half = max(max(lons) - min(lons), max(lats) - min(lats)) / 2 + pad
-            ax.set_xlim(mid_lon - half, mid_lon + half)
-            ax.set_ylim(mid_lat - half, mid_lat + half)
-            ax.set_aspect(1 / math.cos(math.radians(mid_lat)), adjustable="box")
+            if extent is None:
+                half = max(max(lons) - min(lons), max(lats) - min(lats)) / 2 + pad
+                mid_lon, mid_lat = (min(lons) + max(lons)) / 2, (min(lats) + max(lats)) / 2
+                extent = (mid_lon - half, mid_lon + half, mid_lat - half, mid_lat + half)
+            west, east = min(extent[0], min(lons) - pad), max(extent[1], max(lons) + pad)
+            south, north = min(extent[2], min(lats) - pad), max(extent[3], max(lats) + pad)
+            ax.set_xlim(west, east)
+            ax.set_ylim(south, north)
+            ax.set_aspect(1 / math.cos(math.radians((south + north) / 2)), adjustable="box")
 
         inset_count = max(len(territories), 1)
         if narrow:
@@ -700,10 +705,9 @@ def chart_map(d: ReportData) -> Chart | None:
             grid = fig.add_gridspec(max(inset_count, 4), 2, width_ratios=[1, 4])
             main = fig.add_subplot(grid[:, 1])
             insets = [fig.add_subplot(grid[i, 0]) for i in range(len(territories))]
-        mainland = [r for r in placed if r["territory"] == METROPOLE]
         plot(main, mainland, None)
         if mainland:
-            frame(main, mainland, 0.4)
+            frame(main, mainland, 0.3, MAINLAND_EXTENT)
         for name in (r["commune"] for r in sorted(mainland, key=lambda r: -float(r["engaged_eur"]))[:5]):
             r = next(x for x in mainland if x["commune"] == name)
             if float(r["engaged_eur"]) > 0:
@@ -761,13 +765,14 @@ def chart_map(d: ReportData) -> Chart | None:
             frameon=False,
             title="Montant engagé (aire des bulles)",
             title_fontsize=7 if narrow else 8,
-            columnspacing=0.8 if narrow else 1.6,
-            handletextpad=0.3,
+            columnspacing=1.0 if narrow else 2.0,
+            handlelength=2.2 if narrow else 3.0,
+            handletextpad=0.5,
+            borderpad=0.8,
         )
         return fig
 
     best = max(placed, key=lambda r: float(r["engaged_eur"]))
-    mainland = [r for r in placed if r["territory"] == METROPOLE]
     return _chart(
         "Carte des communes ACV : montant engagé (taille) et euros par habitant (couleur)",
         f"Carte des {len(placed)} communes Action Cœur de Ville, dont {len(placed) - len(mainland)} "
@@ -803,7 +808,13 @@ h3 { font-size: 15px; margin: 18px 0 8px; }
 figure.chart { margin: 8px 0 16px; }
 figure.chart img { display: block; width: 100%; max-width: 720px; height: auto; margin: 0 auto; }
 figcaption { text-align: center; color: var(--muted); font-size: 12px; margin-top: 4px; }
-.scroll { overflow-x: auto; max-width: 100%; -webkit-overflow-scrolling: touch; }
+.scroll { overflow-x: auto; max-width: 100%;
+  background: linear-gradient(to right, white 30%, rgba(255,255,255,0)),
+              linear-gradient(to left, white 30%, rgba(255,255,255,0)) 100% 0,
+              radial-gradient(farthest-side at 0 50%, rgba(0,0,0,.18), rgba(0,0,0,0)),
+              radial-gradient(farthest-side at 100% 50%, rgba(0,0,0,.18), rgba(0,0,0,0)) 100% 0;
+  background-repeat: no-repeat; background-size: 40px 100%, 40px 100%, 12px 100%, 12px 100%;
+  background-attachment: local, local, scroll, scroll; }
 table { border-collapse: collapse; width: 100%; font-size: 13px; margin: 6px 0 4px; }
 th, td { padding: 5px 8px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
 th { background: #eef2f6; font-weight: 600; }
@@ -865,7 +876,12 @@ def _txt(v: Any, long: bool = False) -> Cell:
 def _file(name: Any, day: Any = None) -> Cell:
     """A file name that may wrap anywhere (names have no spaces), with its extraction date below."""
     below = f'<br><span class="note">{_esc(_day(day))}</span>' if day is not None else ""
-    return (f'<span class="file">{_esc(name)}</span>{below}', "")
+    return (f'<span class="file">{_breakable(name)}</span>{below}', "")
+
+
+def _breakable(name: Any) -> str:
+    """A file name that may break after its underscores and hyphens (it has no spaces)."""
+    return _esc(name).replace("_", "_<wbr>").replace("-", "-<wbr>")
 
 
 def _section(title: str, *parts: str, anchor: str = "") -> str:
@@ -893,21 +909,20 @@ def _share(quarantined: Any, read: Any) -> str:
 
 
 def reconciliation(r: dict[str, Any]) -> str:
-    """One file's control total in words: the parts of v_control_totals, which add up to it."""
-    parts = [
-        ("engagé", r["engaged_amount_eur"]),
-        ("chargé non engagé", r["not_engaged_amount_eur"]),
-        (f"lignes en quarantaine ({_int(r['rows_quarantined'])})", r["quarantined_amount_eur"]),
-    ]
-    text = " + ".join(f"{label} {_money(v)}" for label, v in parts)
-    diff = Decimal(r["control_total_diff_eur"])
-    gap = (
-        '<span class="ok">rien d\'autre</span>'
-        if diff == 0
-        else f'<span class="bad">écart non expliqué {_money(diff)}</span> (total de contrôle − montants lus : '
-        "à vérifier avec le partenaire)"
+    """One file's control total in words, from the parts of v_control_totals (which add up to it)."""
+    parts = (
+        f"engagé {_money(r['engaged_amount_eur'])} + chargé non engagé {_money(r['not_engaged_amount_eur'])} + "
+        f"lu dans les {_int(r['rows_quarantined'])} lignes en quarantaine {_money(r['quarantined_amount_eur'])}"
     )
-    return f"Total de contrôle {_money(r['control_total_eur'])} = {text} + {gap}."
+    diff = Decimal(r["control_total_diff_eur"])
+    read = Decimal(r["control_total_eur"]) - diff
+    if diff == 0:
+        return f'{parts} = {_money(read)}, le total de contrôle <span class="ok">✓</span>.'
+    return (
+        f"{parts} = {_money(read)} ; le total de contrôle, {_money(r['control_total_eur'])}, compte "
+        f'<span class="bad">{_money(abs(diff))} de {"plus" if diff > 0 else "moins"}</span> qu\'aucune ligne '
+        "ne donne : écart à voir avec le partenaire."
+    )
 
 
 def render(d: ReportData, *, source: str = "", generated_at: datetime | None = None) -> str:
@@ -1308,7 +1323,7 @@ def render(d: ReportData, *, source: str = "", generated_at: datetime | None = N
                 anchor="conventions",
             ),
             _section(
-                "Depuis l'export précédent",
+                "Évolutions depuis l'export précédent",
                 changes_html,
                 "<h3>Opérations ajoutées et retirées, par partenaire et par axe</h3>" if changes_axis_html else "",
                 changes_axis_html,
