@@ -800,7 +800,10 @@ section { background: white; border: 1px solid var(--line); border-radius: 8px; 
           min-width: 0; }
 h2 { font-size: 18px; margin: 0 0 12px; color: var(--accent); }
 h3 { font-size: 15px; margin: 18px 0 8px; }
-.kpis { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 220px), 1fr)); gap: 14px; }
+.kpis { display: grid; grid-template-columns: minmax(0, 1fr); gap: 14px; }
+@media (min-width: 641px) { .kpis { grid-template-columns: repeat(2, minmax(0, 1fr)); } .kpi.wide { grid-column: span 2; } }
+@media (min-width: 1000px) { .kpis { grid-template-columns: minmax(0, 1.6fr) repeat(3, minmax(0, 1fr)); }
+  .kpi.wide { grid-column: auto; } }
 .kpi { background: white; border: 1px solid var(--line); border-radius: 8px; padding: 14px 18px; min-width: 0; }
 .kpi .value { font-size: 22px; font-weight: 650; white-space: nowrap; }
 .kpi .label { color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
@@ -966,7 +969,8 @@ def render(d: ReportData, *, source: str = "", generated_at: datetime | None = N
         or "aucun export chargé"
     )
     kpis = "".join(
-        f'<div class="kpi"><div class="label">{_esc(label)}</div><div class="value">{_esc(value)}</div></div>'
+        f'<div class="kpi{" wide" if label == "Montant engagé" else ""}"><div class="label">{_esc(label)}</div>'
+        f'<div class="value">{_esc(value)}</div></div>'
         for label, value in [
             ("Montant engagé", euros(total)),
             ("Opérations engagées", _int(operations)),
