@@ -46,7 +46,8 @@ LAYOUT_JS = """() => {
   const wider = [...document.querySelectorAll('body *')].filter(e => !scroller(e))
       .filter(e => e.getBoundingClientRect().right > innerWidth + 1).map(e => e.tagName + '.' + e.className);
   const kpis = [...document.querySelectorAll('.kpi .value')].map(e => ({
-      text: e.textContent, lines: Math.round(e.getBoundingClientRect().height / parseFloat(getComputedStyle(e).lineHeight)),
+      text: e.textContent,
+      lines: Math.round(e.getBoundingClientRect().height / parseFloat(getComputedStyle(e).lineHeight)),
       cut: e.scrollWidth > e.clientWidth + 1 }));
   const charts = [...document.querySelectorAll('figure.chart img')].map(i => ({
       alt: i.alt, src: i.currentSrc.slice(0, 30), w: i.getBoundingClientRect().width,

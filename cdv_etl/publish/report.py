@@ -37,6 +37,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patheffects import withStroke
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from cdv_etl.publish.reader import read_only
@@ -347,7 +348,7 @@ def _legend_below(fig: Figure, handles: list[Any], labels: list[str], width: flo
     """A legend under the plot, outside it: it never covers data."""
     fig.legend(
         handles,
-        labels,
+        [_wrap(label, 20) for label in labels] if _narrow(width) else labels,
         loc="outside lower center",
         ncols=2 if _narrow(width) else min(len(labels), 5),
         fontsize=8,
@@ -634,14 +635,20 @@ def chart_map(d: ReportData) -> Chart | None:
     mainland = [r for r in placed if r["territory"] == METROPOLE]
     top = max((float(r["engaged_eur"]) for r in placed), default=0.0) or 1.0
     per_head = [float(r["eur_per_inhabitant"]) for r in placed if r["eur_per_inhabitant"] is not None]
-    norm = Normalize(0, max(per_head, default=0.0) or 1.0)
+    # The colour scale stops at the 95th percentile: one commune far above the others would
+    # otherwise leave every other bubble the palest colour (the colour bar says "and more").
+    per_head.sort()
+    ceiling = per_head[int(0.95 * (len(per_head) - 1))] if per_head else 0.0
+    vmax = ceiling or max(per_head, default=0.0) or 1.0
+    norm = Normalize(0, vmax)
+    beyond = bool(per_head) and per_head[-1] > vmax
     cmap = matplotlib.colormaps[MAP_CMAP]
     colours = ScalarMappable(norm=norm, cmap=cmap)
     legend_values = sorted({_nice(top), _nice(top / 4), _nice(top / 16)} - {0.0}, reverse=True)
 
     def draw(width: float) -> Figure:
         narrow = _narrow(width)
-        biggest = 260.0 if narrow else 700.0  # points² of the most financed commune
+        biggest = 150.0 if narrow else 320.0  # points² of the most financed commune
 
         def area(v: float) -> float:
             return biggest * v / top
@@ -656,6 +663,7 @@ def chart_map(d: ReportData) -> Chart | None:
                 facecolors="none",
                 edgecolors="#8a96a3",
                 linewidths=0.6,
+                clip_on=False,
             )
             funded.sort(key=lambda r: -float(r["engaged_eur"]))  # small bubbles drawn over big ones
             ax.scatter(
@@ -669,6 +677,7 @@ def chart_map(d: ReportData) -> Chart | None:
                 edgecolors="#3a3a3a",
                 linewidths=0.4,
                 alpha=0.9,
+                clip_on=False,  # a bubble at the edge of a panel is drawn whole
             )
             ax.set_xticks([])
             ax.set_yticks([])
@@ -694,17 +703,10 @@ def chart_map(d: ReportData) -> Chart | None:
             ax.set_ylim(south, north)
             ax.set_aspect(1 / math.cos(math.radians((south + north) / 2)), adjustable="box")
 
-        inset_count = max(len(territories), 1)
-        if narrow:
-            fig = _figure(width, 6.4)
-            grid = fig.add_gridspec(2, inset_count, height_ratios=[4.2, 1])
-            main = fig.add_subplot(grid[0, :])
-            insets = [fig.add_subplot(grid[1, i]) for i in range(len(territories))]
-        else:
-            fig = _figure(width, 6.6)
-            grid = fig.add_gridspec(max(inset_count, 4), 2, width_ratios=[1, 4])
-            main = fig.add_subplot(grid[:, 1])
-            insets = [fig.add_subplot(grid[i, 0]) for i in range(len(territories))]
+        fig = _figure(width, 6.4 if narrow else 6.2)
+        grid = fig.add_gridspec(2, max(len(territories), 5), height_ratios=[4.2, 1])
+        main = fig.add_subplot(grid[0, :])
+        insets = [fig.add_subplot(grid[1, i]) for i in range(len(territories))]
         plot(main, mainland, None)
         if mainland:
             frame(main, mainland, 0.3, MAINLAND_EXTENT)
@@ -718,17 +720,19 @@ def chart_map(d: ReportData) -> Chart | None:
                     textcoords="offset points",
                     fontsize=6.5 if narrow else 7.5,
                     color="#1d2733",
+                    path_effects=[withStroke(linewidth=2, foreground="white")],  # legible over bubbles
                 )
         for ax, territory in zip(insets, territories, strict=True):
             rows = [r for r in placed if r["territory"] == territory]
             plot(ax, rows, territory)
-            frame(ax, rows, 0.08)
+            frame(ax, rows, 0.15)
         fig.colorbar(
             colours,
             ax=[main, *insets],
-            location="bottom",
-            shrink=0.8 if narrow else 0.5,
-            aspect=30,
+            location="bottom" if narrow else "right",
+            shrink=0.8 if narrow else 0.45,
+            aspect=30 if narrow else 20,
+            extend="max" if beyond else "neither",
             label="€ engagés par habitant",
         )
         handles = [
@@ -759,15 +763,16 @@ def chart_map(d: ReportData) -> Chart | None:
         fig.legend(
             handles,
             labels,
-            loc="outside lower center",
-            ncols=len(labels),
+            loc="outside lower center" if narrow else "outside right center",
+            ncols=len(labels) if narrow else 1,
             fontsize=7 if narrow else 8,
             frameon=False,
             title="Montant engagé (aire des bulles)",
             title_fontsize=7 if narrow else 8,
-            columnspacing=1.0 if narrow else 2.0,
-            handlelength=2.2 if narrow else 3.0,
+            columnspacing=1.0,
+            handlelength=2.2,
             handletextpad=0.5,
+            labelspacing=1.2,
             borderpad=0.8,
         )
         return fig
@@ -801,7 +806,8 @@ section { background: white; border: 1px solid var(--line); border-radius: 8px; 
 h2 { font-size: 18px; margin: 0 0 12px; color: var(--accent); }
 h3 { font-size: 15px; margin: 18px 0 8px; }
 .kpis { display: grid; grid-template-columns: minmax(0, 1fr); gap: 14px; }
-@media (min-width: 641px) { .kpis { grid-template-columns: repeat(2, minmax(0, 1fr)); } .kpi.wide { grid-column: span 2; } }
+@media (min-width: 641px) { .kpis { grid-template-columns: repeat(2, minmax(0, 1fr)); }
+  .kpi.wide { grid-column: span 2; } }
 @media (min-width: 1000px) { .kpis { grid-template-columns: minmax(0, 1.6fr) repeat(3, minmax(0, 1fr)); }
   .kpi.wide { grid-column: auto; } }
 .kpi { background: white; border: 1px solid var(--line); border-radius: 8px; padding: 14px 18px; min-width: 0; }
@@ -827,7 +833,7 @@ td.long { min-width: 14em; }
 tr.total td { font-weight: 650; border-top: 2px solid var(--ink); }
 .two { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); gap: 20px; }
 .two > div { min-width: 0; }
-.file { overflow-wrap: anywhere; }
+.file { overflow-wrap: normal; }
 .note { color: var(--muted); font-size: 12px; }
 .sum { margin: 6px 0 10px; }
 details summary { cursor: pointer; color: var(--accent); margin: 8px 0; }
@@ -877,7 +883,7 @@ def _txt(v: Any, long: bool = False) -> Cell:
 
 
 def _file(name: Any, day: Any = None) -> Cell:
-    """A file name that may wrap anywhere (names have no spaces), with its extraction date below."""
+    """A file name that may wrap after its underscores and hyphens, with its extraction date below."""
     below = f'<br><span class="note">{_esc(_day(day))}</span>' if day is not None else ""
     return (f'<span class="file">{_breakable(name)}</span>{below}', "")
 
@@ -897,14 +903,20 @@ def _signed(v: Decimal | int) -> str:
 
 
 def _trend(r: dict[str, Any]) -> Cell:
-    """Quarantined rows now against the previous export: ↑ more, ↓ fewer, = as many."""
+    """Quarantined rows now against the previous export: ↑ more, ↓ fewer, = as many; red when the
+    share of rows quarantined grew, green when it fell (a bigger export may reject more rows)."""
     if r["previous_rows_quarantined"] is None:
         return ("premier export", "")
     delta = int(r["rows_quarantined"]) - int(r["previous_rows_quarantined"])
-    if delta == 0:
-        return ('<span class="ok">= inchangé</span>', "num")
-    cls, arrow = ("bad", "↑") if delta > 0 else ("ok", "↓")
-    return (f'<span class="{cls}">{arrow} {_esc(_signed(delta))}</span>', "num")
+    now = Decimal(int(r["rows_quarantined"])) / int(r["rows_read"]) if r["rows_read"] else Decimal(0)
+    before = (
+        Decimal(int(r["previous_rows_quarantined"])) / int(r["previous_rows_read"])
+        if r["previous_rows_read"]
+        else Decimal(0)
+    )
+    cls = "bad" if now > before else "ok" if now < before else ""
+    text = "= inchangé" if delta == 0 else f"{'↑' if delta > 0 else '↓'} {_signed(delta)}"
+    return (f'<span class="{cls}">{_esc(text)}</span>' if cls else _esc(text), "num")
 
 
 def _share(quarantined: Any, read: Any) -> str:
