@@ -12,10 +12,11 @@ from pathlib import Path
 import duckdb
 import pytest
 from analyst_helpers import demo_warehouse, run_cli
-from conftest import ROOT
+from conftest import ANCT_REFERENCE, ROOT, needs_shared
 
 from cdv_etl.config import Settings
-from cdv_etl.load.reference import SAMPLE_REFERENCE
+from cdv_etl.errors import CdvError
+from cdv_etl.load.reference import SAMPLE_REFERENCE, read_reference
 from cdv_etl.publish.report import METROPOLE, _int, build_report
 from cdv_etl.publish.tables import euros
 
@@ -245,3 +246,30 @@ def test_each_control_total_splits_exactly_into_its_parts(page: str, warehouse: 
         if is_current:
             assert all(euros(v) in page for v in (control, engaged, not_engaged, quarantined))
             assert "le total de contrôle" in page
+
+
+@needs_shared
+def test_the_anct_points_become_the_communes_positions() -> None:
+    import json
+
+    features = json.loads(ANCT_REFERENCE.read_text(encoding="utf-8"))["features"]
+    ref = read_reference(ANCT_REFERENCE).set_index("insee_code")
+    for f in features:
+        code = str(f["properties"]["insee_com"]).upper().zfill(5)
+        assert (ref.at[code, "longitude"], ref.at[code, "latitude"]) == tuple(f["geometry"]["coordinates"]), code
+    assert ref["longitude"].notna().all() and ref["population"].notna().all() and len(ref) == 244
+
+
+def test_a_position_that_is_not_degrees_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "ref.csv"
+    path.write_text(
+        "insee_com,id_acv,lib_com,insee_dep,pop,longitude,latitude\n"
+        "80001,ACV001,Abbeville,80,22595,1.8322,50.1086\n"
+        "34003,ACV002,Agde,34,29103,3.4838,nord\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(CdvError, match=r"latitude 'nord' of commune 34003 \(feature 2\)"):
+        read_reference(path)
+    path.write_text(path.read_text(encoding="utf-8").replace("nord", "143.3"), encoding="utf-8")
+    with pytest.raises(CdvError, match=r"latitude '143.3' of commune 34003 .* within ±90"):
+        read_reference(path)
