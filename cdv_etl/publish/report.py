@@ -336,12 +336,18 @@ def _narrow(width: float) -> bool:
     return width < WIDE_IN
 
 
+def _meur_tick(value: float, _pos: int | None = None) -> str:
+    """An axis tick in millions: 1 500, or 2,5 when the step is a fraction of a million."""
+    text = f"{value / 1e6:,.1f}".replace(",", "\u202f").replace(".", ",")
+    return text.removesuffix(",0")
+
+
 def _meur_axis(ax: Any, which: str = "x") -> None:
-    fmt = FuncFormatter(lambda v, _pos: f"{v / 1e6:,.0f}".replace(",", "\u202f"))
-    (ax.xaxis if which == "x" else ax.yaxis).set_major_formatter(fmt)
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    axis.set_major_formatter(FuncFormatter(_meur_tick))
     (ax.set_xlabel if which == "x" else ax.set_ylabel)("M€")
     if which == "x":
-        ax.xaxis.set_major_locator(MaxNLocator(5))
+        axis.set_major_locator(MaxNLocator(5, steps=[1, 2, 5, 10]))
 
 
 def _legend_below(fig: Figure, handles: list[Any], labels: list[str], width: float, title: str | None = None) -> None:
@@ -703,8 +709,8 @@ def chart_map(d: ReportData) -> Chart | None:
             ax.set_ylim(south, north)
             ax.set_aspect(1 / math.cos(math.radians((south + north) / 2)), adjustable="box")
 
-        fig = _figure(width, 6.4 if narrow else 6.2)
-        grid = fig.add_gridspec(2, max(len(territories), 5), height_ratios=[4.2, 1])
+        fig = _figure(width, 5.6 if narrow else 6.2)
+        grid = fig.add_gridspec(2, max(len(territories), 5), height_ratios=[3.6 if narrow else 4.2, 1])
         main = fig.add_subplot(grid[0, :])
         insets = [fig.add_subplot(grid[1, i]) for i in range(len(territories))]
         plot(main, mainland, None)
