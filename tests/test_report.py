@@ -17,7 +17,7 @@ from conftest import ANCT_REFERENCE, ROOT, needs_shared
 from cdv_etl.config import Settings
 from cdv_etl.errors import CdvError
 from cdv_etl.load.reference import SAMPLE_REFERENCE, read_reference
-from cdv_etl.publish.report import METROPOLE, _int, build_report
+from cdv_etl.publish.report import METROPOLE, _int, build_report, reconciliation
 from cdv_etl.publish.tables import euros
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -273,3 +273,20 @@ def test_a_position_that_is_not_degrees_is_refused(tmp_path: Path) -> None:
     path.write_text(path.read_text(encoding="utf-8").replace("nord", "143.3"), encoding="utf-8")
     with pytest.raises(CdvError, match=r"latitude '143.3' of commune 34003 .* within ±90"):
         read_reference(path)
+
+
+def test_a_control_total_that_does_not_match_names_the_difference() -> None:
+    row = {
+        "control_total_eur": Decimal("1032906237.00"),
+        "engaged_amount_eur": Decimal("996547905.86"),
+        "not_engaged_amount_eur": Decimal("0.00"),
+        "quarantined_amount_eur": Decimal("36359831.14"),
+        "control_total_diff_eur": Decimal("-1500.00"),  # the TOTAL row is 1 500 € short of the rows
+        "rows_quarantined": 43,
+    }
+    text = reconciliation(row)
+    assert "✓" not in text and "de moins" in text and euros(Decimal("1500.00")) in text
+    assert euros(Decimal("1032907737.00")) in text  # what the rows add up to
+    row["control_total_diff_eur"] = Decimal("0.00")
+    row["quarantined_amount_eur"] = Decimal("36358331.14")
+    assert "✓" in reconciliation(row) and "lu dans les 43 lignes en quarantaine" in reconciliation(row)

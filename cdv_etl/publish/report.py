@@ -650,7 +650,8 @@ def chart_map(d: ReportData) -> Chart | None:
     beyond = bool(per_head) and per_head[-1] > vmax
     cmap = matplotlib.colormaps[MAP_CMAP]
     colours = ScalarMappable(norm=norm, cmap=cmap)
-    legend_values = sorted({_nice(top), _nice(top / 4), _nice(top / 16)} - {0.0}, reverse=True)
+    funded = any(float(r["engaged_eur"]) > 0 for r in placed)
+    legend_values = sorted({_nice(top), _nice(top / 4), _nice(top / 16)} - {0.0}, reverse=True) if funded else []
 
     def draw(width: float) -> Figure:
         narrow = _narrow(width)
@@ -732,15 +733,16 @@ def chart_map(d: ReportData) -> Chart | None:
             rows = [r for r in placed if r["territory"] == territory]
             plot(ax, rows, territory)
             frame(ax, rows, 0.15)
-        fig.colorbar(
-            colours,
-            ax=[main, *insets],
-            location="bottom" if narrow else "right",
-            shrink=0.8 if narrow else 0.45,
-            aspect=30 if narrow else 20,
-            extend="max" if beyond else "neither",
-            label="€ engagés par habitant",
-        )
+        if funded:  # no colour to explain when nothing is engaged
+            fig.colorbar(
+                colours,
+                ax=[main, *insets],
+                location="bottom" if narrow else "right",
+                shrink=0.8 if narrow else 0.45,
+                aspect=30 if narrow else 20,
+                extend="max" if beyond else "neither",
+                label="€ engagés par habitant",
+            )
         handles = [
             Line2D(
                 [],
