@@ -350,7 +350,7 @@ def _meur_axis(ax: Any, which: str = "x") -> None:
         axis.set_major_locator(MaxNLocator(5, steps=[1, 2, 5, 10]))
 
 
-def _legend_below(fig: Figure, handles: list[Any], labels: list[str], width: float, title: str | None = None) -> None:
+def _legend_below(fig: Figure, handles: list[Any], labels: list[str], width: float) -> None:
     """A legend under the plot, outside it: it never covers data."""
     fig.legend(
         handles,
@@ -359,8 +359,6 @@ def _legend_below(fig: Figure, handles: list[Any], labels: list[str], width: flo
         ncols=2 if _narrow(width) else min(len(labels), 5),
         fontsize=8,
         frameon=False,
-        title=title,
-        title_fontsize=8,
     )
 
 
