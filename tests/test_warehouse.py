@@ -125,7 +125,8 @@ def test_force_reingests_and_replaces_the_files_rows(pipe: Pipeline, tmp_path: P
     first = pipe.ingest(path)
     assert (first.rows_loaded, first.rows_quarantined) == (1, 1)
     pipe.con.execute(
-        "INSERT INTO communes VALUES ('75056', 'Paris', 'ACV000', '75', '11', 'Île-de-France', NULL, NULL, NULL)"
+        "INSERT INTO communes (insee_code, name, convention_id, department, region_code, region) "
+        "VALUES ('75056', 'Paris', 'ACV000', '75', '11', 'Île-de-France')"
     )  # the reference is fixed
     again = pipe.ingest(path, force=True)
     assert again.file_id == first.file_id

@@ -1,5 +1,10 @@
 """The ANCT reference of ACV communes (GeoJSON, or CSV with the same property names).
 
+Each commune's position (longitude and latitude in degrees, for the report's map) is the
+feature's Point geometry in GeoJSON, the ``longitude`` and ``latitude`` columns in CSV; a
+reference without positions loads, and the map shows what it has. ANCT's cartography places
+the overseas communes in insets off the Atlantic coast, their relative positions kept.
+
 Real data, real quirks: codes given as numbers lose their leading zero (1004 is 01004),
 Corsica is 2A/2B, overseas codes are 97xxx, department codes may be numbers, and several
 communes share one convention (ACV113 = Lens + Liévin). A newer vintage replaces the
@@ -37,14 +42,44 @@ def _code(series: pd.Series, width: int) -> pd.Series:
     return text.where(~digits, text.str.zfill(width))
 
 
+def _point(geometry: object) -> tuple[object, object]:
+    """(longitude, latitude) of a GeoJSON Point; (None, None) for any other geometry."""
+    if isinstance(geometry, dict) and geometry.get("type") == "Point":
+        coordinates = geometry.get("coordinates") or []
+        if len(coordinates) >= 2:
+            return coordinates[0], coordinates[1]
+    return None, None
+
+
+def _degrees(frame: pd.DataFrame, column: str, limit: int, path: Path, hint: str) -> pd.Series | None:
+    """A coordinate column as floats (NULL where empty), or a CdvError naming the first value
+    that is not a number of degrees; None when the reference has no such column."""
+    if column not in frame:
+        return None
+    text = frame[column].astype("string").str.strip().str.replace(",", ".", regex=False).replace("", None)
+    degrees = pd.to_numeric(text, errors="coerce").astype("Float64")
+    wrong = (text.notna() & degrees.isna()) | (degrees.abs() > limit).fillna(False)
+    if wrong.any():
+        at = int(wrong.to_numpy().nonzero()[0][0])
+        raise CdvError(
+            f"{path.name}: {column} {frame[column].iloc[at]!r} of commune {frame['insee_com'].iloc[at]} "
+            f"(feature {at + 1}) is not a number of degrees within ±{limit}; the reference was not loaded",
+            hint,
+        )
+    return degrees
+
+
 def read_reference(path: Path) -> pd.DataFrame:
     """The reference as a frame of normalised text columns, or a CdvError naming the problem."""
     hint = "use the ANCT list of ACV communes (GeoJSON or CSV with its property names)"
     try:
         if path.suffix.lower() in (".geojson", ".json"):
             doc = json.loads(path.read_text(encoding="utf-8"))
-            props = [f.get("properties") or {} for f in doc.get("features", [])]
-            frame = pd.DataFrame(props, dtype=object)
+            features = doc.get("features", [])
+            frame = pd.DataFrame([f.get("properties") or {} for f in features], dtype=object)
+            points = [_point(f.get("geometry")) for f in features]
+            frame["longitude"] = [p[0] for p in points]
+            frame["latitude"] = [p[1] for p in points]
         else:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig", sep=None, engine="python")
     except (OSError, ValueError, UnicodeDecodeError) as exc:
@@ -62,6 +97,8 @@ def read_reference(path: Path) -> pd.DataFrame:
             "region": frame["lib_reg"].astype("string").str.strip() if "lib_reg" in frame else None,
             "epci_siren": _code(frame["siren_epci"], 9) if "siren_epci" in frame else None,
             "population": (pd.to_numeric(frame["pop"], errors="coerce").astype("Int64") if "pop" in frame else None),
+            "longitude": _degrees(frame, "longitude", 180, path, hint),
+            "latitude": _degrees(frame, "latitude", 90, path, hint),
         }
     )
     bad = out[~out["insee_code"].fillna("").str.fullmatch(r"[0-9]{5}|2[AB][0-9]{3}")]
@@ -100,8 +137,10 @@ def load_reference(con: duckdb.DuckDBPyConnection, path: Path) -> ReferenceResul
         con.register("ref_frame", frame)
         con.execute("DELETE FROM communes")
         con.execute(
-            "INSERT INTO communes SELECT insee_code, name, convention_id, department, region_code,"
-            " region, epci_siren, population, ? FROM ref_frame",
+            "INSERT INTO communes (insee_code, name, convention_id, department, region_code, region, "
+            "epci_siren, population, longitude, latitude, reference_load_id) "
+            "SELECT insee_code, name, convention_id, department, region_code, region, epci_siren, "
+            "population, longitude, latitude, ? FROM ref_frame",
             [row[0]],
         )
         con.execute("DELETE FROM conventions")

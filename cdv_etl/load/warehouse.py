@@ -34,6 +34,8 @@ PUBLIC_VIEWS = (
     "v_financing_by_commune",
     "v_envelope_consumption",
     "v_changes",
+    "v_control_totals",
+    "v_commune_map",
 )
 """The stable SQL interface analysts use (documented in the README and by ``cdv-etl docs``)."""
 
