@@ -290,15 +290,15 @@ def run_inbox(settings: Settings, *, steps: Steps = Steps(), progress: RunProgre
                 moved = steps.move(path, s.archive_dir / (r.partner or "unknown"), None)
             files.append(FileOutcome(path.name, r, moved))
             progress(done + 1, total, f"{path.name}: {r.status}, moved to {moved}")
-        fresh = bool(total) or published_is_stale(s)
-        if fresh:
+        report = None
+        if total or published_is_stale(s):
             progress(total, total, "publishing")
             published = steps.publish(s)
+            progress(total, total, "writing the report")
+            report = write_report(published, reports_dir(s))
         else:
             published = s.published_path
-    if fresh:
-        progress(total, total, "writing the report")
-    run = InboxRun(references, files, published, write_report(published, reports_dir(s)) if fresh else None)
+    run = InboxRun(references, files, published, report)
     if run.failures:
         raise InboxFailed(run)
     return run
