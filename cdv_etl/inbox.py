@@ -272,9 +272,11 @@ def run_inbox(settings: Settings, *, steps: Steps = Steps(), progress: RunProgre
         references: list[ReferenceResult] = []
         for ref in refs:
             progress(len(references), total, f"reference {ref.name}")
-            references.append(steps.reference(s, ref))
+            loaded = steps.reference(s, ref)
+            references.append(loaded)
             moved = steps.move(ref, s.archive_dir / "reference", None)
-            progress(len(references), total, f"reference {ref.name}: loaded, moved to {moved}")
+            state = "loaded" if loaded.changed else "unchanged"
+            progress(len(references), total, f"reference {ref.name}: {state}, moved to {moved}")
         files: list[FileOutcome] = []
         for path in exports:  # one at a time: one writer; a file that crashes fails alone
             done = len(refs) + len(files)
