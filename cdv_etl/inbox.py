@@ -17,14 +17,19 @@ from datetime import datetime
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cdv_etl.config import Settings
 from cdv_etl.errors import CdvError
 from cdv_etl.load.loader import LoadResult
 from cdv_etl.load.reference import ReferenceResult
 from cdv_etl.load.warehouse import writer_lock
-from cdv_etl.pipeline import Progress, open_pipeline
+
+if TYPE_CHECKING:
+    from cdv_etl.pipeline import Progress
+
+# The pipeline (pandas, pandera, the readers) is imported by the steps that use it: a night
+# with nothing new never loads it.
 
 REFERENCE_FILE = re.compile(r"acv_communes.*\.(geojson|json|csv)$", re.IGNORECASE)
 """Files of the inbox that are a new ANCT reference rather than a partner export."""
@@ -41,18 +46,24 @@ def ingest_file(
     settings: Settings, path: Path, partner: str | None = None, force: bool = False, progress: Progress | None = None
 ) -> LoadResult:
     """Read, validate and load one export (one transaction); bad input ends 'rejected'."""
+    from cdv_etl.pipeline import open_pipeline
+
     with open_pipeline(settings, publish_on_exit=False) as pipe:
         return pipe.ingest(path, partner=partner, force=force, progress=progress)
 
 
 def load_reference(settings: Settings, path: Path) -> ReferenceResult:
     """Load a new ANCT list of ACV communes (replaces the reference; financing stays)."""
+    from cdv_etl.pipeline import open_pipeline
+
     with open_pipeline(settings, need_reference=False, publish_on_exit=False) as pipe:
         return pipe.load_reference(path)
 
 
 def publish(settings: Settings) -> Path:
     """Replace the analysts' read-only copy of the warehouse, atomically."""
+    from cdv_etl.pipeline import open_pipeline
+
     with open_pipeline(settings, need_reference=False, publish_on_exit=False) as pipe:
         return pipe.publish()
 
