@@ -249,13 +249,59 @@ def print_summary(s: Settings) -> None:
 
 
 def run_nightly(s: Settings) -> list[LoadResult]:
-    """The nightly flow, once, in Prefect's ephemeral mode (no server to start)."""
-    from flows.nightly import nightly as nightly_flow
+    """The nightly run, once: the core, or with PREFECT_API_URL the nightly flow on that server.
 
-    summary = nightly_flow(
-        inbox=str(s.inbox), warehouse=str(s.warehouse), archive=str(s.archive_dir), rejected=str(s.rejected_dir)
-    )
-    return [LoadResult.from_dict(r) for r in summary["files"]]
+    Prints what it did. When a file's ingest raised (the file stays in the inbox), prints the
+    error after the other files' results and exits with 1."""
+    import os
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from cdv_etl.inbox import InboxFailed, InboxRun, run_inbox
+
+    api = os.environ.get("PREFECT_API_URL")
+    try:
+        if api:
+            err.print(f"running the nightly flow on the Prefect server {api}: the run shows in its UI")
+            from flows.nightly import nightly as nightly_flow
+
+            run = InboxRun.from_dict(
+                nightly_flow(
+                    inbox=str(s.inbox),
+                    warehouse=str(s.warehouse),
+                    archive=str(s.archive_dir),
+                    rejected=str(s.rejected_dir),
+                )
+            )
+        else:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,
+            ) as bar:
+                task = bar.add_task("nightly", total=None)
+                run = run_inbox(
+                    s, progress=lambda done, total, m: bar.update(task, completed=done, total=total, description=m)
+                )
+    except InboxFailed as exc:
+        print_results(exc.run.results)
+        err.print(f"[bold red]error:[/bold red] {exc.message}")
+        err.print(f"  [yellow]→[/yellow] {exc.hint}")
+        raise typer.Exit(1) from None
+    for r in run.references:
+        state = "loaded" if r.changed else "unchanged (same file as the current reference)"
+        console.print(f"reference {r.file_name}: {r.communes} communes, {r.conventions} conventions — {state}")
+    if run.results:
+        print_results(run.results)
+    elif not run.references:
+        console.print(f"nothing new in {s.inbox}")
+    console.print(f"published for analysts: [bold]{run.published}[/bold]")
+    if run.report:
+        console.print(f"report: [bold]{run.report}[/bold]")
+    return run.results
 
 
 @app.command()
@@ -265,18 +311,16 @@ def nightly(
     rejected: Annotated[Path | None, typer.Option(help="Rejected folder [default: rejected/ beside inbox].")] = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
-    """Run the nightly flow once, now: a new ANCT reference first, then every new export of the
-    inbox (each its own task), files moved to archive/<partner>/ or rejected/, publish, summary."""
+    """Run the inbox once, now: a new ANCT reference first, then every new export, files moved to
+    archive/<partner>/ or rejected/, publish, report, summary. With PREFECT_API_URL set, as the
+    nightly flow on that server (each file its own task, the run in its UI). Exit code 1 when a
+    file was rejected or could not be processed."""
     s = settings(warehouse, inbox=inbox, archive=archive, rejected=rejected)
     try:
         results = run_nightly(s)
     except CdvError as exc:
         fail(exc)
-    if results:
-        print_results(results)
-    else:
-        console.print(f"nothing new in {s.inbox}")
-    if any(r.status in ("rejected", "failed") for r in results):
+    if any(r.status == "rejected" for r in results):
         raise typer.Exit(1)
 
 
@@ -304,7 +348,8 @@ def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's inbox, archive and warehouse.")] = Path("demo"),
 ) -> None:
     """Generate demo exports for the five partners (with a few realistic mistakes) and the sample
-    reference into a fresh inbox, run the nightly flow over it, and print the consolidated figures."""
+    reference into a fresh inbox, run the nightly over it (as `cdv-etl nightly` does), and print
+    the consolidated figures."""
     from cdv_etl.demo_data import generate_demo_exports
 
     if out.exists():
@@ -318,7 +363,6 @@ def demo(
     )
     try:
         results = run_nightly(s)
-        print_results(results)
         print_summary(s)
     except CdvError as exc:
         fail(exc)

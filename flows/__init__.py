@@ -1,7 +1,7 @@
-"""Prefect flows: thin wrappers that drive the core pipeline (``cdv_etl``) as tasks.
+"""Prefect flows: thin wrappers that run the core (``cdv_etl``) with its steps as tasks.
 
-- ``nightly``: the inbox → reference first, then each new export as its own task, files
-  moved to archive/ or rejected/, publish, artifacts.
+- ``nightly``: the core's inbox run (``cdv_etl.inbox``: reference first, then each new export,
+  files moved to archive/ or rejected/, publish, report), each step a task, plus artifacts.
 - ``ingest-export``: one file, started by hand (a late export, a re-run after a fix).
 - ``reference-refresh``: a new ANCT list of ACV communes.
 """

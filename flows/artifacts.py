@@ -115,24 +115,12 @@ def publish_artifacts(published: Path, results: Sequence[dict[str, Any]], *, pre
     )
 
 
-def attach_report(published: Path, reports_dir: Path, *, key: str | None) -> Path | None:
-    """Write the steering committee's HTML report beside the warehouse and link it from the run."""
-    from datetime import datetime
-
-    from cdv_etl.publish.report import build_report
-
-    if not published.exists():
-        return None
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    html = build_report(published)
-    path = reports_dir / f"report-{datetime.now():%Y-%m-%d_%H%M%S}.html"
-    path.write_text(html, encoding="utf-8")
-    (reports_dir / "latest.html").write_text(html, encoding="utf-8")
+def link_report(report: Path, *, key: str | None) -> None:
+    """Link the steering committee's HTML report (written by the core run) from the run."""
     create_link_artifact(
-        path.resolve().as_uri(),
-        link_text=f"Steering committee report ({path.name})",
+        report.resolve().as_uri(),
+        link_text=f"Steering committee report ({report.name})",
         key=key,
         description="Self-contained HTML report: totals by axis, partner and year, envelopes, "
         "conventions, data quality",
     )
-    return path

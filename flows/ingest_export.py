@@ -6,13 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
-from prefect.concurrency.sync import concurrency
 from pydantic import Field
 
-from cdv_etl.load.warehouse import writer_lock
+from cdv_etl.inbox import ingest_one, result_dict
 from flows import tasks
 from flows.artifacts import publish_artifacts
-from flows.nightly import WRITER_LIMIT, flow_settings
+from flows.nightly import flow_settings, writer_slot
 
 
 @flow(
@@ -34,11 +33,8 @@ def ingest_export(
 ) -> dict[str, Any]:
     """Ingest one export file."""
     s = flow_settings(warehouse=warehouse)
-    with (
-        concurrency(WRITER_LIMIT, occupy=1, timeout_seconds=s.lock_timeout_s, strict=False),
-        writer_lock(s.warehouse, s.lock_timeout_s),
-    ):
-        result = tasks.ingest_file(s, Path(path), partner or None, force)
-        published = tasks.publish(s)
-    publish_artifacts(Path(published), [result], prefix=None, title=f"Ingest {Path(path).name}")
-    return result
+    with writer_slot(s):
+        result, published = ingest_one(s, Path(path), partner=partner or None, force=force, steps=tasks.STEPS)
+    plain = result_dict(result)
+    publish_artifacts(published, [plain], prefix=None, title=f"Ingest {Path(path).name}")
+    return plain

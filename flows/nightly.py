@@ -1,8 +1,10 @@
-"""The nightly run: everything new in the inbox, one task per file, then publish."""
+"""The nightly run: the core's inbox run (``cdv_etl.inbox``) with each step a task, a progress
+artifact, the run's artifacts and the writers' concurrency slot."""
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
@@ -12,15 +14,12 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.concurrency.sync import concurrency
 
 from cdv_etl.config import Settings
-from cdv_etl.load.warehouse import writer_lock
+from cdv_etl.inbox import InboxFailed, run_inbox
 from flows import tasks
-from flows.artifacts import attach_report, publish_artifacts
+from flows.artifacts import link_report, publish_artifacts
 
 WRITER_LIMIT = "cdv-warehouse-writer"
 """Prefect global concurrency limit (1 slot) held by every flow that writes the warehouse."""
-
-REFERENCE_FILE = re.compile(r"acv_communes.*\.(geojson|json|csv)$", re.IGNORECASE)
-"""Files of the inbox that are a new ANCT reference rather than a partner export."""
 
 
 def flow_settings(
@@ -34,20 +33,11 @@ def flow_settings(
     )
 
 
-def inbox_files(inbox: Path) -> tuple[list[Path], list[Path]]:
-    """(reference files, exports) waiting in the inbox, oldest first; hidden files skipped."""
-    if not inbox.is_dir():
-        return [], []
-    files = sorted(
-        (
-            p
-            for p in inbox.iterdir()
-            if p.is_file() and not p.name.startswith(".") and not p.name.endswith(".reason.txt")
-        ),
-        key=lambda p: (p.stat().st_mtime, p.name),
-    )
-    refs = [p for p in files if REFERENCE_FILE.search(p.name)]
-    return refs, [p for p in files if p not in refs]
+@contextmanager
+def writer_slot(settings: Settings) -> Iterator[None]:
+    """The writers' global concurrency slot (the core takes the warehouse's lock inside it)."""
+    with concurrency(WRITER_LIMIT, occupy=1, timeout_seconds=settings.lock_timeout_s, strict=False):
+        yield
 
 
 @flow(
@@ -69,61 +59,25 @@ def nightly(
     """
     log = get_run_logger()
     s = flow_settings(inbox, warehouse, archive, rejected)
-    with (
-        concurrency(WRITER_LIMIT, occupy=1, timeout_seconds=s.lock_timeout_s, strict=False),
-        writer_lock(s.warehouse, s.lock_timeout_s),
-    ):
-        refs, exports = inbox_files(s.inbox)
-        log.info("inbox %s: %d reference file(s), %d export(s)", s.inbox, len(refs), len(exports))
-        progress = cast(UUID, create_progress_artifact(0.0, description="Files of the night processed"))
-        total = max(len(refs) + len(exports), 1)
-        done = 0
-        references: list[dict[str, Any]] = []
-        for ref in refs:
-            references.append(tasks.load_reference(s, ref))
-            tasks.move_file(ref, s.archive_dir / "reference")
-            done += 1
-            update_progress_artifact(progress, 100 * done / total)
-        results: list[dict[str, Any]] = []
-        failures: list[str] = []
-        for path in exports:  # one at a time: one writer; each file its own task, failing alone
-            state = tasks.ingest_file(s, path, return_state=True)
-            if state.is_failed():
-                failures.append(f"{path.name}: {state.message}")
-                results.append(
-                    {
-                        "file_name": path.name,
-                        "status": "failed",
-                        "message": str(state.message),
-                        "moved_to": "left in the inbox",
-                    }
-                )
-            else:
-                r = state.result()
-                if r["status"] == "rejected":
-                    r["moved_to"] = tasks.move_file(path, s.rejected_dir, r["message"])
-                else:
-                    r["moved_to"] = tasks.move_file(path, s.archive_dir / (r.get("partner") or "unknown"))
-                results.append(r)
-            done += 1
-            update_progress_artifact(progress, 100 * done / total)
-        published = tasks.publish(s) if (refs or exports or tasks.published_is_stale(s)) else str(s.published_path)
-    publish_artifacts(Path(published), results, prefix="nightly", title="Nightly run")
-    report = attach_report(Path(published), s.warehouse.parent / "reports", key="nightly-report")
-    summary = {
-        "references": references,
-        "files": results,
-        "published": published,
-        "report": str(report) if report else None,
-    }
-    loaded = sum(1 for r in results if r["status"] == "loaded" and not r.get("already_recorded"))
-    log.info(
-        "night done: %d file(s) loaded, %d duplicate, %d rejected, %d failed",
-        loaded,
-        sum(r["status"] == "duplicate" for r in results),
-        sum(r["status"] == "rejected" for r in results),
-        len(failures),
-    )
-    if failures:
-        raise RuntimeError("some files could not be processed (left in the inbox): " + "; ".join(failures))
-    return summary
+    artifact = cast(UUID, create_progress_artifact(0.0, description="Files of the night processed"))
+    shown = [-1]
+
+    def progress(done: int, total: int, message: str) -> None:  # one log line and update per file
+        if done != shown[0]:
+            shown[0] = done
+            log.info(message)
+            update_progress_artifact(artifact, 100 * done / max(total, 1))
+
+    failed: InboxFailed | None = None
+    with writer_slot(s):
+        try:
+            run = run_inbox(s, steps=tasks.STEPS, progress=progress)
+        except InboxFailed as exc:
+            run, failed = exc.run, exc
+    publish_artifacts(run.published, [f.as_dict() for f in run.files], prefix="nightly", title="Nightly run")
+    if run.report:
+        link_report(run.report, key="nightly-report")
+    log.info("night done: %s", run.summary_line())
+    if failed:
+        raise failed
+    return run.as_dict()

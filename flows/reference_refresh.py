@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.concurrency.sync import concurrency
 from pydantic import Field
 
-from cdv_etl.load.warehouse import writer_lock
+from cdv_etl.inbox import refresh_reference
 from flows import tasks
-from flows.nightly import WRITER_LIMIT, flow_settings
+from flows.nightly import flow_settings, writer_slot
 
 
 @flow(
@@ -27,15 +27,11 @@ def reference_refresh(
 ) -> dict[str, Any]:
     """Load a new ANCT reference."""
     s = flow_settings(warehouse=warehouse)
-    with (
-        concurrency(WRITER_LIMIT, occupy=1, timeout_seconds=s.lock_timeout_s, strict=False),
-        writer_lock(s.warehouse, s.lock_timeout_s),
-    ):
-        result = tasks.load_reference(s, Path(path))
-        tasks.publish(s)
+    with writer_slot(s):
+        result, _ = refresh_reference(s, Path(path), steps=tasks.STEPS)
     create_markdown_artifact(
-        f"# Reference {result['file_name']}\n\n{result['communes']} communes, {result['conventions']} "
-        f"conventions — {'loaded' if result['changed'] else 'unchanged (same file as the current reference)'}.",
+        f"# Reference {result.file_name}\n\n{result.communes} communes, {result.conventions} "
+        f"conventions — {'loaded' if result.changed else 'unchanged (same file as the current reference)'}.",
         description="ANCT reference refresh",
     )
-    return result
+    return dataclasses.asdict(result)

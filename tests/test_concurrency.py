@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from cdv_etl.demo_data import generate_demo_exports
 from cdv_etl.load.reference import SAMPLE_REFERENCE
@@ -30,25 +32,46 @@ def env(tmp: Path, **extra: str) -> dict[str, str]:
     return e
 
 
+def waiting_for(lock: Path, proc: subprocess.Popen[str]) -> bool:
+    """Whether ``proc`` has the warehouse's lock file open: it is waiting for the lock (or holds it)."""
+    fds = Path(f"/proc/{proc.pid}/fd")
+    try:
+        return any(os.readlink(fd) == str(lock) for fd in fds.iterdir())
+    except FileNotFoundError:  # the process ended, or closed that fd while we looked
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads which files a process has open in /proc")
 def test_two_command_line_nightly_runs_at_once(tmp_path: Path) -> None:
+    """Both runs start while the test holds the lock, so they surely overlap; once it is
+    released, one runs the inbox and the other waits for it (no time limit in play: the lock
+    timeout is far longer than any run), then finds nothing new."""
     inbox = tmp_path / "inbox"
     generate_demo_exports(inbox)
     (inbox / SAMPLE_REFERENCE.name).write_bytes(SAMPLE_REFERENCE.read_bytes())
     wh = tmp_path / "wh" / "cdv.duckdb"
+    lock = Path(str(wh.resolve()) + ".lock")
     args = [*CLI, "nightly", "--inbox", str(inbox), "-w", str(wh)]
-    procs = [
-        subprocess.Popen(
-            args,
-            env=env(tmp_path / f"p{i}", CDV_LOCK_TIMEOUT="300"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    with writer_lock(wh, timeout_s=5):
+        procs = [
+            subprocess.Popen(
+                args,
+                env=env(tmp_path / f"p{i}", CDV_LOCK_TIMEOUT="3600"),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for i in range(2)
+        ]
+        while not all(waiting_for(lock, p) for p in procs):
+            assert all(p.poll() is None for p in procs), [p.communicate()[0] for p in procs]
+            time.sleep(0.05)
+        assert list(inbox.iterdir()) and not wh.exists()  # neither could start before the lock was free
+    outputs = [p.communicate(timeout=3600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert sum("nothing new" in o for o in outputs) == 1, outputs  # the second waited, then found nothing
+    assert not any("temporary server" in o for o in outputs), outputs  # the core alone, no Prefect server
+    assert list(inbox.iterdir()) == []
     con = duckdb.connect(str(wh.with_name("cdv.published.duckdb")), read_only=True)
     assert con.execute("SELECT count(*), count(DISTINCT sha256) FROM file_loads").fetchone() == (5, 5)
     assert con.execute("SELECT count(*) FROM reference_loads").fetchone()[0] == 1

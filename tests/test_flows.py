@@ -138,3 +138,41 @@ def test_flow_parameters_render_a_proper_form() -> None:
     assert "description" in props["partner"]
     nightly_props = json.loads(parameter_schema(nightly).model_dump_json())["properties"]
     assert "inbox" in nightly_props and "Folder" in nightly_props["inbox"]["description"]
+
+
+def test_command_line_nightly_with_prefect_api_url_runs_the_flow_on_that_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With PREFECT_API_URL the run is the nightly flow on that server; a file that cannot be
+    processed (here: no reference loaded yet) fails the flow run, stays in the inbox, exit 1."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentTaskRunId
+    from prefect.settings import PREFECT_API_URL
+    from typer.testing import CliRunner
+
+    from cdv_etl.cli import app
+    from cdv_etl.demo_data import generate_demo_exports
+
+    inbox, wh = tmp_path / "inbox", tmp_path / "cdv.duckdb"
+    export = generate_demo_exports(inbox)[1]
+    for p in inbox.iterdir():
+        if p != export:
+            p.unlink()
+    api = str(PREFECT_API_URL.value())
+    monkeypatch.setenv("PREFECT_API_URL", api)
+    with get_client(sync_client=True) as client:
+        top_level = FlowRunFilter(parent_task_run_id=FlowRunFilterParentTaskRunId(is_null_=True))
+        before = {r.id for r in client.read_flow_runs(flow_run_filter=top_level)}
+    result = CliRunner().invoke(app, ["nightly", "--inbox", str(inbox), "-w", str(wh)])
+
+    assert result.exit_code == 1, result.output
+    stderr = " ".join(result.stderr.split())  # as printed, wrapped to the console's width
+    assert f"running the nightly flow on the Prefect server {api}" in stderr
+    assert f"{export.name}: CdvError: the warehouse" in stderr and "load the ANCT list first" in stderr
+    assert list(inbox.iterdir()) == [export]
+    with get_client(sync_client=True) as client:
+        runs = [r for r in client.read_flow_runs(flow_run_filter=top_level) if r.id not in before]
+        assert [(client.read_flow(r.flow_id).name, r.state_type.value) for r in runs] == [("nightly", "FAILED")]
+    files = latest_artifact("nightly-files")
+    assert [(r["file"], r["status"], r["moved to"]) for r in files] == [  # type: ignore[union-attr]
+        (export.name, "failed", "left in the inbox")
+    ]
