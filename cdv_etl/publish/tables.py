@@ -8,11 +8,12 @@ import json
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.table import Table
 
-from cdv_etl.load.loader import LoadResult
+    from cdv_etl.load.loader import LoadResult
 
 SUMMARY_QUERIES: list[tuple[str, str]] = [
     ("Engaged by axis", "SELECT axis, short_label, engaged_eur, operations, share_pct FROM v_financing_by_axis"),
@@ -52,6 +53,8 @@ def _cell(value: Any, column: str) -> str:
 
 
 def query_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> Table:
+    from rich.table import Table
+
     table = Table(title=title, header_style="bold", show_lines=False)
     numeric = [
         bool(rows)
@@ -90,6 +93,8 @@ def as_json(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def load_results_table(results: Sequence[LoadResult]) -> Table:
+    from rich.table import Table
+
     table = Table(title="Files", header_style="bold")
     for name, just in [
         ("file", "left"),
