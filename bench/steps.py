@@ -471,6 +471,75 @@ def step_peer_csv(p: dict) -> dict:
     }
 
 
+def step_dlt_csv(p: dict) -> dict:
+    """dlt (``dlt[duckdb]``) loading the CSV into DuckDB on its fast path: pyarrow reads the
+    file, the amount and the date are typed with pyarrow compute kernels (the same cleaning as
+    the project's parsers: no-break spaces and € out, decimal comma, ``dd/mm/yyyy``; what does
+    not parse becomes NULL), and ``pipeline.run`` loads the Arrow table. None of the
+    programme's rules, no quarantine, no ledger. Offline: telemetry off, its folders in the
+    work folder."""
+    work = Path(p["workdir"])
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    os.environ["RUNTIME__DLTHUB_TELEMETRY"] = "false"
+    os.environ["DLT_DATA_DIR"] = str(work / "dlt-data")
+    t0, c0 = time.perf_counter(), time.process_time()
+    import dlt
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from pyarrow import csv as pa_csv
+
+    t_import = time.perf_counter()
+    src = Path(p["file"])
+    names = p["columns"]
+    table = pa_csv.read_csv(
+        src,
+        read_options=pa_csv.ReadOptions(encoding=p["encoding"]),
+        parse_options=pa_csv.ParseOptions(delimiter=p["delimiter"]),
+        convert_options=pa_csv.ConvertOptions(column_types={c: pa.string() for c in names}),
+    )
+    t1 = time.perf_counter()
+    amount_col, date_col = p["amount_column"], p["date_column"]
+    cleaned = pc.replace_substring(
+        pc.replace_substring_regex(table[amount_col], r"[ \t\x{00A0}\x{202F}\x{2009}€]|EUR", ""), ",", "."
+    )
+    number = pc.match_substring_regex(cleaned, r"^-?[0-9]{1,16}(\.[0-9]{1,2})?$")
+    amount = pc.cast(pc.if_else(number, cleaned, pa.scalar(None, pa.string())), pa.decimal128(18, 2))
+    day = pc.cast(pc.strptime(table[date_col], format="%d/%m/%Y", unit="s", error_is_null=True), pa.date32())
+    typed = table.set_column(table.schema.get_field_index(amount_col), "amount_eur", amount)
+    typed = typed.set_column(typed.schema.get_field_index(date_col), "engagement_date", day)
+    t2 = time.perf_counter()
+    pipeline = dlt.pipeline(
+        pipeline_name="bench_dlt",
+        pipelines_dir=str(work / "pipelines"),
+        destination=dlt.destinations.duckdb(str(work / "dlt.duckdb")),
+        dataset_name="action_logement",
+    )
+    info = pipeline.run(typed, table_name="engagements", write_disposition="replace")
+    t3 = time.perf_counter()
+    import duckdb
+
+    con = duckdb.connect(str(work / "dlt.duckdb"), read_only=True)
+    row = con.execute("SELECT count(*), count(amount_eur), sum(amount_eur) FROM action_logement.engagements").fetchone()
+    kinds = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'engagements'").fetchall())
+    con.close()
+    shutil.rmtree(work, ignore_errors=True)
+    assert row is not None
+    return {
+        "import_s": t_import - t0,
+        "read_csv_s": t1 - t_import,
+        "typing_s": t2 - t1,
+        "dlt_run_s": t3 - t2,
+        "total_s": t3 - t0,
+        "total_cpu_s": time.process_time() - c0,
+        "rows": int(row[0]),
+        "amounts": int(row[1]),
+        "amount_sum": str(row[2]),
+        "column_types": {"amount_eur": kinds.get("amount_eur"), "engagement_date": kinds.get("engagement_date")},
+        "load_packages": len(info.loads_ids),
+    }
+
+
 def step_calamine(p: dict) -> dict:
     from python_calamine import CalamineWorkbook
 
@@ -540,6 +609,7 @@ STEPS = {
     "nightly": step_nightly,
     "floor_csv": step_floor_csv,
     "peer_csv": step_peer_csv,
+    "dlt_csv": step_dlt_csv,
     "calamine": step_calamine,
     "views": step_views,
     "profile": step_profile,
