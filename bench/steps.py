@@ -333,33 +333,60 @@ def _csv_contender(p: dict, database: str) -> tuple[Any, Any, Path, Path, Path]:
     return spec, fmt, Path(p["file"]), work, db
 
 
-def step_floor_csv(p: dict) -> dict:
-    import duckdb
-
+def floor_plan(partner: str = "action_logement") -> dict:
+    """What the floor and dlt need to know of the partner's CSV, worked out from its spec once,
+    so that their own processes import nothing of the project: the floor's typed select (the
+    project's very casts, ``cdv_etl.validate.parse.parser_sql``) and the file's format."""
+    from cdv_etl.specs import CsvFormat, load_specs
     from cdv_etl.sql import quote_ident
     from cdv_etl.validate.parse import parser_sql
 
-    spec, fmt, src, work, db = _csv_contender(p, "floor.duckdb")
+    spec = load_specs()[partner]
+    fmt = spec.format
+    assert isinstance(fmt, CsvFormat)
+    casts = [
+        f"{parser_sql(f.parser, quote_ident(f.source_columns[0]), f.scale)} AS {name}"
+        for name, f in spec.fields.items()
+    ]
+    return {
+        "select": ", ".join(casts),
+        "encoding": fmt.encoding,
+        "delimiter": fmt.delimiter,
+        "quote": fmt.quote,
+        "amount_column": spec.fields["amount_eur"].source_columns[0],
+        "date_column": spec.fields["engagement_date"].source_columns[0],
+    }
+
+
+def step_floor_plan(p: dict) -> dict:
+    return floor_plan(p.get("partner", "action_logement"))
+
+
+def step_floor_csv(p: dict) -> dict:
+    import duckdb
+
+    plan = p.get("plan") or floor_plan(p.get("partner", "action_logement"))
+    src, work = Path(p["file"]), Path(p["workdir"])
+    work.mkdir(parents=True, exist_ok=True)
+    db = work / "floor.duckdb"
+    db.unlink(missing_ok=True)
     con = duckdb.connect(str(db), config={"memory_limit": p.get("memory_limit", "1GB")})
     t0, c0 = time.perf_counter(), time.process_time()
-    if fmt.encoding in ("utf-8", "utf-8-sig"):
+    if plan["encoding"] in ("utf-8", "utf-8-sig"):
         utf8 = src
     else:
         utf8 = work / (src.name + ".utf8")
         with (
-            src.open("r", encoding=fmt.encoding, newline="") as fin,
+            src.open("r", encoding=plan["encoding"], newline="") as fin,
             utf8.open("w", encoding="utf-8", newline="") as fout,
         ):
             while block := fin.read(16 << 20):
                 fout.write(block)
     t1 = time.perf_counter()
-    casts = []
-    for name, f in spec.fields.items():
-        casts.append(f"{parser_sql(f.parser, quote_ident(f.source_columns[0]), f.scale)} AS {name}")
     con.execute(
-        f"CREATE TABLE typed AS SELECT {', '.join(casts)} "  # noqa: S608 - identifiers from the spec
+        f"CREATE TABLE typed AS SELECT {plan['select']} "  # noqa: S608 - identifiers from the spec
         "FROM read_csv(?, delim = ?, quote = ?, escape = ?, header = true, all_varchar = true)",
-        [str(utf8), fmt.delimiter, fmt.quote, fmt.quote],
+        [str(utf8), plan["delimiter"], plan["quote"], plan["quote"]],
     )
     t2 = time.perf_counter()
     rows = _count(con, "SELECT count(*) FROM typed")
@@ -471,6 +498,14 @@ def step_peer_csv(p: dict) -> dict:
     }
 
 
+def _all_text(path: Path, plan: dict) -> dict:
+    import pyarrow as pa
+
+    with path.open("r", encoding=plan["encoding"], newline="") as fh:
+        header = fh.readline().rstrip("\r\n").split(plan["delimiter"])
+    return {name: pa.string() for name in header}
+
+
 def step_dlt_csv(p: dict) -> dict:
     """dlt (``dlt[duckdb]``) loading the CSV into DuckDB on its fast path: pyarrow reads the
     file, the amount and the date are typed with pyarrow compute kernels (the same cleaning as
@@ -490,16 +525,16 @@ def step_dlt_csv(p: dict) -> dict:
     from pyarrow import csv as pa_csv
 
     t_import = time.perf_counter()
-    src = Path(p["file"])
-    names = p["columns"]
+    plan = p["plan"]
     table = pa_csv.read_csv(
-        src,
-        read_options=pa_csv.ReadOptions(encoding=p["encoding"]),
-        parse_options=pa_csv.ParseOptions(delimiter=p["delimiter"]),
-        convert_options=pa_csv.ConvertOptions(column_types={c: pa.string() for c in names}),
+        Path(p["file"]),
+        read_options=pa_csv.ReadOptions(encoding=plan["encoding"]),
+        parse_options=pa_csv.ParseOptions(delimiter=plan["delimiter"], quote_char=plan["quote"] or False),
+        # every column read as text, as the partner wrote it (no type guessing)
+        convert_options=pa_csv.ConvertOptions(column_types=_all_text(Path(p["file"]), plan)),
     )
     t1 = time.perf_counter()
-    amount_col, date_col = p["amount_column"], p["date_column"]
+    amount_col, date_col = plan["amount_column"], plan["date_column"]
     cleaned = pc.replace_substring(
         pc.replace_substring_regex(table[amount_col], r"[ \t\x{00A0}\x{202F}\x{2009}€]|EUR", ""), ",", "."
     )
@@ -521,7 +556,11 @@ def step_dlt_csv(p: dict) -> dict:
 
     con = duckdb.connect(str(work / "dlt.duckdb"), read_only=True)
     row = con.execute("SELECT count(*), count(amount_eur), sum(amount_eur) FROM action_logement.engagements").fetchone()
-    kinds = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'engagements'").fetchall())
+    kinds = dict(
+        con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'engagements'"
+        ).fetchall()
+    )
     con.close()
     shutil.rmtree(work, ignore_errors=True)
     assert row is not None
@@ -607,6 +646,7 @@ STEPS = {
     "setup": step_setup,
     "project": step_project,
     "nightly": step_nightly,
+    "floor_plan": step_floor_plan,
     "floor_csv": step_floor_csv,
     "peer_csv": step_peer_csv,
     "dlt_csv": step_dlt_csv,
