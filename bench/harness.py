@@ -119,16 +119,19 @@ def run_step(step: str, params: dict[str, Any], *, tag: str, timeout: float) -> 
     return {**json.loads(rfile.read_text(encoding="utf-8")), **out}
 
 
-def run_command(cmd: list[str], *, tag: str, timeout: float, label: str, settle_first: bool = True) -> dict[str, Any]:
-    """Run ``cmd`` in a new process (after waiting for a quiet machine): its wall time, CPU
-    time, peak RSS and the share of the CPUs other processes used meanwhile."""
+def run_command(
+    cmd: list[str], *, tag: str, timeout: float, label: str, settle_first: bool = True, code: Path = ROOT
+) -> dict[str, Any]:
+    """Run ``cmd`` in a new process (after waiting for a quiet machine), with the project's
+    code from ``code`` (``--baseline``: an older checkout): its wall time, CPU time, peak RSS
+    and the share of the CPUs other processes used meanwhile."""
     waited, busy_before = settle() if settle_first else (0.0, 0.0)
     work = OUT / "steps"
     work.mkdir(parents=True, exist_ok=True)
     log = work / f"{tag}.log"
     env = dict(
         os.environ,
-        PYTHONPATH=str(ROOT),
+        PYTHONPATH=str(code),
         DO_NOT_TRACK="1",
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         RUNTIME__DLTHUB_TELEMETRY="false",
@@ -171,23 +174,26 @@ def cdv_etl_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "cdv_etl.cli"]
 
 
-def cli_startup(published: Path, repeats: int, timeout: float) -> dict[str, Any]:
-    """Start-up of the command line beside Python opening DuckDB: whole processes, the three
-    commands taken in turn ``repeats`` times; medians. The warehouse is the benchmark's empty one."""
+def cli_startup(published: Path, repeats: int, timeout: float, baseline: Path | None = None) -> dict[str, Any]:
+    """Start-up of the command line beside Python opening DuckDB: whole processes, the
+    commands taken in turn ``repeats`` times (with ``baseline``, the older checkout's too);
+    medians. The warehouse is the benchmark's empty one."""
     warehouse = published.with_name(published.name.replace(".published", ""))
-    cases = {
-        "python -c 'import duckdb; duckdb.connect(…)'": [
-            sys.executable,
-            "-c",
-            f"import duckdb; duckdb.connect({str(published)!r}, read_only=True)",
-        ],
-        "cdv-etl --help": [*cdv_etl_command(), "--help"],
-        'cdv-etl sql "SELECT 1"': [*cdv_etl_command(), "sql", "-w", str(warehouse), "SELECT 1"],
+    commands = {
+        CLI_HELP: [*cdv_etl_command(), "--help"],
+        CLI_SQL: [*cdv_etl_command(), "sql", "-w", str(warehouse), "SELECT 1"],
     }
+    cases: dict[str, tuple[list[str], Path]] = {
+        PY_DUCKDB: ([sys.executable, "-c", f"import duckdb; duckdb.connect({str(published)!r}, read_only=True)"], ROOT)
+    }
+    for name, cmd in commands.items():
+        cases[name] = (cmd, ROOT)
+        if baseline is not None:
+            cases[f"{name} {BASELINE}"] = (cmd, baseline)
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in cases}
     for rep in range(repeats):
-        for i, (name, cmd) in enumerate(cases.items()):
-            runs[name].append(run_command(cmd, tag=f"cli-{i}-{rep}", timeout=timeout, label=name))
+        for i, (name, (cmd, code)) in enumerate(cases.items()):
+            runs[name].append(run_command(cmd, tag=f"cli-{i}-{rep}", timeout=timeout, label=name, code=code))
     out: dict[str, Any] = {}
     for name, rs in runs.items():
         ok = [r for r in rs if "error" not in r]
@@ -207,11 +213,12 @@ def cli_startup(published: Path, repeats: int, timeout: float) -> dict[str, Any]
     return out
 
 
-def ingest_command(file: Path, warehouse: Path, *, tag: str, timeout: float) -> dict[str, Any]:
+def ingest_command(file: Path, warehouse: Path, *, tag: str, timeout: float, code: Path = ROOT) -> dict[str, Any]:
     """``cdv-etl ingest FILE`` as a user runs it: the whole process, imports, publish and
     printing included; then the ledger (read by another command, untimed) says what it did."""
     out = run_command(
         [*cdv_etl_command(), "ingest", "-w", str(warehouse), str(file)],
+        code=code,
         tag=tag,
         timeout=timeout,
         label="cdv-etl ingest",
@@ -377,7 +384,7 @@ def run(args: argparse.Namespace, console: Any) -> dict[str, Any]:
     cli = None
     if args.cli_repeat:
         say(f"CLI start-up ({args.cli_repeat} runs of each command, in turn)")
-        cli = cli_startup(published_of(template), args.cli_repeat, timeout)
+        cli = cli_startup(published_of(template), args.cli_repeat, timeout, args.baseline)
     plan = run_step("floor_plan", {}, tag="floor-plan", timeout=timeout)
     if "error" in plan:
         raise SystemExit(plan["error"])
@@ -392,7 +399,7 @@ def run(args: argparse.Namespace, console: Any) -> dict[str, Any]:
         entry = files[f"action_logement/{size}"]
         path = Path(entry["path"])
         floor, project, peer = Measured(), Measured(key="ingest_s"), Measured()
-        process, dlt_peer = Measured(), Measured()
+        process, dlt_peer, before = Measured(), Measured(), Measured()
         wh = template
         for rep in range(repeats(size)):
             warm(path)
@@ -418,6 +425,17 @@ def run(args: argparse.Namespace, console: Any) -> dict[str, Any]:
                     path, fresh_warehouse(template, f"process-{size}"), tag=f"process-{size}-{rep}", timeout=timeout
                 )
             )
+            if args.baseline is not None:
+                say(f"CSV {size}: cdv-etl ingest, the whole process, baseline code ({args.baseline})")
+                before.runs.append(
+                    ingest_command(
+                        path,
+                        fresh_warehouse(template, f"baseline-{size}"),
+                        tag=f"baseline-{size}-{rep}",
+                        timeout=timeout,
+                        code=args.baseline,
+                    )
+                )
             if with_dlt:
                 say(f"CSV {size}: dlt")
                 dlt_peer.runs.append(
@@ -449,6 +467,7 @@ def run(args: argparse.Namespace, console: Any) -> dict[str, Any]:
                 "peer": peer.summary() if not args.skip_peer else None,
                 "process": process.summary(),
                 "dlt": dlt_peer.summary() if with_dlt else None,
+                "baseline_process": before.summary() if args.baseline is not None else None,
             }
         )
         if project.ok:
@@ -740,6 +759,7 @@ def _s(x: float | None, digits: int = 2) -> str:
 
 
 NOISY = 0.10
+BASELINE = "(baseline)"
 PY_DUCKDB = "python -c 'import duckdb; duckdb.connect(…)'"
 CLI_HELP = "cdv-etl --help"
 CLI_SQL = 'cdv-etl sql "SELECT 1"'
@@ -810,6 +830,7 @@ def tables(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
         if not w:
             continue
         key = "process_wall_median_s"
+        b = r.get("baseline_process")
         ft, wt, dt = _t(f, key), _t(w, key), _t(d, key)
         quarantined = w.get("rows_quarantined") if "error" not in w else None
         ok = "✓" if quarantined == r["expected_quarantined"] else "✗"
@@ -819,6 +840,7 @@ def tables(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
                 _tn(f, key),
                 _tn(w, key),
                 _tn(d, key),
+                _tn(b, key),
                 _ratio(wt, ft),
                 _ratio(wt, dt),
                 _s(_t(p, "ingest_s")),
@@ -841,6 +863,7 @@ def tables(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
                     "floor process s",
                     "cdv-etl ingest s",
                     "dlt process s",
+                    f"baseline ingest s {BASELINE}",
                     "ingest/floor",
                     "ingest/dlt",
                     "project in process s",
@@ -1119,6 +1142,13 @@ def main(argv: list[str] | None = None) -> None:
         "--cli-repeat", type=int, default=9, help="runs of each command-line start-up case (0: leave them out)"
     )
     ap.add_argument("--skip-dlt", action="store_true", help="leave out the dlt peer")
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="an older checkout of the project (e.g. from git archive): its command-line start-up and "
+        "whole-process ingest are measured too, in turn with this one's",
+    )
     ap.add_argument("--skip-peer", action="store_true", help="leave out the naive pandas peer")
     ap.add_argument(
         "--profile",
