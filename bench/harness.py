@@ -289,6 +289,7 @@ class Measured:
             "times_s": [round(r[self.key], 3) for r in self.ok],
             "process_walls_s": [round(r["process_wall_s"], 3) for r in self.ok],
             "process_wall_median_s": walls[(len(walls) - 1) // 2],
+            "cpu_median_s": sorted(r["cpu_s"] for r in self.ok)[(len(walls) - 1) // 2],
             "peak_rss_mib": max(r["peak_rss_mib"] for r in self.ok),
             "foreign_cpu_share": m.get("foreign_cpu_share", 0.0),
         }
@@ -843,6 +844,7 @@ def tables(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
                 _tn(b, key),
                 _ratio(wt, ft),
                 _ratio(wt, dt),
+                " / ".join(_s(_t(x, "cpu_median_s") or _t(x, "cpu_s"), 1) for x in (f, w, d, b) if x),
                 _s(_t(p, "ingest_s")),
                 _s(_t(d, "total_s")),
                 _s(_t(w, "peak_rss_mib"), 0),
@@ -866,6 +868,7 @@ def tables(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
                     f"baseline ingest s {BASELINE}",
                     "ingest/floor",
                     "ingest/dlt",
+                    "CPU s: floor / ingest / dlt / baseline",
                     "project in process s",
                     "dlt in process s",
                     "ingest RSS MiB",
