@@ -20,6 +20,11 @@ Steps:
   typed table with the same casts (``cdv_etl.validate.parse.parser_sql``), after the one
   transcode stock DuckDB 1.5 needs (its reader knows UTF-8, UTF-16 and Latin-1, and its
   Latin-1 refuses the byte 0x80, Windows-1252's €): a plain stdlib pass in 16 MiB chunks.
+* ``floor_plan``  — the floor's typed select and the CSV's format, from the spec, once: the
+  floor's and dlt's own processes then import nothing of the project.
+* ``dlt_csv``     — the second peer: ``dlt[duckdb]`` loading a pyarrow table of the CSV, the
+  amount and the date typed, into a new DuckDB file (telemetry off, its folders in the work
+  folder).
 * ``peer_csv``    — the naive peer: ``pandas.read_csv``, the same canonical fields computed
   with pandas string methods, the project's own Pandera schema (``schemas.canonical``)
   validated over the whole frame, then a DuckDB insert of the whole frame (valid rows and
@@ -319,8 +324,8 @@ def step_nightly(p: dict) -> dict:
 
 
 def _csv_contender(p: dict, database: str) -> tuple[Any, Any, Path, Path, Path]:
-    """What the floor and the peer start from: the partner's spec and CSV format, the file, a
-    work folder and a fresh database file in it."""
+    """What the naive peer starts from: the partner's spec and CSV format, the file, a work
+    folder and a fresh database file in it."""
     from cdv_etl.specs import CsvFormat, load_specs
 
     spec = load_specs()[p.get("partner", "action_logement")]
