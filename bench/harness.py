@@ -24,6 +24,7 @@ every child's reading.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -103,23 +104,42 @@ def run_step(step: str, params: dict[str, Any], *, tag: str, timeout: float) -> 
     ``foreign_cpu_share`` is the share of the machine's CPUs that other processes used while
     the step ran: above ~0.1 the step's wall time was inflated by a busy neighbour.
     """
-    waited, busy_before = settle()
     work = OUT / "steps"
     work.mkdir(parents=True, exist_ok=True)
-    pfile, rfile, log = work / f"{tag}.params.json", work / f"{tag}.result.json", work / f"{tag}.log"
+    pfile, rfile = work / f"{tag}.params.json", work / f"{tag}.result.json"
     pfile.write_text(json.dumps(params), encoding="utf-8")
     rfile.unlink(missing_ok=True)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    out = run_command(
+        [sys.executable, "-m", "bench.steps", step, str(pfile), str(rfile)], tag=tag, timeout=timeout, label=step
+    )
+    if "error" not in out and not rfile.exists():
+        out["error"] = f"{step} wrote no result"
+    if "error" in out:
+        return out
+    return {**json.loads(rfile.read_text(encoding="utf-8")), **out}
+
+
+def run_command(
+    cmd: list[str], *, tag: str, timeout: float, label: str, settle_first: bool = True, code: Path = ROOT
+) -> dict[str, Any]:
+    """Run ``cmd`` in a new process (after waiting for a quiet machine), with the project's
+    code from ``code`` (``--baseline``: an older checkout): its wall time, CPU time, peak RSS
+    and the share of the CPUs other processes used meanwhile."""
+    waited, busy_before = settle() if settle_first else (0.0, 0.0)
+    work = OUT / "steps"
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / f"{tag}.log"
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(code),
+        DO_NOT_TRACK="1",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        RUNTIME__DLTHUB_TELEMETRY="false",
+    )
     t0 = time.perf_counter()
     cpu0, _ = _cpu_busy()
     with log.open("wb") as logf:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.steps", step, str(pfile), str(rfile)],
-            cwd=ROOT,
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, env=env)
         timer = threading.Timer(timeout, proc.kill)
         timer.start()
         try:
@@ -132,23 +152,94 @@ def run_step(step: str, params: dict[str, Any], *, tag: str, timeout: float) -> 
     peak = usage.ru_maxrss / MIB  # KiB on Linux
     child_cpu = usage.ru_utime + usage.ru_stime
     foreign = max(0.0, (cpu1 - cpu0) - child_cpu) / (wall * (os.cpu_count() or 1))
-    context = {
+    out: dict[str, Any] = {
+        "process_wall_s": wall,
+        "peak_rss_mib": peak,
         "cpu_s": child_cpu,
         "foreign_cpu_share": round(foreign, 3),
         "settle_wait_s": round(waited, 1),
         "busy_before": round(busy_before, 3),
+        "returncode": proc.returncode,
     }
-    if proc.returncode != 0 or not rfile.exists():
+    if proc.returncode != 0:
         tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-8:]
         why = "timeout" if wall >= timeout else f"exit {proc.returncode}"
-        return {
-            "error": f"{step} failed ({why}): " + " | ".join(tail),
-            "process_wall_s": wall,
-            "peak_rss_mib": peak,
-            **context,
+        out["error"] = f"{label} failed ({why}): " + " | ".join(tail)
+    return out
+
+
+def cdv_etl_command() -> list[str]:
+    """The installed ``cdv-etl`` script beside this interpreter (what a user runs), else ``-m``."""
+    script = Path(sys.executable).parent / "cdv-etl"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "cdv_etl.cli"]
+
+
+def cli_startup(published: Path, repeats: int, timeout: float, baseline: Path | None = None) -> dict[str, Any]:
+    """Start-up of the command line beside Python opening DuckDB: whole processes, the
+    commands taken in turn ``repeats`` times (with ``baseline``, the older checkout's too);
+    medians. The warehouse is the benchmark's empty one."""
+    warehouse = published.with_name(published.name.replace(".published", ""))
+    commands = {
+        CLI_HELP: [*cdv_etl_command(), "--help"],
+        CLI_SQL: [*cdv_etl_command(), "sql", "-w", str(warehouse), "SELECT 1"],
+    }
+    cases: dict[str, tuple[list[str], Path]] = {
+        PY_DUCKDB: ([sys.executable, "-c", f"import duckdb; duckdb.connect({str(published)!r}, read_only=True)"], ROOT)
+    }
+    for name, cmd in commands.items():
+        cases[name] = (cmd, ROOT)
+        if baseline is not None:
+            cases[f"{name} {BASELINE}"] = (cmd, baseline)
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in cases}
+    for rep in range(repeats):
+        for i, (name, (cmd, code)) in enumerate(cases.items()):
+            runs[name].append(run_command(cmd, tag=f"cli-{i}-{rep}", timeout=timeout, label=name, code=code))
+    out: dict[str, Any] = {}
+    for name, rs in runs.items():
+        ok = [r for r in rs if "error" not in r]
+        if not ok:
+            out[name] = {"error": rs[-1].get("error", "not run")}
+            continue
+        walls = sorted(r["process_wall_s"] for r in ok)
+        out[name] = {
+            "median_s": walls[(len(walls) - 1) // 2]
+            if len(walls) % 2
+            else (walls[len(walls) // 2 - 1] + walls[len(walls) // 2]) / 2,
+            "times_s": [round(r["process_wall_s"], 3) for r in ok],
+            "cpu_s": sorted(r["cpu_s"] for r in ok)[(len(ok) - 1) // 2],
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in ok),
+            "foreign_cpu_share": sorted(r["foreign_cpu_share"] for r in ok)[(len(ok) - 1) // 2],
         }
-    out = json.loads(rfile.read_text(encoding="utf-8"))
-    out.update(process_wall_s=wall, peak_rss_mib=peak, **context)
+    return out
+
+
+def ingest_command(file: Path, warehouse: Path, *, tag: str, timeout: float, code: Path = ROOT) -> dict[str, Any]:
+    """``cdv-etl ingest FILE`` as a user runs it: the whole process, imports, publish and
+    printing included; then the ledger (read by another command, untimed) says what it did."""
+    out = run_command(
+        [*cdv_etl_command(), "ingest", "-w", str(warehouse), str(file)],
+        code=code,
+        tag=tag,
+        timeout=timeout,
+        label="cdv-etl ingest",
+    )
+    if "error" in out:
+        return out
+    ledger = subprocess.run(
+        [*cdv_etl_command(), "files", "-w", str(warehouse), "--format", "json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        check=True,
+    )
+    last = json.loads(ledger.stdout)[-1]
+    out.update(
+        total_s=out["process_wall_s"],
+        status=last["status"],
+        rows_read=last["rows_read"],
+        rows_quarantined=last["rows_quarantined"],
+    )
     return out
 
 
@@ -192,9 +283,13 @@ class Measured:
         m = self.median
         if m is None:
             return {"error": self.runs[-1].get("error") if self.runs else "not run"}
+        walls = sorted(r["process_wall_s"] for r in self.ok)
         return {
             **m,
             "times_s": [round(r[self.key], 3) for r in self.ok],
+            "process_walls_s": [round(r["process_wall_s"], 3) for r in self.ok],
+            "process_wall_median_s": walls[(len(walls) - 1) // 2],
+            "cpu_median_s": sorted(r["cpu_s"] for r in self.ok)[(len(walls) - 1) // 2],
             "peak_rss_mib": max(r["peak_rss_mib"] for r in self.ok),
             "foreign_cpu_share": m.get("foreign_cpu_share", 0.0),
         }
@@ -261,7 +356,7 @@ def machine() -> dict[str, Any]:
 
 def run(args: argparse.Namespace, console: Any) -> dict[str, Any]:
     sizes = args.sizes
-    xlsx_sizes = [s for s in (args.xlsx_sizes or sizes) if SIZES.get(s, 0) <= XLSX_MAX]
+    xlsx_sizes = [s for s in (sizes if args.xlsx_sizes is None else args.xlsx_sizes) if SIZES.get(s, 0) <= XLSX_MAX]
     started = datetime.now(UTC)
     t_all = time.perf_counter()
     core_before = core_fingerprint()
@@ -285,7 +380,17 @@ def run(args: argparse.Namespace, console: Any) -> dict[str, Any]:
         raise SystemExit(setup["error"])
 
     def repeats(size: str) -> int:
-        return args.repeat or (3 if SIZES[size] <= 100_000 else 1)
+        return args.repeat.get(size) or args.repeat.get("*") or (3 if SIZES[size] <= 100_000 else 1)
+
+    cli = None
+    if args.cli_repeat:
+        say(f"CLI start-up ({args.cli_repeat} runs of each command, in turn)")
+        cli = cli_startup(published_of(template), args.cli_repeat, timeout, args.baseline)
+    plan = run_step("floor_plan", {}, tag="floor-plan", timeout=timeout)
+    if "error" in plan:
+        raise SystemExit(plan["error"])
+    plan = {k: plan[k] for k in ("select", "encoding", "delimiter", "quote", "amount_column", "date_column")}
+    with_dlt = not args.skip_dlt and importlib.util.find_spec("dlt") is not None
 
     csv_rows: list[dict[str, Any]] = []
     largest_wh: Path | None = None
@@ -295,6 +400,7 @@ def run(args: argparse.Namespace, console: Any) -> dict[str, Any]:
         entry = files[f"action_logement/{size}"]
         path = Path(entry["path"])
         floor, project, peer = Measured(), Measured(key="ingest_s"), Measured()
+        process, dlt_peer, before = Measured(), Measured(), Measured()
         wh = template
         for rep in range(repeats(size)):
             warm(path)
@@ -302,7 +408,7 @@ def run(args: argparse.Namespace, console: Any) -> dict[str, Any]:
             floor.runs.append(
                 run_step(
                     "floor_csv",
-                    {"file": str(path), "workdir": str(OUT / "floor")},
+                    {"file": str(path), "workdir": str(OUT / "floor"), "plan": plan},
                     tag=f"floor-{size}-{rep}",
                     timeout=timeout,
                 )
@@ -314,6 +420,33 @@ def run(args: argparse.Namespace, console: Any) -> dict[str, Any]:
                     "project", {"file": str(path), "warehouse": str(wh)}, tag=f"project-{size}-{rep}", timeout=timeout
                 )
             )
+            say(f"CSV {size}: cdv-etl ingest, the whole process")
+            process.runs.append(
+                ingest_command(
+                    path, fresh_warehouse(template, f"process-{size}"), tag=f"process-{size}-{rep}", timeout=timeout
+                )
+            )
+            if args.baseline is not None:
+                say(f"CSV {size}: cdv-etl ingest, the whole process, baseline code ({args.baseline})")
+                before.runs.append(
+                    ingest_command(
+                        path,
+                        fresh_warehouse(template, f"baseline-{size}"),
+                        tag=f"baseline-{size}-{rep}",
+                        timeout=timeout,
+                        code=args.baseline,
+                    )
+                )
+            if with_dlt:
+                say(f"CSV {size}: dlt")
+                dlt_peer.runs.append(
+                    run_step(
+                        "dlt_csv",
+                        {"file": str(path), "workdir": str(OUT / "dlt"), "plan": plan},
+                        tag=f"dlt-{size}-{rep}",
+                        timeout=timeout,
+                    )
+                )
             if not args.skip_peer:
                 say(f"CSV {size}: naive peer")
                 peer.runs.append(
@@ -333,6 +466,9 @@ def run(args: argparse.Namespace, console: Any) -> dict[str, Any]:
                 "floor": floor.summary(),
                 "project": project.summary(),
                 "peer": peer.summary() if not args.skip_peer else None,
+                "process": process.summary(),
+                "dlt": dlt_peer.summary() if with_dlt else None,
+                "baseline_process": before.summary() if args.baseline is not None else None,
             }
         )
         if project.ok:
@@ -456,6 +592,7 @@ def run(args: argparse.Namespace, console: Any) -> dict[str, Any]:
         "machine": machine(),
         "parent_rss_mib": _self_rss(),
         "import_baseline": base,
+        "cli": cli,
         "setup": setup,
         "files": files,
         "csv": csv_rows,
@@ -499,16 +636,61 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     def add(name: str, goal: str, value: float | None, met: bool | None, unit: str = "", note: str = "") -> None:
         out.append({"target": name, "goal": goal, "measured": value, "unit": unit, "met": met, "note": note})
 
-    for size in ("1M", "5M"):
+    cli = res.get("cli") or {}
+    base = _t(cli.get(PY_DUCKDB), "median_s")
+    for case in (CLI_HELP, CLI_SQL):
+        c = _t(cli.get(case), "median_s")
+        add(
+            f"`{case}` / `python -c 'import duckdb; duckdb.connect(…)'` (whole processes)",
+            "≤ 3×",
+            c / base if c and base else None,
+            (c / base <= 3) if c and base else None,
+            "×",
+        )
+    for size, goal in (("1M", 3.0), ("5M", 2.0)):
         row = _get(csv, size)
         p = _t(row and row["project"], "ingest_s")
         f = _t(row and row["floor"], "total_s")
         q = _t(row and row.get("peer"), "total_s")
         add(
-            f"CSV {size}: project / DuckDB floor",
-            "≤ 3×",
+            f"CSV {size}: project / DuckDB floor (in process)",
+            f"≤ {goal:g}×",
             p / f if p and f else None,
-            (p / f <= 3) if p and f else None,
+            (p / f <= goal) if p and f else None,
+            "×",
+        )
+        pc, fc = _t(row and row["project"], "ingest_cpu_s"), _t(row and row["floor"], "total_cpu_s")
+        add(
+            f"(for information) CSV {size}: project / DuckDB floor in CPU seconds (steadier on a busy machine)",
+            "—",
+            pc / fc if pc and fc else None,
+            None,
+            "×",
+        )
+        w = _t(row and row.get("process"), "process_wall_median_s")
+        fw = _t(row and row["floor"], "process_wall_median_s")
+        add(
+            f"CSV {size}: `cdv-etl ingest` / DuckDB floor, whole processes",
+            "≤ 2.5×" if size == "1M" else "—",
+            w / fw if w and fw else None,
+            (w / fw <= 2.5) if w and fw and size == "1M" else None,
+            "×",
+        )
+        d = _t(row and row.get("dlt"), "process_wall_median_s")
+        wc = _t(row and row.get("process"), "cpu_median_s") or _t(row and row.get("process"), "cpu_s")
+        dc = _t(row and row.get("dlt"), "cpu_median_s") or _t(row and row.get("dlt"), "cpu_s")
+        add(
+            f"CSV {size}: `cdv-etl ingest` / dlt, whole processes",
+            "≤ 1×",
+            w / d if w and d else None,
+            (w / d <= 1) if w and d else None,
+            "×",
+        )
+        add(
+            f"(for information) CSV {size}: `cdv-etl ingest` / dlt in CPU seconds, whole processes",
+            "—",
+            wc / dc if wc and dc else None,
+            None,
             "×",
         )
         add(
@@ -595,6 +777,10 @@ def _s(x: float | None, digits: int = 2) -> str:
 
 
 NOISY = 0.10
+BASELINE = "(baseline)"
+PY_DUCKDB = "python -c 'import duckdb; duckdb.connect(…)'"
+CLI_HELP = "cdv-etl --help"
+CLI_SQL = 'cdv-etl sql "SELECT 1"'
 
 
 def _tn(d: dict[str, Any] | None, key: str, digits: int = 2) -> str:
@@ -654,6 +840,81 @@ def tables(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
                     "quarantined",
                 ],
                 rows,
+            )
+        )
+    rows = []
+    for r in res["csv"]:
+        f, w, d, p = r["floor"], r.get("process"), r.get("dlt"), r["project"]
+        if not w:
+            continue
+        key = "process_wall_median_s"
+        b = r.get("baseline_process")
+        ft, wt, dt = _t(f, key), _t(w, key), _t(d, key)
+        quarantined = w.get("rows_quarantined") if "error" not in w else None
+        ok = "✓" if quarantined == r["expected_quarantined"] else "✗"
+        rows.append(
+            [
+                f"{r['rows']:,}",
+                _tn(f, key),
+                _tn(w, key),
+                _tn(d, key),
+                _tn(b, key),
+                _ratio(wt, ft),
+                _ratio(wt, dt),
+                " / ".join(_s(_t(x, "cpu_median_s") or _t(x, "cpu_s"), 1) for x in (f, w, d, b) if x),
+                _s(_t(p, "ingest_s")),
+                _s(_t(d, "total_s")),
+                _s(_t(w, "peak_rss_mib"), 0),
+                _s(_t(d, "peak_rss_mib"), 0),
+                f"{quarantined:,} {ok}" if quarantined is not None else "—",
+                " ".join(f"{x:.2f}" for x in (w.get("process_walls_s") or [])),
+                " ".join(f"{x:.2f}" for x in ((d or {}).get("process_walls_s") or [])),
+            ]
+        )
+    if rows:
+        out.append(
+            (
+                "Whole processes — `cdv-etl ingest FILE` as a user runs it (imports, open, ingest, publish, "
+                "printing) beside the floor's process and dlt's (`dlt[duckdb]`, Arrow table, amount and date "
+                "typed, no rules)",
+                [
+                    "rows",
+                    "floor process s",
+                    "cdv-etl ingest s",
+                    "dlt process s",
+                    f"baseline ingest s {BASELINE}",
+                    "ingest/floor",
+                    "ingest/dlt",
+                    "CPU s: floor / ingest / dlt / baseline",
+                    "project in process s",
+                    "dlt in process s",
+                    "ingest RSS MiB",
+                    "dlt RSS MiB",
+                    "quarantined",
+                    "ingest runs s",
+                    "dlt runs s",
+                ],
+                rows,
+            )
+        )
+    cli = res.get("cli")
+    if cli:
+        base = _t(cli.get(PY_DUCKDB), "median_s")
+        out.append(
+            (
+                "Command-line start-up — whole processes, median of the runs (taken in turn)",
+                ["command", "median s", "CPU s", "vs python + duckdb", "peak RSS MiB", "runs s"],
+                [
+                    [
+                        f"`{name}`",
+                        _tn(c, "median_s", 3),
+                        _s(_t(c, "cpu_s"), 3),
+                        _ratio(_t(c, "median_s"), base),
+                        _s(_t(c, "peak_rss_mib"), 0),
+                        " ".join(f"{x:.2f}" for x in c.get("times_s", [])),
+                    ]
+                    for name, c in cli.items()
+                ],
             )
         )
     rows = []
@@ -871,6 +1132,17 @@ def update_readme(md: str) -> None:
     README.write_text(f"{head}{BEGIN_MARK}\n{md}\n{END_MARK}{tail}", encoding="utf-8")
 
 
+def parse_repeat(text: str, ap: argparse.ArgumentParser) -> dict[str, int]:
+    """``3`` → every size 3 runs; ``1M=5,5M=1`` → per size (others: the default)."""
+    out: dict[str, int] = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        size, _, n = part.rpartition("=")
+        if not n.isdigit() or (size and size not in SIZES):
+            ap.error(f"--repeat: {part!r} is neither N nor SIZE=N")
+        out[size or "*"] = int(n)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(
@@ -881,7 +1153,22 @@ def main(argv: list[str] | None = None) -> None:
         "--xlsx-sizes", default=None, help=f"XLSX sizes (default: the CSV sizes up to {XLSX_MAX:,} rows; '' for none)"
     )
     ap.add_argument("--quick", action="store_true", help="10k and 100k only, one run each")
-    ap.add_argument("--repeat", type=int, default=0, help="runs per measurement (default: 3 up to 100k rows, 1 above)")
+    ap.add_argument(
+        "--repeat",
+        default="",
+        help="runs per measurement: N, or SIZE=N,… (e.g. 1M=5,5M=1; default: 3 up to 100k rows, 1 above)",
+    )
+    ap.add_argument(
+        "--cli-repeat", type=int, default=9, help="runs of each command-line start-up case (0: leave them out)"
+    )
+    ap.add_argument("--skip-dlt", action="store_true", help="leave out the dlt peer")
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="an older checkout of the project (e.g. from git archive): its command-line start-up and "
+        "whole-process ingest are measured too, in turn with this one's",
+    )
     ap.add_argument("--skip-peer", action="store_true", help="leave out the naive pandas peer")
     ap.add_argument(
         "--profile",
@@ -909,7 +1196,9 @@ def main(argv: list[str] | None = None) -> None:
     args.argv = argv
     if args.quick:
         args.sizes = "10k,100k"
-        args.repeat = args.repeat or 1
+        args.repeat = args.repeat or "1"
+        args.cli_repeat = min(args.cli_repeat, 3)
+    args.repeat = parse_repeat(args.repeat, ap)
     args.sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     if args.xlsx_sizes is not None:
         args.xlsx_sizes = [s.strip() for s in args.xlsx_sizes.split(",") if s.strip()] or []

@@ -20,6 +20,11 @@ Steps:
   typed table with the same casts (``cdv_etl.validate.parse.parser_sql``), after the one
   transcode stock DuckDB 1.5 needs (its reader knows UTF-8, UTF-16 and Latin-1, and its
   Latin-1 refuses the byte 0x80, Windows-1252's €): a plain stdlib pass in 16 MiB chunks.
+* ``floor_plan``  — the floor's typed select and the CSV's format, from the spec, once: the
+  floor's and dlt's own processes then import nothing of the project.
+* ``dlt_csv``     — the second peer: ``dlt[duckdb]`` loading a pyarrow table of the CSV, the
+  amount and the date typed, into a new DuckDB file (telemetry off, its folders in the work
+  folder).
 * ``peer_csv``    — the naive peer: ``pandas.read_csv``, the same canonical fields computed
   with pandas string methods, the project's own Pandera schema (``schemas.canonical``)
   validated over the whole frame, then a DuckDB insert of the whole frame (valid rows and
@@ -319,8 +324,8 @@ def step_nightly(p: dict) -> dict:
 
 
 def _csv_contender(p: dict, database: str) -> tuple[Any, Any, Path, Path, Path]:
-    """What the floor and the peer start from: the partner's spec and CSV format, the file, a
-    work folder and a fresh database file in it."""
+    """What the naive peer starts from: the partner's spec and CSV format, the file, a work
+    folder and a fresh database file in it."""
     from cdv_etl.specs import CsvFormat, load_specs
 
     spec = load_specs()[p.get("partner", "action_logement")]
@@ -333,33 +338,60 @@ def _csv_contender(p: dict, database: str) -> tuple[Any, Any, Path, Path, Path]:
     return spec, fmt, Path(p["file"]), work, db
 
 
-def step_floor_csv(p: dict) -> dict:
-    import duckdb
-
+def floor_plan(partner: str = "action_logement") -> dict:
+    """What the floor and dlt need to know of the partner's CSV, worked out from its spec once,
+    so that their own processes import nothing of the project: the floor's typed select (the
+    project's very casts, ``cdv_etl.validate.parse.parser_sql``) and the file's format."""
+    from cdv_etl.specs import CsvFormat, load_specs
     from cdv_etl.sql import quote_ident
     from cdv_etl.validate.parse import parser_sql
 
-    spec, fmt, src, work, db = _csv_contender(p, "floor.duckdb")
+    spec = load_specs()[partner]
+    fmt = spec.format
+    assert isinstance(fmt, CsvFormat)
+    casts = [
+        f"{parser_sql(f.parser, quote_ident(f.source_columns[0]), f.scale)} AS {name}"
+        for name, f in spec.fields.items()
+    ]
+    return {
+        "select": ", ".join(casts),
+        "encoding": fmt.encoding,
+        "delimiter": fmt.delimiter,
+        "quote": fmt.quote,
+        "amount_column": spec.fields["amount_eur"].source_columns[0],
+        "date_column": spec.fields["engagement_date"].source_columns[0],
+    }
+
+
+def step_floor_plan(p: dict) -> dict:
+    return floor_plan(p.get("partner", "action_logement"))
+
+
+def step_floor_csv(p: dict) -> dict:
+    import duckdb
+
+    plan = p.get("plan") or floor_plan(p.get("partner", "action_logement"))
+    src, work = Path(p["file"]), Path(p["workdir"])
+    work.mkdir(parents=True, exist_ok=True)
+    db = work / "floor.duckdb"
+    db.unlink(missing_ok=True)
     con = duckdb.connect(str(db), config={"memory_limit": p.get("memory_limit", "1GB")})
     t0, c0 = time.perf_counter(), time.process_time()
-    if fmt.encoding in ("utf-8", "utf-8-sig"):
+    if plan["encoding"] in ("utf-8", "utf-8-sig"):
         utf8 = src
     else:
         utf8 = work / (src.name + ".utf8")
         with (
-            src.open("r", encoding=fmt.encoding, newline="") as fin,
+            src.open("r", encoding=plan["encoding"], newline="") as fin,
             utf8.open("w", encoding="utf-8", newline="") as fout,
         ):
             while block := fin.read(16 << 20):
                 fout.write(block)
     t1 = time.perf_counter()
-    casts = []
-    for name, f in spec.fields.items():
-        casts.append(f"{parser_sql(f.parser, quote_ident(f.source_columns[0]), f.scale)} AS {name}")
     con.execute(
-        f"CREATE TABLE typed AS SELECT {', '.join(casts)} "  # noqa: S608 - identifiers from the spec
+        f"CREATE TABLE typed AS SELECT {plan['select']} "  # noqa: S608 - identifiers from the spec
         "FROM read_csv(?, delim = ?, quote = ?, escape = ?, header = true, all_varchar = true)",
-        [str(utf8), fmt.delimiter, fmt.quote, fmt.quote],
+        [str(utf8), plan["delimiter"], plan["quote"], plan["quote"]],
     )
     t2 = time.perf_counter()
     rows = _count(con, "SELECT count(*) FROM typed")
@@ -471,6 +503,87 @@ def step_peer_csv(p: dict) -> dict:
     }
 
 
+def _all_text(path: Path, plan: dict) -> dict:
+    import pyarrow as pa
+
+    with path.open("r", encoding=plan["encoding"], newline="") as fh:
+        header = fh.readline().rstrip("\r\n").split(plan["delimiter"])
+    return {name: pa.string() for name in header}
+
+
+def step_dlt_csv(p: dict) -> dict:
+    """dlt (``dlt[duckdb]``) loading the CSV into DuckDB on its fast path: pyarrow reads the
+    file, the amount and the date are typed with pyarrow compute kernels (the same cleaning as
+    the project's parsers: no-break spaces and € out, decimal comma, ``dd/mm/yyyy``; what does
+    not parse becomes NULL), and ``pipeline.run`` loads the Arrow table. None of the
+    programme's rules, no quarantine, no ledger. Offline: telemetry off, its folders in the
+    work folder."""
+    work = Path(p["workdir"])
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    os.environ["RUNTIME__DLTHUB_TELEMETRY"] = "false"
+    os.environ["DLT_DATA_DIR"] = str(work / "dlt-data")
+    t0, c0 = time.perf_counter(), time.process_time()
+    import dlt
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from pyarrow import csv as pa_csv
+
+    t_import = time.perf_counter()
+    plan = p["plan"]
+    table = pa_csv.read_csv(
+        Path(p["file"]),
+        read_options=pa_csv.ReadOptions(encoding=plan["encoding"]),
+        parse_options=pa_csv.ParseOptions(delimiter=plan["delimiter"], quote_char=plan["quote"] or False),
+        # every column read as text, as the partner wrote it (no type guessing)
+        convert_options=pa_csv.ConvertOptions(column_types=_all_text(Path(p["file"]), plan)),
+    )
+    t1 = time.perf_counter()
+    amount_col, date_col = plan["amount_column"], plan["date_column"]
+    cleaned = pc.replace_substring(
+        pc.replace_substring_regex(table[amount_col], r"[ \t\x{00A0}\x{202F}\x{2009}€]|EUR", ""), ",", "."
+    )
+    number = pc.match_substring_regex(cleaned, r"^-?[0-9]{1,16}(\.[0-9]{1,2})?$")
+    amount = pc.cast(pc.if_else(number, cleaned, pa.scalar(None, pa.string())), pa.decimal128(18, 2))
+    day = pc.cast(pc.strptime(table[date_col], format="%d/%m/%Y", unit="s", error_is_null=True), pa.date32())
+    typed = table.set_column(table.schema.get_field_index(amount_col), "amount_eur", amount)
+    typed = typed.set_column(typed.schema.get_field_index(date_col), "engagement_date", day)
+    t2 = time.perf_counter()
+    pipeline = dlt.pipeline(
+        pipeline_name="bench_dlt",
+        pipelines_dir=str(work / "pipelines"),
+        destination=dlt.destinations.duckdb(str(work / "dlt.duckdb")),
+        dataset_name="action_logement",
+    )
+    info = pipeline.run(typed, table_name="engagements", write_disposition="replace")
+    t3 = time.perf_counter()
+    import duckdb
+
+    con = duckdb.connect(str(work / "dlt.duckdb"), read_only=True)
+    row = con.execute("SELECT count(*), count(amount_eur), sum(amount_eur) FROM action_logement.engagements").fetchone()
+    kinds = dict(
+        con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'engagements'"
+        ).fetchall()
+    )
+    con.close()
+    shutil.rmtree(work, ignore_errors=True)
+    assert row is not None
+    return {
+        "import_s": t_import - t0,
+        "read_csv_s": t1 - t_import,
+        "typing_s": t2 - t1,
+        "dlt_run_s": t3 - t2,
+        "total_s": t3 - t0,
+        "total_cpu_s": time.process_time() - c0,
+        "rows": int(row[0]),
+        "amounts": int(row[1]),
+        "amount_sum": str(row[2]),
+        "column_types": {"amount_eur": kinds.get("amount_eur"), "engagement_date": kinds.get("engagement_date")},
+        "load_packages": len(info.loads_ids),
+    }
+
+
 def step_calamine(p: dict) -> dict:
     from python_calamine import CalamineWorkbook
 
@@ -538,8 +651,10 @@ STEPS = {
     "setup": step_setup,
     "project": step_project,
     "nightly": step_nightly,
+    "floor_plan": step_floor_plan,
     "floor_csv": step_floor_csv,
     "peer_csv": step_peer_csv,
+    "dlt_csv": step_dlt_csv,
     "calamine": step_calamine,
     "views": step_views,
     "profile": step_profile,

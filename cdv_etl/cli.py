@@ -5,21 +5,23 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cdv_etl import offline
 from cdv_etl.config import Settings
 from cdv_etl.errors import CdvError
 from cdv_etl.load.loader import LoadResult
 from cdv_etl.load.reference import SAMPLE_REFERENCE
-from cdv_etl.load.warehouse import init_warehouse
-from cdv_etl.pipeline import open_pipeline
 from cdv_etl.publish.tables import SUMMARY_QUERIES, as_csv, as_json, euros, load_results_table, query_table
-from cdv_etl.specs import load_specs
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# Start-up is part of every command: this module imports the standard library, typer and the
+# light modules above, nothing else. DuckDB, rich and the pipeline (pandas, pandera, pyarrow)
+# are imported by the commands that use them (tests/test_startup.py keeps it so).
 
 offline.apply()
 
@@ -32,9 +34,29 @@ app = typer.Typer(
 reference_app = typer.Typer(help="The ANCT reference of ACV communes.", no_args_is_help=True)
 app.add_typer(reference_app, name="reference")
 
-# Piped output (CI logs, files) gets a wide fixed width rather than rich's 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+class _LazyConsole:
+    """rich's Console, made when a command first prints (``cdv-etl --help`` never imports it)."""
+
+    def __init__(self, stderr: bool = False) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def rich(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            stream = sys.stderr if self._stderr else sys.stdout
+            # Piped output (CI logs, files) gets a wide fixed width rather than rich's 80 columns.
+            self._console = Console(stderr=self._stderr, width=None if stream.isatty() else 200)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.rich(), name)
+
+
+console = _LazyConsole()
+err = _LazyConsole(stderr=True)
 
 WarehouseOpt = Annotated[
     Path | None,
@@ -69,6 +91,9 @@ def print_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str, title:
 @app.command()
 def init(warehouse: WarehouseOpt = None) -> None:
     """Create the warehouse, or upgrade an older one in place (idempotent)."""
+    from cdv_etl.load.warehouse import init_warehouse
+    from cdv_etl.specs import load_specs
+
     s = settings(warehouse)
     try:
         applied = init_warehouse(s.warehouse, load_specs(s.specs_dir), timeout_s=s.lock_timeout_s)
@@ -89,6 +114,8 @@ def reference_load(
         fail(CdvError("give a FILE or --sample", "e.g. cdv-etl reference load acv_communes.geojson"))
     path = SAMPLE_REFERENCE if sample else file
     assert path is not None
+    from cdv_etl.pipeline import open_pipeline
+
     s = settings(warehouse)
     try:
         with open_pipeline(s, need_reference=False) as pipe:
@@ -100,13 +127,17 @@ def reference_load(
 
 
 def run_ingest(s: Settings, files: list[Path], partner: str | None, force: bool) -> list[LoadResult]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from cdv_etl.pipeline import open_pipeline
+
     results: list[LoadResult] = []
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=err,
+        console=err.rich(),
         transient=True,
     ) as bar:
         task = bar.add_task("ingesting", total=len(files))
@@ -233,6 +264,8 @@ def quarantine(
 @app.command()
 def publish(warehouse: WarehouseOpt = None) -> None:
     """Publish the read-only copy of the warehouse for analysts again."""
+    from cdv_etl.pipeline import open_pipeline
+
     s = settings(warehouse)
     try:
         with open_pipeline(s, need_reference=False) as pipe:
@@ -279,7 +312,7 @@ def run_nightly(s: Settings) -> list[LoadResult]:
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
-                console=err,
+                console=err.rich(),
                 transient=True,
             ) as bar:
                 task = bar.add_task("nightly", total=None)
@@ -288,8 +321,8 @@ def run_nightly(s: Settings) -> list[LoadResult]:
                 )
     except InboxFailed as exc:
         print_results(exc.run.results)
-        err.print(f"[bold red]error:[/bold red] {exc.message}")
-        err.print(f"  [yellow]→[/yellow] {exc.hint}")
+        err.print(f"error: {exc.message}", style="bold red", markup=False, emoji=False)
+        err.print(f"  → {exc.hint}", style="yellow", markup=False, emoji=False)
         raise typer.Exit(1) from None
     for r in run.references:
         state = "loaded" if r.changed else "unchanged (same file as the current reference)"

@@ -10,14 +10,16 @@ from dataclasses import dataclass, field, fields
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
-
-import duckdb
+from typing import TYPE_CHECKING, Any
 
 from cdv_etl.errors import ReconciliationError
-from cdv_etl.read import FileStat, RawExport
-from cdv_etl.specs import PartnerSpec
-from cdv_etl.validate.outputs import ENGAGEMENT_COLUMNS, Outputs
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from cdv_etl.read import FileStat, RawExport
+    from cdv_etl.specs import PartnerSpec
+    from cdv_etl.validate.outputs import Outputs
 
 
 @dataclass
@@ -160,6 +162,8 @@ def load_export(
     stat: FileStat | None = None,
 ) -> LoadResult:
     """Write one validated file: ledger row, loaded rows, quarantine — in one transaction."""
+    from cdv_etl.validate.outputs import ENGAGEMENT_COLUMNS
+
     con.register("out_failures", outputs.failures)
     con.register("out_quarantined", outputs.quarantined)
     con.execute("BEGIN TRANSACTION")

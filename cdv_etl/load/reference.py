@@ -16,12 +16,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-
-import duckdb
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from cdv_etl.errors import CdvError
 from cdv_etl.read import sha256_of
+
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
 
 SAMPLE_REFERENCE = Path(__file__).resolve().parent.parent / "sample" / "acv_communes_sample.csv"
 REQUIRED = ("insee_com", "id_acv", "lib_com", "insee_dep")
@@ -70,6 +72,8 @@ def _degrees(frame: pd.DataFrame, column: str, limit: int, path: Path, hint: str
 
 
 def read_reference(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     """The reference as a frame of normalised text columns, or a CdvError naming the problem."""
     hint = "use the ANCT list of ACV communes (GeoJSON or CSV with its property names)"
     try:

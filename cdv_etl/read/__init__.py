@@ -15,11 +15,14 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-
-import duckdb
+from typing import TYPE_CHECKING
 
 from cdv_etl.errors import FileRejected
-from cdv_etl.specs import CsvFormat, JsonFormat, PartnerSpec, XlsxFormat, last_day
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from cdv_etl.specs import PartnerSpec
 
 STAGING_TABLE = "stg_raw"
 SETTLED_NS = 2_000_000_000
@@ -92,6 +95,8 @@ def check_size(path: Path, max_mb: float) -> int:
 
 def read_export(con: duckdb.DuckDBPyConnection, path: Path, spec: PartnerSpec, workdir: Path) -> RawExport:
     """Read ``path`` into the staging table, or raise FileRejected."""
+    from cdv_etl.specs import CsvFormat, JsonFormat, XlsxFormat
+
     fmt = spec.format
     if isinstance(fmt, CsvFormat):
         from cdv_etl.read.csv import read_csv
@@ -151,6 +156,8 @@ def extraction_date(path: Path, spec: PartnerSpec, raw: RawExport, today: date) 
 
 
 def _parse_period(text: str, fmt: str) -> date | None:
+    from cdv_etl.specs import last_day
+
     try:
         return last_day(datetime.strptime(text, fmt).date(), fmt)
     except ValueError:

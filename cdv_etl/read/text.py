@@ -13,11 +13,17 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import AnyStr, Generic
 
 from cdv_etl.errors import FileRejected
 
 CHUNK = 4 * 1024 * 1024
+# A blank line: a line feed followed by another (CRLF or LF), in text or in bytes.
 _BLANK_LINE = re.compile(r"\n(?=\r?\n)")
+_BLANK_LINE_BYTES = re.compile(rb"\n(?=\r?\n)")
+# Encodings in which the bytes 0x0A and 0x00 are always a line feed and a NUL, never part of
+# another character: their files are scanned as bytes (no copy of the decoded text).
+_ASCII_COMPATIBLE = frozenset({"utf-8", "utf-8-sig", "cp1252", "latin-1"})
 
 _NAMES = {
     "utf-8": "UTF-8",
@@ -51,6 +57,39 @@ def _bad_byte(
     )
 
 
+@dataclass
+class _Scan(Generic[AnyStr]):
+    """What the chunks seen so far told: line feeds, blank lines; the last two units kept for
+    a blank line whose look-ahead runs into the next chunk."""
+
+    lf: AnyStr
+    nul: AnyStr
+    blank: re.Pattern[AnyStr]
+    tail: AnyStr
+    lines: int = 0
+    blank_lines: list[int] = field(default_factory=list)
+
+    def chunk(self, chunk: AnyStr) -> int | None:
+        """Scan the next chunk; the line of its first NUL, if it has one (then nothing is counted)."""
+        nul = chunk.find(self.nul)
+        if nul >= 0:
+            return self.lines + chunk.count(self.lf, 0, nul) + 1
+        tail = self.tail
+        edge = tail + chunk[:2]
+        for m in self.blank.finditer(edge):
+            p = m.start()
+            if p < len(tail) and p + (2 if edge[p + 1 : p + 2] == self.lf else 3) > len(tail):
+                self.blank_lines.append(self.lines - tail[p:].count(self.lf) + 2)
+        seen, at = self.lines, 0
+        for m in self.blank.finditer(chunk):
+            seen += chunk.count(self.lf, at, m.start())
+            at = m.start()
+            self.blank_lines.append(seen + 2)
+        self.lines += chunk.count(self.lf)
+        self.tail = chunk[-2:] if len(chunk) >= 2 else (tail + chunk)[-2:]
+        return None
+
+
 def decode_to_utf8(source: Path, encoding: str, workdir: Path) -> DecodedText:
     """Validate (and if needed transcode) ``source``; return a UTF-8 file for DuckDB."""
     codec = {"utf-8-sig": "utf-8-sig", "latin-1": "latin-1"}.get(encoding, encoding)
@@ -66,11 +105,12 @@ def decode_to_utf8(source: Path, encoding: str, workdir: Path) -> DecodedText:
             out_path.symlink_to(source.resolve())
         except OSError:  # no symbolic links here: a copy will do
             shutil.copyfile(source, out_path)
-    result = DecodedText(out_path)
-    out = out_path.open("w", encoding="utf-8", newline="") if transcode else None
-    offset = 0
+    as_bytes = encoding in _ASCII_COMPATIBLE
+    byte_scan = _Scan(b"\n", b"\x00", _BLANK_LINE_BYTES, b"")
+    text_scan = _Scan("\n", "\x00", _BLANK_LINE, "")
     lines = 0
-    tail = ""
+    out = out_path.open("wb") if transcode else None
+    offset = 0
     try:
         with source.open("rb") as fh:
             while True:
@@ -81,29 +121,21 @@ def decode_to_utf8(source: Path, encoding: str, workdir: Path) -> DecodedText:
                 except UnicodeDecodeError as exc:
                     partial = data[: exc.start].decode(codec, errors="replace")
                     raise _bad_byte(offset + exc.start, data, exc.start, encoding, source, lines, partial) from exc
-                if "\x00" in text:
-                    at = text.index("\x00")
+                nul_line = byte_scan.chunk(data) if as_bytes else text_scan.chunk(text)
+                if nul_line is not None:
                     raise FileRejected(
                         "binary",
-                        f"{source.name}: NUL character on line {lines + text.count(chr(10), 0, at) + 1}:"
-                        " this is not a text export; the file was not loaded",
+                        f"{source.name}: NUL character on line {nul_line}: this is not a text export; "
+                        "the file was not loaded",
                         "check that the partner sent the right file (a spreadsheet saved as .csv?)",
                     )
-                scan = tail + text
-                before_scan = lines - tail.count("\n")
-                for m in _BLANK_LINE.finditer(scan):
-                    p = m.start()
-                    lookahead_end = p + (2 if scan[p + 1] == "\n" else 3)
-                    if lookahead_end > len(tail):  # not already seen in the previous chunk
-                        result.blank_lines.append(before_scan + scan.count("\n", 0, p) + 2)
-                lines += text.count("\n")
-                tail = (tail + text)[-2:]
+                lines = byte_scan.lines if as_bytes else text_scan.lines
                 if out is not None:
-                    out.write(text)
+                    out.write(text.encode("utf-8"))
                 offset += len(data)
                 if final:
                     break
     finally:
         if out is not None:
             out.close()
-    return result
+    return DecodedText(out_path, byte_scan.blank_lines if as_bytes else text_scan.blank_lines)
