@@ -15,6 +15,7 @@ from typing import Any
 import duckdb
 
 from cdv_etl.errors import ReconciliationError
+from cdv_etl.faults import checkpoint
 from cdv_etl.read import FileStat, RawExport
 from cdv_etl.specs import PartnerSpec
 from cdv_etl.validate.outputs import ENGAGEMENT_COLUMNS, Outputs
@@ -181,6 +182,7 @@ def load_export(
             ).fetchone()
             assert row is not None
             file_id = int(row[0])
+        checkpoint("load.ledger")
 
         con.execute(
             "INSERT INTO quarantine_failures SELECT ?, row_key, rule, rule_order, column_name, value, "
@@ -191,6 +193,7 @@ def load_export(
             "INSERT INTO quarantine_rows SELECT ?, row_key, source_row, sheet, raw_record FROM out_quarantined",
             [file_id],
         )
+        checkpoint("load.quarantine")
         con.execute(
             f"""INSERT INTO engagement_rows
             SELECT ?, row_key, source_row, sheet, ?, {", ".join(ENGAGEMENT_COLUMNS[3:])}
@@ -205,6 +208,7 @@ def load_export(
             FROM engagement_rows WHERE file_id = ? GROUP BY ALL""",
             [file_id],
         )
+        checkpoint("load.rows")
 
         totals = con.execute(
             """SELECT
@@ -245,7 +249,9 @@ def load_export(
             ).fetchall()
         )
         record_stat(con, file_id, stat)
+        checkpoint("load.reconciled")
         con.execute("COMMIT")
+        checkpoint("load.committed")
     except BaseException:
         con.execute("ROLLBACK")
         raise
