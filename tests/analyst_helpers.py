@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import os
 import subprocess
-import sys
 from datetime import date
 from pathlib import Path
 
@@ -35,8 +34,6 @@ ANAH_HEADER = [
     "date_engagement",
     "statut",
 ]
-
-CLI = [sys.executable, "-m", "cdv_etl.cli"]
 
 
 def al_export(folder: Path, month: str, rows: list[dict[str, str]]) -> Path:
@@ -105,10 +102,16 @@ def demo_warehouse(folder: Path, loads: int = 1) -> Settings:
     return s
 
 
-def run_cli(args: list[str], cwd: Path, ok: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """``cdv-etl ARGS`` in a child process, as a person runs it."""
-    env = {**os.environ, "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    proc = subprocess.run(CLI + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+def run_cli(args: list[str], cwd: Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    """``cdv-etl ARGS`` in this process (Typer's runner on the command line's own app), from
+    the folder ``cwd``: its exit code, standard output and standard error, as a child's."""
+    from typer.testing import CliRunner
+
+    from cdv_etl.cli import app
+
+    with contextlib.chdir(cwd):
+        result = CliRunner().invoke(app, args, env={"COLUMNS": "200"}, catch_exceptions=False)
+    proc = subprocess.CompletedProcess(["cdv-etl", *args], result.exit_code, result.stdout, result.stderr)
     if ok:
         assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc

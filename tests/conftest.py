@@ -1,4 +1,4 @@
-"""Shared fixtures: real DuckDB files in temporary folders, the shared specimens."""
+"""Shared fixtures: real DuckDB files in temporary folders, the shared specimens, one Prefect server."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prefect_server import BIN, DEPLOYMENTS, PrefectServer, start_server
 
 from cdv_etl.config import Settings
 from cdv_etl.load.reference import SAMPLE_REFERENCE
@@ -50,3 +51,28 @@ def table_snapshot(con) -> dict[str, list]:  # type: ignore[no-untyped-def]
         r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE NOT temporary ORDER BY 1").fetchall()
     ]
     return {n: sorted(map(repr, con.execute(f'SELECT * FROM "{n}"').fetchall())) for n in names}
+
+
+@pytest.fixture(scope="session")
+def prefect_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrefectServer, Path]]:
+    """One real Prefect server for the session (a free port, its own PREFECT_HOME on the embedded
+    SQLite) and ``cdv-etl serve`` serving the deployments to it, as in production; stopped at the end.
+
+    Runs that name no warehouse write to ``<work>/wh/cdv.duckdb``; a test that needs its own
+    state passes its own warehouse and inbox as the run's parameters.
+    """
+    work = tmp_path_factory.mktemp("prefect")
+    server = start_server(work / "prefect-home")
+    try:
+        server.start_child(
+            [str(BIN / "cdv-etl"), "serve"],
+            cwd=work,
+            log=work / "serve.log",
+            CDV_WAREHOUSE=str(work / "wh" / "cdv.duckdb"),
+            CDV_LOCK_TIMEOUT="120",
+        )
+        for name in DEPLOYMENTS:
+            server.deployment_id(name)
+        yield server, work
+    finally:
+        server.stop()

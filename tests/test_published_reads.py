@@ -73,7 +73,7 @@ def test_readers_see_the_state_before_or_after_a_load_never_between(tmp_path: Pa
     reader = subprocess.Popen([sys.executable, "-c", READER, str(s.published_path), str(out), str(stop), QUESTION])
     try:
         wait_for(lambda: len(answers(out)) >= 3, 60, "the reader's first answers")
-        # The load: another process, five files, each in its own transaction, then one publish.
+        # The load: the command line, five files, each in its own transaction, then one publish.
         run_cli(["ingest", "-w", str(s.warehouse), *map(str, exports)], tmp_path)
         # ... and a few more publishes of the same state: more renames under the reader's feet.
         for _ in range(3):
