@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from prefect_server import BIN, DEPLOYMENTS, PrefectServer, start_server
 
 from cdv_etl.config import Settings
@@ -16,6 +17,12 @@ from cdv_etl.pipeline import Pipeline, open_pipeline
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+
+# Property tests draw the same examples on every run (a failure is reproducible, a pass means
+# the same thing each time); `pytest --hypothesis-profile=explore` draws new ones on each run.
+hypothesis_settings.register_profile("deterministic", derandomize=True)
+hypothesis_settings.register_profile("explore", derandomize=False)
+hypothesis_settings.load_profile("deterministic")
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("CDV_SHARED_DATA", ROOT.parent / "shared" / "data"))
