@@ -8,10 +8,11 @@ import subprocess
 from datetime import date
 from pathlib import Path
 
+from conftest import sample_warehouse
+
 from cdv_etl.config import Settings
 from cdv_etl.demo_data import generate_demo_exports
-from cdv_etl.load.reference import SAMPLE_REFERENCE
-from cdv_etl.pipeline import ingest_files, open_pipeline
+from cdv_etl.pipeline import ingest_files
 
 AL_HEADER = [
     "Référence opération",
@@ -86,10 +87,7 @@ def anah_export(folder: Path, year: int, rows: list[tuple[str, str, str, str, st
 
 def fresh_settings(folder: Path) -> Settings:
     """A warehouse in ``folder`` holding the bundled sample reference (and published)."""
-    s = Settings(warehouse=folder / "wh" / "cdv.duckdb", inbox=folder / "inbox", lock_timeout_s=60)
-    with open_pipeline(s, need_reference=False) as pipe:
-        pipe.load_reference(SAMPLE_REFERENCE)
-    return s
+    return sample_warehouse(Settings(warehouse=folder / "wh" / "cdv.duckdb", inbox=folder / "inbox", lock_timeout_s=60))
 
 
 def demo_warehouse(folder: Path, loads: int = 1) -> Settings:

@@ -34,7 +34,7 @@ from typing import Any
 import duckdb
 import pytest
 from analyst_helpers import run_cli
-from conftest import ROOT, table_snapshot
+from conftest import ROOT, sample_warehouse, table_snapshot
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -43,7 +43,6 @@ from openpyxl import Workbook
 from cdv_etl.config import Settings
 from cdv_etl.errors import FileRejected
 from cdv_etl.load.loader import LoadResult
-from cdv_etl.load.reference import SAMPLE_REFERENCE
 from cdv_etl.pipeline import Pipeline, open_pipeline
 from cdv_etl.read.sandbox import reader_connection
 from cdv_etl.read.xlsx import MAX_PROLOG, check_container
@@ -106,8 +105,7 @@ def open_warehouse(tmp_path: Path, **changes: Any) -> Iterator[Pipeline]:
         (specs / f.name).write_text(f.read_text(encoding="utf-8"), encoding="utf-8")
     (specs / "hostile_test.yaml").write_text(HOSTILE_SPEC, encoding="utf-8")
     s = Settings(warehouse=tmp_path / "wh" / "cdv.duckdb", specs_dir=specs, lock_timeout_s=5, **changes)
-    with open_pipeline(s, need_reference=False, publish_on_exit=False) as pipe:
-        pipe.load_reference(SAMPLE_REFERENCE)
+    with open_pipeline(sample_warehouse(s), publish_on_exit=False) as pipe:
         first = write_al(
             tmp_path / "earlier" / "AL_ACV_export_2026-09.csv",
             [
