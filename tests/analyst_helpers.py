@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import csv
+import shutil
 import subprocess
+import tempfile
 from datetime import date
 from pathlib import Path
 
-from conftest import sample_warehouse
+from conftest import copy_warehouse, sample_warehouse
 
 from cdv_etl.config import Settings
 from cdv_etl.demo_data import generate_demo_exports
@@ -85,19 +88,31 @@ def anah_export(folder: Path, year: int, rows: list[tuple[str, str, str, str, st
     return path
 
 
+def _settings_in(folder: Path) -> Settings:
+    return Settings(warehouse=folder / "wh" / "cdv.duckdb", inbox=folder / "inbox", lock_timeout_s=60)
+
+
 def fresh_settings(folder: Path) -> Settings:
     """A warehouse in ``folder`` holding the bundled sample reference (and published)."""
-    return sample_warehouse(Settings(warehouse=folder / "wh" / "cdv.duckdb", inbox=folder / "inbox", lock_timeout_s=60))
+    return sample_warehouse(_settings_in(folder))
+
+
+_DEMO_WAREHOUSES: dict[int, Settings] = {}
 
 
 def demo_warehouse(folder: Path, loads: int = 1) -> Settings:
-    """A published warehouse with ``loads`` rounds of the five demo exports (different days and seeds)."""
-    s = fresh_settings(folder)
-    for i in range(loads):
-        exports = generate_demo_exports(folder / f"inbox{i}", today=date(2025, 3 + 3 * i, 15), seed=2026 + i)
-        results = ingest_files(s, exports)
-        assert all(r.status == "loaded" for r in results), [(r.file_name, r.message) for r in results]
-    return s
+    """A published warehouse in ``folder`` with ``loads`` rounds of the five demo exports
+    (different days and seeds): built once per session for each ``loads``, then copied."""
+    if loads not in _DEMO_WAREHOUSES:
+        build = Path(tempfile.mkdtemp(prefix=f"cdv-demo-{loads}-"))
+        atexit.register(shutil.rmtree, build, True)
+        s = fresh_settings(build)
+        for i in range(loads):
+            exports = generate_demo_exports(build / f"inbox{i}", today=date(2025, 3 + 3 * i, 15), seed=2026 + i)
+            results = ingest_files(s, exports)
+            assert all(r.status == "loaded" for r in results), [(r.file_name, r.message) for r in results]
+        _DEMO_WAREHOUSES[loads] = s
+    return copy_warehouse(_DEMO_WAREHOUSES[loads], _settings_in(folder))
 
 
 def run_cli(args: list[str], cwd: Path, ok: bool = True) -> subprocess.CompletedProcess[str]:

@@ -20,6 +20,9 @@ from cdv_etl.pipeline import Pipeline, open_pipeline
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# A command run without PREFECT_API_URL may start Prefect's temporary server; on a busy machine
+# it takes longer than Prefect's default 20 s to answer (this and every child process inherit it).
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600")
 
 # Property tests draw the same examples on every run (a failure is reproducible, a pass means
 # the same thing each time); `pytest --hypothesis-profile=explore` draws new ones on each run.
@@ -61,10 +64,14 @@ def sample_warehouse(settings: Settings) -> Settings:
         with open_pipeline(built, need_reference=False) as p:
             p.load_reference(SAMPLE_REFERENCE)
         _SAMPLE_WAREHOUSE.append(built)
-    built = _SAMPLE_WAREHOUSE[0]
-    for source, target in ((built.warehouse, settings.warehouse), (built.published_path, settings.published_path)):
+    return copy_warehouse(_SAMPLE_WAREHOUSE[0], settings)
+
+
+def copy_warehouse(source: Settings, settings: Settings) -> Settings:
+    """Copy ``source``'s warehouse and published copy to where ``settings`` keeps them."""
+    for origin, target in ((source.warehouse, settings.warehouse), (source.published_path, settings.published_path)):
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        shutil.copyfile(origin, target)
     return settings
 
 

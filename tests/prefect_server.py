@@ -23,6 +23,7 @@ TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 DEPLOYMENTS = ("nightly/nightly", "ingest-export/ingest-export", "reference-refresh/reference-refresh")
 """What ``cdv-etl serve`` serves."""
 POLL_S = 0.25
+RETRY_503_S = 300
 
 
 def free_port() -> int:
@@ -64,9 +65,15 @@ class PrefectServer:
         return env
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        r = httpx.request(method, self.api + path, timeout=30, **kwargs)
-        r.raise_for_status()
-        return r.json() if r.content else None
+        """One call of the REST API. A 503 is the server's "busy, retry" (its SQLite locked by
+        another writer): retried, as Prefect's own client does, for up to RETRY_503_S."""
+        deadline = time.monotonic() + RETRY_503_S
+        while True:
+            r = httpx.request(method, self.api + path, timeout=120, **kwargs)
+            if r.status_code != 503 or time.monotonic() > deadline:
+                r.raise_for_status()
+                return r.json() if r.content else None
+            time.sleep(1)
 
     def start_child(self, args: list[str], cwd: Path, log: Path, **env: str) -> subprocess.Popen[bytes]:
         with log.open("wb") as out:
