@@ -99,7 +99,9 @@ def test_kill_minus_nine_at_each_point_of_a_load(
     work = tmp_path / "wh"
     shutil.copytree(base, work)
     wh = work / "cdv.duckdb"
-    env = {**os.environ, "DO_NOT_TRACK": "1", "CDV_LOCK_TIMEOUT": "30", "CDV_FAULT_POINT": point}
+    tmp = tmp_path / "tmp"  # what a killed run leaves of its work folder stays in this test's folder
+    tmp.mkdir()
+    env = {**os.environ, "DO_NOT_TRACK": "1", "CDV_LOCK_TIMEOUT": "30", "CDV_FAULT_POINT": point, "TMPDIR": str(tmp)}
     killed = subprocess.run(CLI + ["ingest", str(export), "-w", str(wh)], env=env, capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL, f"not killed at {point}: {killed.returncode} {killed.stderr}"
 

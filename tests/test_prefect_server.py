@@ -132,10 +132,11 @@ def test_two_nightly_runs_at_once(served: tuple[PrefectServer, Path]) -> None:
     assert processed == [0, 5], per_run  # one waited for the other, then found nothing new
 
 
-# An analyst asking `cdv-etl sql` again and again, one line per answer in ``progress``, until
-# told to stop (and at least five answers): started before the runs, stopped after them.
+# An analyst asking `cdv-etl sql` again and again (a breath between questions, so as not to take
+# a core from the runs), one line per answer in ``progress``, until told to stop (and at least
+# five answers): started before the runs, stopped after them.
 ANALYST = """
-import os, subprocess, sys
+import os, subprocess, sys, time
 wh, cli, progress, stop = sys.argv[1:5]
 ok = fail = 0
 while not os.path.exists(stop) or ok + fail < 5:
@@ -146,6 +147,7 @@ while not os.path.exists(stop) or ok + fail < 5:
         print(r.stderr, file=sys.stderr)
     with open(progress, "a") as fh:
         fh.write(f"{r.returncode}\\n")
+    time.sleep(0.5)
 print(ok, fail)
 """
 
