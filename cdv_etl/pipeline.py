@@ -17,6 +17,7 @@ import duckdb
 
 from cdv_etl.config import Settings
 from cdv_etl.errors import CdvError, FileRejected, SpecError
+from cdv_etl.faults import checkpoint
 from cdv_etl.load.loader import LoadResult, load_export, record_duplicate, record_rejected
 from cdv_etl.load.reference import ReferenceResult, load_reference, reference_codes
 from cdv_etl.load.warehouse import connect, migrate, sync_partners, writer_lock
@@ -181,6 +182,7 @@ class Pipeline:
             if isinstance(checked, LoadResult):
                 return checked
             raw, outputs, extracted = checked
+            checkpoint("validated")
             step(f"{path.name}: loading")
             result = load_export(
                 self.con,
@@ -214,6 +216,7 @@ class Pipeline:
             check_size(path, self.settings.max_file_mb)
             step(f"{path.name}: reading ({spec.partner})")
             raw = read_export(reader, path.resolve(), spec, workdir)
+            checkpoint("read")
             missing = missing_columns(spec, raw.columns)
             if missing:
                 raise FileRejected(

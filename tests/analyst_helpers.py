@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import csv
-import os
+import shutil
 import subprocess
-import sys
+import tempfile
 from datetime import date
 from pathlib import Path
 
+from conftest import copy_warehouse, sample_warehouse
+
 from cdv_etl.config import Settings
 from cdv_etl.demo_data import generate_demo_exports
-from cdv_etl.load.reference import SAMPLE_REFERENCE
-from cdv_etl.pipeline import ingest_files, open_pipeline
+from cdv_etl.pipeline import ingest_files
 
 AL_HEADER = [
     "Référence opération",
@@ -35,8 +38,6 @@ ANAH_HEADER = [
     "date_engagement",
     "statut",
 ]
-
-CLI = [sys.executable, "-m", "cdv_etl.cli"]
 
 
 def al_export(folder: Path, month: str, rows: list[dict[str, str]]) -> Path:
@@ -87,28 +88,43 @@ def anah_export(folder: Path, year: int, rows: list[tuple[str, str, str, str, st
     return path
 
 
+def _settings_in(folder: Path) -> Settings:
+    return Settings(warehouse=folder / "wh" / "cdv.duckdb", inbox=folder / "inbox", lock_timeout_s=60)
+
+
 def fresh_settings(folder: Path) -> Settings:
     """A warehouse in ``folder`` holding the bundled sample reference (and published)."""
-    s = Settings(warehouse=folder / "wh" / "cdv.duckdb", inbox=folder / "inbox", lock_timeout_s=60)
-    with open_pipeline(s, need_reference=False) as pipe:
-        pipe.load_reference(SAMPLE_REFERENCE)
-    return s
+    return sample_warehouse(_settings_in(folder))
+
+
+_DEMO_WAREHOUSES: dict[int, Settings] = {}
 
 
 def demo_warehouse(folder: Path, loads: int = 1) -> Settings:
-    """A published warehouse with ``loads`` rounds of the five demo exports (different days and seeds)."""
-    s = fresh_settings(folder)
-    for i in range(loads):
-        exports = generate_demo_exports(folder / f"inbox{i}", today=date(2025, 3 + 3 * i, 15), seed=2026 + i)
-        results = ingest_files(s, exports)
-        assert all(r.status == "loaded" for r in results), [(r.file_name, r.message) for r in results]
-    return s
+    """A published warehouse in ``folder`` with ``loads`` rounds of the five demo exports
+    (different days and seeds): built once per session for each ``loads``, then copied."""
+    if loads not in _DEMO_WAREHOUSES:
+        build = Path(tempfile.mkdtemp(prefix=f"cdv-demo-{loads}-"))
+        atexit.register(shutil.rmtree, build, True)
+        s = fresh_settings(build)
+        for i in range(loads):
+            exports = generate_demo_exports(build / f"inbox{i}", today=date(2025, 3 + 3 * i, 15), seed=2026 + i)
+            results = ingest_files(s, exports)
+            assert all(r.status == "loaded" for r in results), [(r.file_name, r.message) for r in results]
+        _DEMO_WAREHOUSES[loads] = s
+    return copy_warehouse(_DEMO_WAREHOUSES[loads], _settings_in(folder))
 
 
-def run_cli(args: list[str], cwd: Path, ok: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """``cdv-etl ARGS`` in a child process, as a person runs it."""
-    env = {**os.environ, "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    proc = subprocess.run(CLI + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+def run_cli(args: list[str], cwd: Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    """``cdv-etl ARGS`` in this process (Typer's runner on the command line's own app), from
+    the folder ``cwd``: its exit code, standard output and standard error, as a child's."""
+    from typer.testing import CliRunner
+
+    from cdv_etl.cli import app
+
+    with contextlib.chdir(cwd):
+        result = CliRunner().invoke(app, args, env={"COLUMNS": "200"}, catch_exceptions=False)
+    proc = subprocess.CompletedProcess(["cdv-etl", *args], result.exit_code, result.stdout, result.stderr)
     if ok:
         assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc

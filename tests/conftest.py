@@ -1,13 +1,18 @@
-"""Shared fixtures: real DuckDB files in temporary folders, the shared specimens."""
+"""Shared fixtures: real DuckDB files in temporary folders, the shared specimens, one Prefect server."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
+from prefect_server import BIN, DEPLOYMENTS, PrefectServer, start_server
 
 from cdv_etl.config import Settings
 from cdv_etl.load.reference import SAMPLE_REFERENCE
@@ -15,6 +20,15 @@ from cdv_etl.pipeline import Pipeline, open_pipeline
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# A command run without PREFECT_API_URL may start Prefect's temporary server; on a busy machine
+# it takes longer than Prefect's default 20 s to answer (this and every child process inherit it).
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600")
+
+# Property tests draw the same examples on every run (a failure is reproducible, a pass means
+# the same thing each time); `pytest --hypothesis-profile=explore` draws new ones on each run.
+hypothesis_settings.register_profile("deterministic", derandomize=True)
+hypothesis_settings.register_profile("explore", derandomize=False)
+hypothesis_settings.load_profile("deterministic")
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("CDV_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -36,11 +50,35 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(warehouse=tmp_path / "wh" / "cdv.duckdb", inbox=tmp_path / "inbox", lock_timeout_s=5)
 
 
+_SAMPLE_WAREHOUSE: list[Settings] = []
+
+
+def sample_warehouse(settings: Settings) -> Settings:
+    """Put at ``settings.warehouse`` a fresh warehouse holding the bundled sample reference, and
+    its published copy: built once per session (migrations, reference load, publish: ~0.5 s of
+    CPU), then copied for each test (milliseconds). Opening it syncs ``settings``' own specs."""
+    if not _SAMPLE_WAREHOUSE:
+        folder = Path(tempfile.mkdtemp(prefix="cdv-sample-warehouse-"))
+        atexit.register(shutil.rmtree, folder, True)
+        built = Settings(warehouse=folder / "cdv.duckdb")
+        with open_pipeline(built, need_reference=False) as p:
+            p.load_reference(SAMPLE_REFERENCE)
+        _SAMPLE_WAREHOUSE.append(built)
+    return copy_warehouse(_SAMPLE_WAREHOUSE[0], settings)
+
+
+def copy_warehouse(source: Settings, settings: Settings) -> Settings:
+    """Copy ``source``'s warehouse and published copy to where ``settings`` keeps them."""
+    for origin, target in ((source.warehouse, settings.warehouse), (source.published_path, settings.published_path)):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(origin, target)
+    return settings
+
+
 @pytest.fixture
 def pipe(settings: Settings) -> Iterator[Pipeline]:
     """A pipeline on a fresh warehouse holding the bundled sample reference."""
-    with open_pipeline(settings, need_reference=False) as p:
-        p.load_reference(SAMPLE_REFERENCE)
+    with open_pipeline(sample_warehouse(settings)) as p:
         yield p
 
 
@@ -50,3 +88,28 @@ def table_snapshot(con) -> dict[str, list]:  # type: ignore[no-untyped-def]
         r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE NOT temporary ORDER BY 1").fetchall()
     ]
     return {n: sorted(map(repr, con.execute(f'SELECT * FROM "{n}"').fetchall())) for n in names}
+
+
+@pytest.fixture(scope="session")
+def prefect_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrefectServer, Path]]:
+    """One real Prefect server for the session (a free port, its own PREFECT_HOME on the embedded
+    SQLite) and ``cdv-etl serve`` serving the deployments to it, as in production; stopped at the end.
+
+    Runs that name no warehouse write to ``<work>/wh/cdv.duckdb``; a test that needs its own
+    state passes its own warehouse and inbox as the run's parameters.
+    """
+    work = tmp_path_factory.mktemp("prefect")
+    server = start_server(work / "prefect-home")
+    try:
+        server.start_child(
+            [str(BIN / "cdv-etl"), "serve"],
+            cwd=work,
+            log=work / "serve.log",
+            CDV_WAREHOUSE=str(work / "wh" / "cdv.duckdb"),
+            CDV_LOCK_TIMEOUT="120",
+        )
+        for name in DEPLOYMENTS:
+            server.deployment_id(name)
+        yield server, work
+    finally:
+        server.stop()

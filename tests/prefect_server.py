@@ -20,6 +20,10 @@ import httpx
 
 BIN = Path(sys.executable).parent
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+DEPLOYMENTS = ("nightly/nightly", "ingest-export/ingest-export", "reference-refresh/reference-refresh")
+"""What ``cdv-etl serve`` serves."""
+POLL_S = 0.25
+RETRY_503_S = 300
 
 
 def free_port() -> int:
@@ -61,9 +65,15 @@ class PrefectServer:
         return env
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        r = httpx.request(method, self.api + path, timeout=30, **kwargs)
-        r.raise_for_status()
-        return r.json() if r.content else None
+        """One call of the REST API. A 503 is the server's "busy, retry" (its SQLite locked by
+        another writer): retried, as Prefect's own client does, for up to RETRY_503_S."""
+        deadline = time.monotonic() + RETRY_503_S
+        while True:
+            r = httpx.request(method, self.api + path, timeout=120, **kwargs)
+            if r.status_code != 503 or time.monotonic() > deadline:
+                r.raise_for_status()
+                return r.json() if r.content else None
+            time.sleep(1)
 
     def start_child(self, args: list[str], cwd: Path, log: Path, **env: str) -> subprocess.Popen[bytes]:
         with log.open("wb") as out:
@@ -73,7 +83,7 @@ class PrefectServer:
         self.children.append(proc)
         return proc
 
-    def deployment_id(self, name: str, timeout: float = 120) -> str:
+    def deployment_id(self, name: str, timeout: float = 600) -> str:
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -81,14 +91,14 @@ class PrefectServer:
             except httpx.HTTPStatusError:
                 if time.monotonic() > deadline:
                     raise
-                time.sleep(1)
+                time.sleep(POLL_S)
 
     def run_deployment(self, name: str, parameters: dict[str, Any]) -> str:
         dep = self.deployment_id(name)
         run = self.request("POST", f"/deployments/{dep}/create_flow_run", json={"parameters": parameters})
         return str(run["id"])
 
-    def wait(self, flow_run_id: str, timeout: float = 300) -> dict[str, Any]:
+    def wait(self, flow_run_id: str, timeout: float = 600) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             run = self.request("GET", f"/flow_runs/{flow_run_id}")
@@ -96,7 +106,7 @@ class PrefectServer:
                 return dict(run)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"flow run {flow_run_id} still {run['state_type']} after {timeout} s")
-            time.sleep(1)
+            time.sleep(POLL_S)
 
     def artifacts(self, flow_run_id: str) -> list[dict[str, Any]]:
         body = {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}
@@ -113,7 +123,7 @@ class PrefectServer:
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
-def start_server(home: Path, timeout: float = 120) -> PrefectServer:
+def start_server(home: Path, timeout: float = 600) -> PrefectServer:
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = home / "server.log"
@@ -136,4 +146,4 @@ def start_server(home: Path, timeout: float = 120) -> PrefectServer:
         if server.proc.poll() is not None or time.monotonic() > deadline:
             server.stop()
             raise RuntimeError(f"Prefect server did not start: {log.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.5)
+        time.sleep(POLL_S)

@@ -1,4 +1,5 @@
-"""The command line, run as a person runs it: the installed ``cdv-etl`` script."""
+"""The command line: its commands run in this process (Typer's runner on ``cdv_etl.cli.app``,
+exit code, standard output and error), and the installed ``cdv-etl`` script once, as a person runs it."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from analyst_helpers import run_cli as run
 from conftest import ROOT
 
-CLI = [sys.executable, "-m", "cdv_etl.cli"]
 COMMANDS = [
     "init",
     "reference load",
@@ -32,16 +33,6 @@ COMMANDS = [
     "export",
     "report",
 ]
-
-
-def run(
-    args: list[str], cwd: Path, env: dict[str, str] | None = None, ok: bool = True
-) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "DO_NOT_TRACK": "1", **(env or {})}
-    proc = subprocess.run(CLI + args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600)
-    if ok:
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -64,7 +55,15 @@ def test_readme_documents_every_command() -> None:
 
 
 def test_demo_end_to_end_then_query(tmp_path: Path) -> None:
-    out = run(["demo", "--out", str(tmp_path / "demo")], tmp_path).stdout
+    """The installed script, in a child process, as a person runs it; then the figures it printed
+    asked again through the commands."""
+    script = Path(sys.executable).with_name("cdv-etl")
+    env = {**os.environ, "DO_NOT_TRACK": "1"}
+    demo = subprocess.run(
+        [str(script), "demo", "--out", str(tmp_path / "demo")], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    out = demo.stdout
     for title in (
         "Engaged by axis",
         "Engaged by partner",

@@ -32,7 +32,7 @@ def duckdb_cli(database: Path, sql: str, ok: bool = True) -> subprocess.Complete
         [DUCKDB, "-readonly", "-no-init", "-json", str(database), "-c", sql],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
     )
     if ok:
         assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -8,10 +8,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, table_snapshot
+from conftest import ROOT, sample_warehouse, table_snapshot
 
 from cdv_etl.config import Settings
-from cdv_etl.load.reference import SAMPLE_REFERENCE
 from cdv_etl.pipeline import Pipeline, open_pipeline
 
 HEADER = "ref;code;montant;date;statut"
@@ -46,9 +45,8 @@ def make_pipe(tmp_path: Path, encoding: str) -> Iterator[Pipeline]:
     for f in (ROOT / "schemas" / "partners").glob("*.yaml"):
         (specs / f.name).write_text(f.read_text(encoding="utf-8"), encoding="utf-8")
     (specs / "region_test.yaml").write_text(SPEC.format(encoding=encoding), encoding="utf-8")
-    s = Settings(warehouse=tmp_path / "cdv.duckdb", specs_dir=specs, lock_timeout_s=5)
-    with open_pipeline(s, need_reference=False) as p:
-        p.load_reference(SAMPLE_REFERENCE)
+    s = sample_warehouse(Settings(warehouse=tmp_path / "cdv.duckdb", specs_dir=specs, lock_timeout_s=5))
+    with open_pipeline(s) as p:
         yield p
 
 

@@ -33,7 +33,8 @@ from typing import Any
 
 import duckdb
 import pytest
-from conftest import ROOT, table_snapshot
+from analyst_helpers import run_cli
+from conftest import ROOT, sample_warehouse, table_snapshot
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -42,7 +43,6 @@ from openpyxl import Workbook
 from cdv_etl.config import Settings
 from cdv_etl.errors import FileRejected
 from cdv_etl.load.loader import LoadResult
-from cdv_etl.load.reference import SAMPLE_REFERENCE
 from cdv_etl.pipeline import Pipeline, open_pipeline
 from cdv_etl.read.sandbox import reader_connection
 from cdv_etl.read.xlsx import MAX_PROLOG, check_container
@@ -105,8 +105,7 @@ def open_warehouse(tmp_path: Path, **changes: Any) -> Iterator[Pipeline]:
         (specs / f.name).write_text(f.read_text(encoding="utf-8"), encoding="utf-8")
     (specs / "hostile_test.yaml").write_text(HOSTILE_SPEC, encoding="utf-8")
     s = Settings(warehouse=tmp_path / "wh" / "cdv.duckdb", specs_dir=specs, lock_timeout_s=5, **changes)
-    with open_pipeline(s, need_reference=False, publish_on_exit=False) as pipe:
-        pipe.load_reference(SAMPLE_REFERENCE)
+    with open_pipeline(sample_warehouse(s), publish_on_exit=False) as pipe:
         first = write_al(
             tmp_path / "earlier" / "AL_ACV_export_2026-09.csv",
             [
@@ -303,7 +302,7 @@ def _cap_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY_CAP, CHILD_MEMORY_CAP))
 
 
-def run_cli(args: list[str], warehouse: Path, cwd: Path, timeout_s: float = 120) -> tuple[int, str, int]:
+def run_child(args: list[str], warehouse: Path, cwd: Path, timeout_s: float = 600) -> tuple[int, str, int]:
     """Run ``cdv-etl args``; return its exit code (negative: killed by that signal), output and
     peak resident memory in MB (this child's own, from wait4)."""
     env = {**os.environ, "CDV_WAREHOUSE": str(warehouse), "CDV_LOCK_TIMEOUT": "5"}
@@ -334,9 +333,9 @@ def ledger(warehouse: Path) -> dict[str, tuple[str, str | None, str | None]]:
 
 @pytest.fixture
 def cli_warehouse(tmp_path: Path) -> Path:
+    """A warehouse holding the sample reference, for the command line to load into."""
     warehouse = tmp_path / "wh" / "cdv.duckdb"
-    code, out, _ = run_cli(["reference", "load", "--sample"], warehouse, tmp_path)
-    assert code == 0, out
+    run_cli(["reference", "load", "--sample", "-w", str(warehouse)], tmp_path)
     return warehouse
 
 
@@ -631,7 +630,7 @@ def test_entity_expansion_through_the_cli_keeps_memory_flat(tmp_path: Path, cli_
     path = tmp_path / "exports" / "BDT_ACV_engagements_20261115.xlsx"
     path.parent.mkdir()
     path.write_bytes(LAUGHING_WORKBOOKS[variant](bdt_workbook(bdt_rows(30))))
-    code, out, peak_mb = run_cli(["ingest", str(path)], cli_warehouse, tmp_path)
+    code, out, peak_mb = run_child(["ingest", str(path)], cli_warehouse, tmp_path)
     assert code == 1, out
     assert "DTD or XML entities" in out
     assert peak_mb < 600, f"peak memory {peak_mb} MB"
@@ -689,7 +688,7 @@ def test_sparse_sheet_bombs_cost_neither_memory_nor_a_crash(tmp_path: Path, cli_
         paths.append(path)
     good = inbox / "BDT_ACV_engagements_20261101.xlsx"
     good.write_bytes(bdt_workbook(bdt_rows(20)))
-    code, out, peak_mb = run_cli(["ingest", "--partner", "bdt", str(good), *map(str, paths)], cli_warehouse, tmp_path)
+    code, out, peak_mb = run_child(["ingest", "--partner", "bdt", str(good), *map(str, paths)], cli_warehouse, tmp_path)
     assert code in (0, 1), f"exit {code}: {out}"
     assert peak_mb < 600, f"peak memory {peak_mb} MB"
     files = ledger(cli_warehouse)
@@ -886,10 +885,8 @@ def test_dot_dot_segments_in_the_path(wh: Pipeline, tmp_path: Path) -> None:
 def test_sql_looking_name_through_the_cli(tmp_path: Path, cli_warehouse: Path) -> None:
     name = "x'); DROP TABLE files; --.tsv"
     path = write_epf(tmp_path / "exports" / name, [["EPF4242", "47001", "Agen", "habitat", "2021-05-01", "3,0", "1"]])
-    code, out, _ = run_cli(["ingest", "--partner", "epf", str(path)], cli_warehouse, tmp_path)
-    assert code == 0, out
-    code, out, _ = run_cli(["files", "--format", "json"], cli_warehouse, tmp_path)
-    assert code == 0, out
+    run_cli(["ingest", "--partner", "epf", str(path), "-w", str(cli_warehouse)], tmp_path)
+    out = run_cli(["files", "--format", "json", "-w", str(cli_warehouse)], tmp_path).stdout
     assert [f["file_name"] for f in json.loads(out)] == [name]
     with duckdb.connect(str(cli_warehouse), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM files").fetchone() == (1,)

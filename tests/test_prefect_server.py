@@ -1,45 +1,37 @@
 """A real Prefect server: `cdv-etl serve` serves the deployments, runs are started through the API.
 
-One server for the module (a free port, its own PREFECT_HOME on the embedded SQLite); the
-deployments are served by the project's own command, as in production.
+The session's one server (``conftest.prefect_served``: a free port, its own PREFECT_HOME on the
+embedded SQLite); the deployments are served by the project's own command, as in production.
+Each test passes its own inbox and warehouse to the runs it starts.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
 import duckdb
 import pytest
+from analyst_helpers import run_cli
 from conftest import ANCT_REFERENCE, SPECIMENS, expected, needs_shared
-from prefect_server import BIN, PrefectServer, start_server
+from prefect_server import BIN, PrefectServer
 
 from cdv_etl.demo_data import generate_demo_exports
 
-DEPLOYMENTS = ("nightly/nightly", "ingest-export/ingest-export", "reference-refresh/reference-refresh")
 
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrefectServer, Path]]:
-    work = tmp_path_factory.mktemp("prefect")
-    server = start_server(work / "prefect-home")
-    try:
-        server.start_child(
-            [str(BIN / "cdv-etl"), "serve"],
-            cwd=work,
-            log=work / "serve.log",
-            CDV_WAREHOUSE=str(work / "wh" / "cdv.duckdb"),
-            CDV_LOCK_TIMEOUT="120",
-        )
-        for name in DEPLOYMENTS:
-            server.deployment_id(name)
-        yield server, work
-    finally:
-        server.stop()
+@pytest.fixture
+def served(prefect_served: tuple[PrefectServer, Path], request: pytest.FixtureRequest) -> tuple[PrefectServer, Path]:
+    """The session's server, and a folder of this test's own for its inboxes and warehouses."""
+    server, work = prefect_served
+    own = work / request.node.name
+    own.mkdir()
+    return server, own
 
 
 def test_deployments_are_served_with_schedule_and_limits(served: tuple[PrefectServer, Path]) -> None:
@@ -66,7 +58,7 @@ def test_nightly_deployment_over_the_specimens(served: tuple[PrefectServer, Path
     wh = work / "night1" / "cdv.duckdb"
     run_id = server.run_deployment("nightly/nightly", {"inbox": str(inbox), "warehouse": str(wh)})
     run = server.wait(run_id)
-    assert run["state_type"] == "COMPLETED", (work / "serve.log").read_text(errors="replace")[-4000:]
+    assert run["state_type"] == "COMPLETED", (work.parent / "serve.log").read_text(errors="replace")[-4000:]
 
     assert list(inbox.iterdir()) == []
     for name, exp in expected().items():
@@ -121,7 +113,7 @@ def test_two_nightly_runs_at_once(served: tuple[PrefectServer, Path]) -> None:
     wh = work / "night2" / "cdv.duckdb"
     params = {"inbox": str(inbox), "warehouse": str(wh)}
     runs = [server.run_deployment("nightly/nightly", params) for _ in range(2)]
-    finished = [server.wait(r, timeout=600) for r in runs]
+    finished = [server.wait(r) for r in runs]
     assert [f["state_type"] for f in finished] == ["COMPLETED", "COMPLETED"]
     con = duckdb.connect(str(wh.with_name("cdv.published.duckdb")), read_only=True)
     ledger = con.execute("SELECT file_name, status FROM file_loads ORDER BY file_name").fetchall()
@@ -140,52 +132,61 @@ def test_two_nightly_runs_at_once(served: tuple[PrefectServer, Path]) -> None:
     assert processed == [0, 5], per_run  # one waited for the other, then found nothing new
 
 
+# An analyst asking `cdv-etl sql` again and again (a breath between questions, so as not to take
+# a core from the runs), one line per answer in ``progress``, until told to stop (and at least
+# five answers): started before the runs, stopped after them.
+ANALYST = """
+import os, subprocess, sys, time
+wh, cli, progress, stop = sys.argv[1:5]
+ok = fail = 0
+while not os.path.exists(stop) or ok + fail < 5:
+    r = subprocess.run([cli, "sql", "-w", wh, "--format", "csv", "SELECT count(*) FROM financing"],
+                       capture_output=True, text=True)
+    ok, fail = (ok + 1, fail) if r.returncode == 0 else (ok, fail + 1)
+    if r.returncode:
+        print(r.stderr, file=sys.stderr)
+    with open(progress, "a") as fh:
+        fh.write(f"{r.returncode}\\n")
+    time.sleep(0.5)
+print(ok, fail)
+"""
+
+
 def test_nightly_ui_ingest_and_adhoc_sql_at_the_same_time(served: tuple[PrefectServer, Path]) -> None:
     """One writer at a time, readers served, nothing loaded twice."""
-    import subprocess
-    import time
-
     server, work = served
     base = work / "night3"
     wh = base / "cdv.duckdb"
-    cli = [str(BIN / "cdv-etl")]
-    subprocess.run([*cli, "reference", "load", "--sample", "-w", str(wh)], check=True, capture_output=True)
+    run_cli(["reference", "load", "--sample", "-w", str(wh)], work)
     inbox = base / "inbox"
     exports = generate_demo_exports(inbox)
     late = base / "late" / exports[2].name  # the Anah export arrives by hand
     late.parent.mkdir()
     exports[2].rename(late)
 
+    progress, stop = base / "answers.txt", base / "stop"
     reader = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            (
-                "import subprocess, sys, time\n"
-                "ok = fail = 0\n"
-                "end = time.time() + float(sys.argv[2])\n"
-                "while time.time() < end:\n"
-                "    r = subprocess.run([sys.argv[3], 'sql', '-w', sys.argv[1], '--format', 'csv',\n"
-                "                        'SELECT count(*) FROM financing'], capture_output=True, text=True)\n"
-                "    ok, fail = (ok + 1, fail) if r.returncode == 0 else (ok, fail + 1)\n"
-                "    if r.returncode: print(r.stderr, file=sys.stderr)\n"
-                "print(ok, fail)\n"
-            ),
-            str(wh),
-            "60",
-            cli[0],
-        ],
+        [sys.executable, "-c", ANALYST, str(wh), str(BIN / "cdv-etl"), str(progress), str(stop)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(2)
-    runs = [
-        server.run_deployment("nightly/nightly", {"inbox": str(inbox), "warehouse": str(wh)}),
-        server.run_deployment("ingest-export/ingest-export", {"path": str(late), "warehouse": str(wh)}),
-    ]
-    finished = [server.wait(r, timeout=600) for r in runs]
-    out, err = reader.communicate(timeout=300)
+
+    def answered() -> int:
+        return len(progress.read_text().splitlines()) if progress.exists() else 0
+
+    try:
+        wait_for(lambda: answered() >= 1, "the analyst's first answer")
+        runs = [
+            server.run_deployment("nightly/nightly", {"inbox": str(inbox), "warehouse": str(wh)}),
+            server.run_deployment("ingest-export/ingest-export", {"path": str(late), "warehouse": str(wh)}),
+        ]
+        finished = [server.wait(r) for r in runs]
+        seen = answered()
+        wait_for(lambda: answered() > seen, "an answer after the runs")
+    finally:
+        stop.touch()
+        out, err = reader.communicate(timeout=600)
     assert [f["state_type"] for f in finished] == ["COMPLETED", "COMPLETED"]
     ok, fail = map(int, out.split())
     assert fail == 0 and ok >= 5, err
@@ -197,3 +198,11 @@ def test_nightly_ui_ingest_and_adhoc_sql_at_the_same_time(served: tuple[PrefectS
         con.execute("SELECT count(*) FROM financing").fetchone()[0]
         == con.execute("SELECT sum(rows_loaded) FROM file_loads").fetchone()[0]
     )
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 600) -> None:
+    """Until ``condition()`` holds (polled); a generous limit only against a hang."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
+        time.sleep(0.1)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import sample_warehouse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openpyxl import Workbook
@@ -524,9 +525,8 @@ def check(generated: Generated) -> None:
     with tempfile.TemporaryDirectory(prefix="cdv-prop-") as tmp:
         path = Path(tmp) / generated.name
         path.write_bytes(generated.data)
-        s = Settings(warehouse=Path(tmp) / "wh" / "cdv.duckdb", lock_timeout_s=5)
-        with open_pipeline(s, need_reference=False, publish_on_exit=False) as pipe:
-            pipe.load_reference(SAMPLE_REFERENCE)
+        s = sample_warehouse(Settings(warehouse=Path(tmp) / "wh" / "cdv.duckdb", lock_timeout_s=5))
+        with open_pipeline(s, publish_on_exit=False) as pipe:
             r = pipe.ingest(path, today=TODAY)
             n, valid, invalid = len(generated.rows), generated.valid(), generated.invalid()
             assert r.status == "loaded", r.message

@@ -72,8 +72,8 @@ def test_readers_see_the_state_before_or_after_a_load_never_between(tmp_path: Pa
     out, stop = tmp_path / "answers.jsonl", tmp_path / "stop"
     reader = subprocess.Popen([sys.executable, "-c", READER, str(s.published_path), str(out), str(stop), QUESTION])
     try:
-        wait_for(lambda: len(answers(out)) >= 3, 60, "the reader's first answers")
-        # The load: another process, five files, each in its own transaction, then one publish.
+        wait_for(lambda: len(answers(out)) >= 3, 600, "the reader's first answers")
+        # The load: the command line, five files, each in its own transaction, then one publish.
         run_cli(["ingest", "-w", str(s.warehouse), *map(str, exports)], tmp_path)
         # ... and a few more publishes of the same state: more renames under the reader's feet.
         for _ in range(3):
@@ -81,10 +81,10 @@ def test_readers_see_the_state_before_or_after_a_load_never_between(tmp_path: Pa
                 pipe.publish()
         after = ask(s.published_path)
         seen = len(answers(out))
-        wait_for(lambda: len(answers(out)) >= seen + 5, 60, "the reader's answers after the load")
+        wait_for(lambda: len(answers(out)) >= seen + 5, 600, "the reader's answers after the load")
     finally:
         stop.touch()
-        reader.wait(timeout=60)
+        reader.wait(timeout=600)
     got = answers(out)
     errors = [a["error"] for a in got if "error" in a]
     assert errors == []

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Callable
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
@@ -13,10 +15,13 @@ import pytest
 from conftest import table_snapshot
 
 from cdv_etl.config import Settings
+from cdv_etl.errors import ReconciliationError
+from cdv_etl.load.loader import load_export
 from cdv_etl.load.warehouse import PUBLIC_VIEWS, init_warehouse, migrate, migrations
 from cdv_etl.pipeline import Pipeline, open_pipeline
-from cdv_etl.read import SETTLED_NS
+from cdv_etl.read import SETTLED_NS, RawExport
 from cdv_etl.specs import load_specs
+from cdv_etl.validate.outputs import Outputs
 
 AL_HEADER = (
     "Référence opération;Code commune;Nom commune;Type d'opération;Produit;Nb logements;Montant engagé;Date décision CE"
@@ -136,15 +141,9 @@ def test_force_reingests_and_replaces_the_files_rows(pipe: Pipeline, tmp_path: P
     assert pipe.con.execute("SELECT forced_reloads FROM file_loads").fetchone()[0] == 1
 
 
-def test_a_load_that_does_not_reconcile_is_rolled_back(pipe: Pipeline, tmp_path: Path) -> None:
-    """rows_read must equal loaded + quarantined before commit; otherwise nothing is written."""
-    import dataclasses
-    from datetime import date
-
-    import pytest
-
-    from cdv_etl.errors import ReconciliationError
-    from cdv_etl.load.loader import load_export
+def _unreconciled_load(pipe: Pipeline, tmp_path: Path, forge: Callable[[RawExport, Outputs], tuple]) -> None:
+    """A file of two rows (one quarantined) read and validated as the pipeline does, whose
+    loader inputs ``forge`` alters: the load must fail its reconciliation and write nothing."""
     from cdv_etl.read import read_export, sha256_of
     from cdv_etl.read.sandbox import reader_connection
     from cdv_etl.validate.outputs import build_outputs
@@ -163,9 +162,12 @@ def test_a_load_that_does_not_reconcile_is_rolled_back(pipe: Pipeline, tmp_path:
     canonical = build_canonical(reader, spec, tmp_path)
     ctx = RuleContext(frozenset({"47001"}), date(2024, 11, 30), frozenset({"engagé"}), True, False, True)
     failures = find_failures(reader, ctx)
-    assert len(failures) == 1
+    assert raw.rows_read == 2 and len(failures) == 1
     outputs = build_outputs(reader, spec, failures, date(2024, 11, 30), canonical)
-    with pytest.raises(ReconciliationError, match="rolled back"):
+    raw, outputs, loaded, quarantined = forge(raw, outputs)
+    with pytest.raises(
+        ReconciliationError, match=rf"{raw.rows_read} rows read but {loaded} loaded \+ {quarantined} quarantined"
+    ):
         load_export(
             pipe.con,
             spec=spec,
@@ -173,10 +175,31 @@ def test_a_load_that_does_not_reconcile_is_rolled_back(pipe: Pipeline, tmp_path:
             sha=sha256_of(path),
             size=1,
             extraction_date=date(2024, 11, 30),
-            raw=dataclasses.replace(raw, rows_read=raw.rows_read + 1),
+            raw=raw,
             outputs=outputs,
         )
     assert table_snapshot(pipe.con) == before
+
+
+def test_a_load_with_fewer_rows_than_read_is_rolled_back(pipe: Pipeline, tmp_path: Path) -> None:
+    """rows_read must equal loaded + quarantined before commit: a row lost is a bug, nothing is written."""
+    _unreconciled_load(pipe, tmp_path, lambda raw, outputs: (dataclasses.replace(raw, rows_read=3), outputs, 1, 1))
+
+
+def test_a_load_with_more_rows_than_read_is_rolled_back(pipe: Pipeline, tmp_path: Path) -> None:
+    """A row loaded twice (as a join that matched it twice would give) breaks the count too."""
+
+    def duplicate_rows(raw: RawExport, outputs: Outputs) -> tuple:
+        doubled = tmp_path / "doubled.parquet"
+        src = str(outputs.rows)
+        duckdb.execute(
+            "COPY (SELECT * FROM read_parquet($src) UNION ALL SELECT * FROM read_parquet($src)) "
+            "TO $dst (FORMAT parquet)",
+            {"src": src, "dst": str(doubled)},
+        )
+        return raw, dataclasses.replace(outputs, rows=doubled), 2, 1
+
+    _unreconciled_load(pipe, tmp_path, duplicate_rows)
 
 
 def test_published_copy_is_readable_while_the_warehouse_is_open(settings: Settings, tmp_path: Path) -> None:

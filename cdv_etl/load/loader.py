@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cdv_etl.errors import ReconciliationError
+from cdv_etl.faults import checkpoint
 
 if TYPE_CHECKING:
     import duckdb
@@ -185,6 +186,7 @@ def load_export(
             ).fetchone()
             assert row is not None
             file_id = int(row[0])
+        checkpoint("load.ledger")
 
         con.execute(
             "INSERT INTO quarantine_failures SELECT ?, row_key, rule, rule_order, column_name, value, "
@@ -195,6 +197,7 @@ def load_export(
             "INSERT INTO quarantine_rows SELECT ?, row_key, source_row, sheet, raw_record FROM out_quarantined",
             [file_id],
         )
+        checkpoint("load.quarantine")
         con.execute(
             f"""INSERT INTO engagement_rows
             SELECT ?, row_key, source_row, sheet, ?, {", ".join(ENGAGEMENT_COLUMNS[3:])}
@@ -209,6 +212,7 @@ def load_export(
             FROM engagement_rows WHERE file_id = ? GROUP BY ALL""",
             [file_id],
         )
+        checkpoint("load.rows")
 
         # Every row read lands in exactly one place: counted, and counted once by row key (a
         # join that duplicated one row and lost another would keep the counts).
@@ -254,7 +258,9 @@ def load_export(
             ).fetchall()
         )
         record_stat(con, file_id, stat)
+        checkpoint("load.reconciled")
         con.execute("COMMIT")
+        checkpoint("load.committed")
     except BaseException:
         con.execute("ROLLBACK")
         raise

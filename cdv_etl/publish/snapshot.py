@@ -15,6 +15,8 @@ from pathlib import Path
 
 import duckdb
 
+from cdv_etl.faults import checkpoint
+
 STATE_SQL = """SELECT (SELECT count(*) FROM files), (SELECT max(file_id) FROM files),
     (SELECT sum(forced_reloads) FROM files), (SELECT CAST(max(loaded_at) AS VARCHAR) FROM files),
     (SELECT max(reference_load_id) FROM reference_loads), (SELECT max(version) FROM schema_migrations),
@@ -46,6 +48,7 @@ def is_stale(con: duckdb.DuckDBPyConnection, target: Path) -> bool:
 
 def publish(con: duckdb.DuckDBPyConnection, warehouse: Path, target: Path) -> Path:
     con.execute("CHECKPOINT")
+    checkpoint("publish.checkpointed")
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a run killed while publishing
         stale.unlink(missing_ok=True)
@@ -54,7 +57,9 @@ def publish(con: duckdb.DuckDBPyConnection, warehouse: Path, target: Path) -> Pa
         shutil.copyfile(warehouse, tmp)
         with tmp.open("rb+") as fh:
             os.fsync(fh.fileno())
+        checkpoint("publish.copied")
         os.replace(tmp, target)
+        checkpoint("publish.renamed")
         dir_fd = os.open(target.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
