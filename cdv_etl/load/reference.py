@@ -56,6 +56,8 @@ def _point(geometry: object) -> tuple[object, object]:
 def _degrees(frame: pd.DataFrame, column: str, limit: int, path: Path, hint: str) -> pd.Series | None:
     """A coordinate column as floats (NULL where empty), or a CdvError naming the first value
     that is not a number of degrees; None when the reference has no such column."""
+    import pandas as pd
+
     if column not in frame:
         return None
     text = frame[column].astype("string").str.strip().str.replace(",", ".", regex=False).replace("", None)
