@@ -342,7 +342,8 @@ def file_failures(frame: pl.DataFrame, ctx: RuleContext) -> pl.DataFrame:
 def rules_markdown() -> str:
     """The README's table of the rules (between its ``rules:start`` and ``rules:end`` markers)."""
     lines = [
-        "| order | rule (`quarantine.rule`) | field | message (`quarantine.message`) | explanation (the report's label) |",
+        "| order | rule (`quarantine.rule`) | field | message (`quarantine.message`) "
+        "| explanation (the report's label) |",
         "|---:|---|---|---|---|",
     ]
     lines += [
