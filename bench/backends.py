@@ -4,8 +4,8 @@ The same canonical records — the project's own parse of the generated Action L
 ``canonical.parquet`` as the reader writes it — are validated by:
 
 * **polars** — the project (``cdv_etl.validate.rules.find_failures``): the Pandera models of
-  ``schemas/canonical.py`` on Polars, Arrow batches of 250k rows streamed from the reader's
-  DuckDB, the file rule (repeated ids) on the ids of every batch together;
+  ``schemas/canonical.py`` on Polars, which reads the Parquet file in slices of 250k rows;
+  the file rule (repeated ids) on the rows whose id's hash repeats;
 * **polars-whole** — the same models on the whole file as one Polars frame;
 * **pandas** — the design before: the same rules written for ``pandera.pandas``, on 250k-row
   pandas chunks of the same DuckDB reader, the repeated ids counted beforehand in SQL (as
@@ -138,9 +138,10 @@ def _sandbox(work: Path) -> Any:
 
 
 def run_polars(work: Path, ctx: Any, chunk_rows: int) -> Any:
+    from cdv_etl.validate.parse import CANONICAL_FILE
     from cdv_etl.validate.rules import find_failures
 
-    return find_failures(_sandbox(work), ctx, chunk_rows)
+    return find_failures(work / CANONICAL_FILE, ctx, chunk_rows)
 
 
 def run_pandas(work: Path, ctx: Any) -> Any:

@@ -8,12 +8,10 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
-import duckdb
 import polars as pl
 import pytest
 
 from cdv_etl.publish.report import rule_label
-from cdv_etl.validate.parse import CANONICAL_TABLE
 from cdv_etl.validate.rules import find_failures
 from schemas.canonical import RULES, CanonicalRecord, RuleContext, record_failures, rules_markdown
 
@@ -139,12 +137,10 @@ def test_every_failure_of_a_row_is_collected() -> None:
     assert got == {"commune_not_acv", "unknown_category", "amount_not_positive", "unknown_status"}
 
 
-def _canonical(tmp_path: Path, rows: pl.DataFrame) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
+def _canonical(tmp_path: Path, rows: pl.DataFrame) -> Path:
     path = tmp_path / "canonical.parquet"
-    rows.write_parquet(path)
-    con.execute(f"CREATE TABLE {CANONICAL_TABLE} AS SELECT * FROM read_parquet(?)", [str(path)])
-    return con
+    rows.write_parquet(path, row_group_size=2)
+    return path
 
 
 def test_a_repeated_id_quarantines_every_row_carrying_it_across_batches(tmp_path: Path) -> None:

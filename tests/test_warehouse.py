@@ -161,7 +161,7 @@ def test_a_load_that_does_not_reconcile_is_rolled_back(pipe: Pipeline, tmp_path:
     raw = read_export(reader, path, spec, tmp_path)
     canonical = build_canonical(reader, spec, tmp_path)
     ctx = RuleContext(frozenset({"47001"}), date(2024, 11, 30), frozenset({"engagé"}), True, False, True)
-    failures = find_failures(reader, ctx)
+    failures = find_failures(canonical, ctx)
     assert len(failures) == 1
     outputs = build_outputs(reader, spec, failures, date(2024, 11, 30), canonical)
     with pytest.raises(ReconciliationError, match="rolled back"):

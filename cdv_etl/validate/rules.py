@@ -1,46 +1,58 @@
-"""Apply the canonical Pandera models to the canonical table, with Pandera's Polars backend.
+"""Apply the canonical Pandera models to the canonical records, with Pandera's Polars backend.
 
-The canonical table stays in the reader's DuckDB; only the columns the rules read travel, as
-Arrow batches of ``CHUNK_ROWS`` rows turned into Polars frames (no pandas), so memory stays
-bounded whatever the file's size. The row rules (``CanonicalRecord``) run on each batch; the
-file rules (``CanonicalFile``: repeated ids) run once, on the ids of every batch together,
-so no batch hides a duplicate. ``bench/backends.py`` measures this against pandas chunks and
-Ibis on DuckDB.
+The records are the Parquet file the parse wrote in the reader's private work folder; Polars
+reads it a bounded slice of ``CHUNK_ROWS`` rows at a time (only the columns the rules read;
+no pandas), so memory stays flat whatever the file's size. The row rules
+(``CanonicalRecord``) run on each slice. The file rules (``CanonicalFile``: repeated ids) need
+every row at once: while the slices go by, each id's 64-bit hash is kept (with the row key, 16
+bytes a row, where the ids themselves and the count over them took ~500 MiB more at 5M rows);
+only rows whose hash repeats can carry a repeated id, so the file rules then run on those rows
+alone, read again with their ids — the same verdicts as on every row, exactly (equal ids, and
+missing ones, hash alike; a collision only adds a row the rule then keeps). ``bench/backends.py`` measures this against
+pandas chunks and Ibis on DuckDB.
 """
 
 from __future__ import annotations
 
-import duckdb
+from pathlib import Path
+
 import polars as pl
 import pyarrow as pa
 
-from cdv_etl.sql import quote_ident
-from cdv_etl.validate.parse import CANONICAL_TABLE
 from schemas.canonical import CanonicalFile, CanonicalRecord, RuleContext, file_failures, record_failures
 
 CHUNK_ROWS = 250_000
-"""Rows per batch. Polars validates a 250k-row batch in a few tens of milliseconds; larger
-batches gain little time and cost memory (see bench/backends.py)."""
+"""Rows per slice: at 5M rows, validating 250k-row slices peaks at ~600 MiB for the whole
+process; the whole file as one frame took 2 GiB (bench/backends.py)."""
 
 RECORD_COLUMNS = tuple(CanonicalRecord.to_schema().columns)
 FILE_COLUMNS = tuple(CanonicalFile.to_schema().columns)
+_ID = "operation_id"
 
 
-def find_failures(con: duckdb.DuckDBPyConnection, ctx: RuleContext, chunk_rows: int = CHUNK_ROWS) -> pa.Table:
-    """(row_key, rule) of every failure, one row per rule a row breaks."""
-    cols = ", ".join(quote_ident(c) for c in RECORD_COLUMNS)
-    reader = con.execute(
-        f"SELECT {cols} FROM {CANONICAL_TABLE}"  # noqa: S608 - quoted constant identifiers
-    ).to_arrow_reader(chunk_rows)
+def find_failures(canonical: Path, ctx: RuleContext, chunk_rows: int = CHUNK_ROWS) -> pa.Table:
+    """(row_key, rule) of every failure in the canonical records, one row per rule a row breaks."""
+    assert FILE_COLUMNS == ("row_key", _ID), FILE_COLUMNS  # the hash pre-filter below is for ids
+    records = pl.scan_parquet(canonical).select(RECORD_COLUMNS)
+    rows = records.select(pl.len()).collect().item()
     found: list[pl.DataFrame] = []
-    ids: list[pl.DataFrame] = []
-    for batch in reader:
-        frame = pl.from_arrow(batch)
-        assert isinstance(frame, pl.DataFrame)
+    hashes: list[pl.DataFrame] = []
+    for offset in range(0, rows, chunk_rows):
+        frame = records.slice(offset, chunk_rows).collect()
         found.append(record_failures(frame, ctx))
-        ids.append(frame.select(FILE_COLUMNS))
-    if ids:
-        found.append(file_failures(pl.concat(ids, rechunk=False), ctx))
+        hashes.append(frame.select("row_key", pl.col(_ID).hash().alias("h")))
+    if hashes:
+        # Sorted, a repeated hash sits next to its twin: less memory than a hash table of 5M.
+        keyed = pl.concat(hashes).sort("h")
+        h = pl.col("h")
+        candidates = keyed.filter((h == h.shift(1)) | (h == h.shift(-1))).get_column("row_key")
+        ids = (
+            pl.scan_parquet(canonical)
+            .select(FILE_COLUMNS)
+            .filter(pl.col("row_key").is_in(candidates.implode()))
+            .collect()
+        )
+        found.append(file_failures(ids, ctx))
     if not found:
         return pl.DataFrame(schema={"row_key": pl.Int64, "rule": pl.String}).to_arrow()
     return pl.concat(found).to_arrow()
