@@ -225,9 +225,9 @@ def probe_ibis_on_the_sandbox(work: Path) -> str:
     sandbox = _sandbox(work)
     try:
         ibis.duckdb.from_connection(sandbox)
-        return "accepted"
+        return "was accepted"
     except duckdb.Error as exc:
-        return f"refused: {exc}"
+        return f"refused it: {exc}"
     finally:
         sandbox.close()
 
@@ -320,16 +320,18 @@ def child(backend: str, size: str, out: Path) -> None:
         import cdv_etl.validate.rules  # noqa: F401
 
         rows = info["rows"] if backend == "polars-whole" else CHUNK_ROWS
+        result["sandbox"] = "none: Polars reads the Parquet file the reader wrote"
         run = partial(run_polars, work, ctx, rows)
     elif backend == "pandas":
         import pandas  # noqa: F401
         import pandera.pandas
 
+        result["sandbox"] = "the reader's (hardened)"
         run = partial(run_pandas, work, ctx)
     elif backend == "ibis":
         import pandera.ibis  # noqa: F401
 
-        result["sandbox"] = probe_ibis_on_the_sandbox(work)
+        result["sandbox"] = f"a plain one; the reader's {probe_ibis_on_the_sandbox(work)}"
         run = partial(run_ibis, work, ctx)
     else:
         raise ValueError(backend)
@@ -418,7 +420,7 @@ def main(argv: list[str] | None = None) -> None:
                     "rows_quarantined": len({k for k, _ in pairs}),
                     "expected_quarantined": info["expected_quarantined"],
                     "same_as_project": pairs == reference,
-                    "sandbox": rs[0].get("sandbox", "the reader's connection"),
+                    "sandbox": rs[0]["sandbox"],
                 }
             )
     meta = {
