@@ -4,12 +4,12 @@ The records are the Parquet file the parse wrote in the reader's private work fo
 reads it a bounded slice of ``CHUNK_ROWS`` rows at a time (only the columns the rules read;
 no pandas), so memory stays flat whatever the file's size. The row rules
 (``CanonicalRecord``) run on each slice. The file rules (``CanonicalFile``: repeated ids) need
-every row at once: while the slices go by, each id's 64-bit hash is kept (with the row key, 16
-bytes a row: keeping the ids themselves and counting over them peaked ~290 MiB higher at 5M);
-only rows whose hash repeats can carry a repeated id, so the file rules then run on those rows
-alone, read again with their ids — the same verdicts as on every row, exactly (equal ids, and
-missing ones, hash alike; a collision only adds a row the rule then keeps). ``bench/backends.py`` measures this against
-pandas chunks and Ibis on DuckDB.
+every row at once: while the slices go by, each id's 64-bit hash is kept with its row key (16
+bytes a row; keeping the ids themselves and counting over them peaked ~290 MiB higher at 5M
+rows). Only rows whose hash repeats can carry a repeated id, so the file rules then run on
+those rows alone, read again with their ids: the same verdicts as on every row, exactly
+(equal ids, and missing ones, hash alike; a collision only adds a row the rule then keeps).
+``bench/backends.py`` measures this against pandas chunks and Ibis on DuckDB.
 """
 
 from __future__ import annotations
