@@ -88,7 +88,9 @@ def _rule(
 
     def declare(fn: Callable[[RuleContext], pl.Expr]) -> Any:
         def check(cls: type, data: PolarsData) -> pl.LazyFrame:
-            ctx = _CONTEXT.get()
+            ctx = _CONTEXT.get(None)
+            if ctx is None:
+                raise RuntimeError("the rules need a RuleContext: validate with record_failures or file_failures")
             keeps = fn(ctx) if applies(ctx) else pl.repeat(True, pl.len())
             return data.lazyframe.select(keeps.fill_null(False).alias(fn.__name__))
 
