@@ -4,8 +4,8 @@ The records are the Parquet file the parse wrote in the reader's private work fo
 reads it a bounded slice of ``CHUNK_ROWS`` rows at a time (only the columns the rules read;
 no pandas), so memory stays flat whatever the file's size. The row rules
 (``CanonicalRecord``) run on each slice. The file rules (``CanonicalFile``: repeated ids) need
-every row at once: while the slices go by, each id's 64-bit hash is kept with its row key (16
-bytes a row; keeping the ids themselves and counting over them peaked ~290 MiB higher at 5M
+every row at once: while the slices go by, each id's 64-bit hash is kept (8 bytes a row;
+keeping the ids themselves and counting over them peaked ~290 MiB higher at 5M
 rows). Only rows whose hash repeats can carry a repeated id, so the file rules then run on
 those rows alone, read again with their ids: the same verdicts as on every row, exactly
 (equal ids, and missing ones, hash alike; a collision only adds a row the rule then keeps).
@@ -36,20 +36,26 @@ def find_failures(canonical: Path, ctx: RuleContext, chunk_rows: int = CHUNK_ROW
     records = pl.scan_parquet(canonical).select(RECORD_COLUMNS)
     rows = records.select(pl.len()).collect().item()
     found: list[pl.DataFrame] = []
-    hashes: list[pl.DataFrame] = []
+    hashes: list[pl.Series] = []
     for offset in range(0, rows, chunk_rows):
         frame = records.slice(offset, chunk_rows).collect()
         found.append(record_failures(frame, ctx))
-        hashes.append(frame.select("row_key", pl.col(_ID).hash().alias("h")))
+        hashes.append(frame.get_column(_ID).hash())
     if hashes:
-        # Sorted, a repeated hash sits next to its twin: less memory than a hash table of 5M.
-        keyed = pl.concat(hashes).sort("h")
-        h = pl.col("h")
-        candidates = keyed.filter((h == h.shift(1)) | (h == h.shift(-1))).get_column("row_key")
+        # Row positions sorted by hash: a repeated hash sits next to its twin (less memory
+        # than a hash table of 5M entries). The positions are the Parquet file's row order.
+        h = pl.concat(hashes)
+        del hashes
+        order = h.arg_sort()
+        h = h.gather(order)
+        candidates = order.filter((h == h.shift(1)) | (h == h.shift(-1)))
+        del h, order
         ids = (
             pl.scan_parquet(canonical)
             .select(FILE_COLUMNS)
-            .filter(pl.col("row_key").is_in(candidates.implode()))
+            .with_row_index("_position")
+            .filter(pl.col("_position").is_in(candidates.implode()))
+            .drop("_position")
             .collect()
         )
         found.append(file_failures(ids, ctx))
