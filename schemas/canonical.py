@@ -23,7 +23,7 @@ spec's map); whether a value is acceptable — the axis among 1–5 included —
 nowhere else, repeated ids too. The backend is Pandera's Polars one, reading the canonical
 Parquet file the reader wrote (no pandas), in slices for the row rules and once over the whole
 file for the file rule (``cdv_etl/validate/rules.py``); ``bench/backends.py`` measured it
-against pandas chunks (4× the CPU) and Ibis on DuckDB (which cannot use the reader's locked
+against pandas chunks (3–4× the CPU) and Ibis on DuckDB (which cannot use the reader's locked
 connection, and was slower still). The context a rule needs besides the row — the
 reference's communes, the extraction date, the partner's statuses, which fields the partner
 has — is a ``RuleContext`` that the checks read while ``record_failures``/``file_failures``
