@@ -240,7 +240,7 @@ class Pipeline:
             has_year="year" in spec.fields,
             names_instrument="instrument" in spec.fields,
         )
-        failures = find_failures(reader, ctx)
+        failures = find_failures(canonical, ctx)
         return raw, build_outputs(reader, spec, failures, extracted, canonical), extracted
 
     def _already(self, path: Path, file_id: int, already: bool = True) -> LoadResult:

@@ -161,7 +161,7 @@ def _unreconciled_load(pipe: Pipeline, tmp_path: Path, forge: Callable[[RawExpor
     raw = read_export(reader, path, spec, tmp_path)
     canonical = build_canonical(reader, spec, tmp_path)
     ctx = RuleContext(frozenset({"47001"}), date(2024, 11, 30), frozenset({"engagé"}), True, False, True)
-    failures = find_failures(reader, ctx)
+    failures = find_failures(canonical, ctx)
     assert raw.rows_read == 2 and len(failures) == 1
     outputs = build_outputs(reader, spec, failures, date(2024, 11, 30), canonical)
     raw, outputs, loaded, quarantined = forge(raw, outputs)

@@ -29,7 +29,7 @@ RULES_ANCHOR = "codes-des-règles"
 
 def rule_explanations() -> list[tuple[str, str]]:
     """Each rule's code and its explanation, in quarantine order: the one place the dictionary reads RULES."""
-    return [(r.id, r.message) for r in sorted(RULES.values(), key=lambda r: r.order)]
+    return [(r.id, r.explanation) for r in sorted(RULES.values(), key=lambda r: r.order)]
 
 
 @dataclass(frozen=True)

@@ -45,25 +45,6 @@ from cdv_etl.publish.tables import euros
 
 AXIS_COLOURS = {1: "#1f5f8b", 2: "#e07b39", 3: "#3a9d5d", 4: "#8e5ea2", 5: "#c9a227"}
 PARTNER_COLOURS = ("#00496f", "#e4572e", "#29a07c", "#f3a712", "#7d5ba6", "#5c8001", "#a23b72", "#3f88c5")
-RULE_LABELS = {
-    "commune_missing": "Commune manquante",
-    "commune_not_acv": "Commune hors ACV",
-    "unknown_category": "Catégorie sans axe",
-    "amount_missing": "Montant manquant",
-    "amount_unparseable": "Montant illisible",
-    "amount_not_positive": "Montant nul ou négatif",
-    "date_missing": "Date manquante",
-    "date_unparseable": "Date illisible",
-    "date_before_programme": "Date avant le programme",
-    "date_after_extraction": "Date après l'extraction",
-    "year_missing": "Année manquante",
-    "year_out_of_programme": "Année hors programme",
-    "year_date_mismatch": "Année ≠ date",
-    "unknown_status": "Statut inconnu",
-    "unknown_instrument": "Instrument inconnu",
-    "operation_id_missing": "Identifiant manquant",
-    "duplicate_operation_id": "Identifiant en double",
-}
 METROPOLE = "France métropolitaine"
 """The territory of every commune outside INSEE 97xxx (v_commune_map.territory)."""
 WIDE_IN, NARROW_IN = 7.5, 3.6
@@ -576,13 +557,21 @@ def chart_conventions(d: ReportData) -> Chart:
     )
 
 
+def rule_label(rule: str) -> str:
+    """A rule's label: its plain-French explanation (``schemas.canonical``), capitalised."""
+    from schemas.canonical import RULES  # Pandera and Polars load only when a report is built
+
+    r = RULES.get(rule)
+    return r.explanation[:1].upper() + r.explanation[1:] if r else rule
+
+
 def chart_rejected(d: ReportData, names: dict[str, str], colours: dict[str, str]) -> Chart | None:
     if not d.rejected:
         return None
-    rules = sorted(
-        {r["rule"] for r in d.rejected},
-        key=lambda x: list(RULE_LABELS).index(x) if x in RULE_LABELS else len(RULE_LABELS),
-    )
+    from schemas.canonical import RULES
+
+    order = list(RULES)
+    rules = sorted({r["rule"] for r in d.rejected}, key=lambda x: order.index(x) if x in RULES else len(order))
     partners = sorted({r["partner"] for r in d.rejected})
 
     def draw(width: float) -> Figure:
@@ -599,7 +588,7 @@ def chart_rejected(d: ReportData, names: dict[str, str], colours: dict[str, str]
                     values[rules.index(r["rule"])] = float(r["rows_quarantined"])
             handles.append(ax.barh(positions, values, left=left, color=colours.get(p, "#777777"), height=0.6))
             left = [a + b for a, b in zip(left, values, strict=True)]
-        labels = [str(RULE_LABELS.get(r, r)) for r in rules]
+        labels = [rule_label(r) for r in rules]
         ax.set_yticks(positions, [_wrap(label, 18) if narrow else label for label in labels], fontsize=8)
         ax.set_xlabel("lignes rejetées (exports courants)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -1292,7 +1281,7 @@ def render(d: ReportData, *, source: str = "", generated_at: datetime | None = N
         [
             [
                 partner(r["partner"]),
-                _txt(RULE_LABELS.get(r["rule"], r["rule"])),
+                _txt(rule_label(r["rule"])),
                 (f"<code>{_esc(r['rule'])}</code>", ""),
                 _num(r["rows_quarantined"]),
             ]

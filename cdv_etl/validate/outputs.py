@@ -14,7 +14,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import duckdb
-import pandas as pd
 import pyarrow as pa
 
 from cdv_etl.read import STAGING_TABLE
@@ -22,21 +21,9 @@ from cdv_etl.specs import SHEET_COLUMN, PartnerSpec
 from cdv_etl.validate.parse import CANONICAL_TABLE
 from schemas.canonical import RULES
 
-# Canonical field → the canonical table's column holding the value as the partner wrote it.
-RAW_VALUE_COLUMN = {
-    "insee_code": "insee_raw",
-    "category": "category",
-    "amount_eur": "amount_raw",
-    "engagement_date": "date_raw",
-    "year": "year_raw",
-    "status": "status",
-    "instrument": "instrument_label",
-    "operation_id": "operation_id",
-}
-
 _VALUE_CASE = (
     "CASE r.value_column "
-    + " ".join(f"WHEN '{c}' THEN CAST(c.{c} AS VARCHAR)" for c in sorted(set(RAW_VALUE_COLUMN.values())))
+    + " ".join(f"WHEN '{c}' THEN CAST(c.{c} AS VARCHAR)" for c in sorted({r.column for r in RULES.values()}))
     + " END"
 )
 
@@ -86,7 +73,7 @@ def _rule_table(con: duckdb.DuckDBPyConnection, spec: PartnerSpec) -> None:
         f = spec.fields.get(r.field)
         cols = f.source_columns if f else []
         column = " | ".join("sheet" if c == SHEET_COLUMN else c for c in cols) or None
-        rows.append((r.id, r.order, RAW_VALUE_COLUMN.get(r.field, "operation_id"), column, r.message))
+        rows.append((r.id, r.order, r.column, column, r.message))
     con.execute(
         "CREATE OR REPLACE TEMP TABLE stg_rules (rule VARCHAR, rule_order TINYINT, "
         "value_column VARCHAR, column_name VARCHAR, template VARCHAR)"
@@ -95,7 +82,7 @@ def _rule_table(con: duckdb.DuckDBPyConnection, spec: PartnerSpec) -> None:
 
 
 def build_outputs(
-    con: duckdb.DuckDBPyConnection, spec: PartnerSpec, failures: pd.DataFrame, extraction_date: object, canonical: Path
+    con: duckdb.DuckDBPyConnection, spec: PartnerSpec, failures: pa.Table, extraction_date: object, canonical: Path
 ) -> Outputs:
     _rule_table(con, spec)
     con.execute("CREATE OR REPLACE TEMP TABLE stg_failures (row_key BIGINT, rule VARCHAR)")

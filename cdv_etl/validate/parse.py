@@ -211,22 +211,13 @@ WITH s AS (
         {parsed["project_label"]} AS project_label,
         {parsed["scheme"]} AS scheme
     FROM {STAGING_TABLE} CROSS JOIN stg_const AS k
-),
--- Ids carried by several rows (NULL counts as one id, as a window partition would): a
--- hash aggregate over the one column, joined back. A window over the whole row would
--- carry every column through its partitions (4× slower at 1M rows).
-repeated AS (
-    SELECT {parsed["operation_id"]} AS operation_id, count(*) AS n
-    FROM {STAGING_TABLE} CROSS JOIN stg_const AS k
-    GROUP BY 1 HAVING count(*) > 1
 )
 SELECT
     s.row_key, s.source_row, s.sheet, s.operation_id,
-    coalesce(rep.n, 1) AS operation_id_rows,
     s.insee_code, s.insee_raw, s.commune_label, s.category,
     {axis_expr} AS axis,
     s.instrument_label, {instrument_expr} AS instrument,
-    s.amount_eur, s.amount_raw, CAST(s.amount_eur::DECIMAL(38, 2) * 100 AS BIGINT) AS amount_cents,
+    s.amount_eur, s.amount_raw,
     s.engagement_date, s.date_raw,
     coalesce(year(s.engagement_date), s.year_given)::SMALLINT AS year,
     s.year_given, s.year_raw,
@@ -238,7 +229,6 @@ CROSS JOIN stg_const AS k
 LEFT JOIN map_axis AS ma ON ma.label = lower(s.category)
 LEFT JOIN map_instrument AS mi ON mi.label = lower(s.instrument_label)
 LEFT JOIN map_status AS ms ON ms.label = lower({status_expr})
-LEFT JOIN repeated AS rep ON rep.operation_id IS NOT DISTINCT FROM s.operation_id
 ) TO ? (FORMAT parquet, COMPRESSION snappy)
 """  # noqa: S608 - identifiers quoted; spec values live in the stg_const and map_* tables
     path = workdir / CANONICAL_FILE
