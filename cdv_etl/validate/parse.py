@@ -28,6 +28,12 @@ _NUMBER_NOISE = r"[ \t\x{00A0}\x{202F}\x{2009}€]|EUR"
 # An Excel date serial as text: days since 1899-12-30, with a fraction for the time of day.
 _EXCEL_SERIAL = r"[0-9]{1,7}(\.[0-9]+)?"
 
+# An axis given as its number: 5, "5", "5.0" (a spreadsheet's number), "Axe 5", "axe 5 - équipements"
+# (any case, spaces around, a label after a hyphen or a dash). The number is kept whatever it is:
+# the rules say which axes exist, and quarantine the others (0, 6) with any text that is no code.
+# It reaches the SQL in the stg_const table, as a spec's own axis_pattern does.
+_AXIS_CODE = r"(?is)^\s*(?:axe\s*)?([0-9]{1,9})(?:\.0+)?\s*(?:[-–—].*)?$"
+
 _ABSENT_TYPE = {"amount_eur": "DECIMAL(18, 2)", "engagement_date": "DATE", "year": "SMALLINT"}
 
 
@@ -119,6 +125,7 @@ def _register_constants(con: duckdb.DuckDBPyConnection, spec: PartnerSpec) -> No
     consts: dict[str, tuple[str, Any]] = {
         "k_axis": ("INTEGER", spec.axis),
         "k_axis_pattern": ("VARCHAR", spec.axis_pattern),
+        "k_axis_code": ("VARCHAR", _AXIS_CODE if spec.axis_code else None),
         "k_default_instrument": ("VARCHAR", spec.default_instrument),
         "k_default_status": ("VARCHAR", spec.default_status),
     }
@@ -178,6 +185,8 @@ def build_canonical(con: duckdb.DuckDBPyConnection, spec: PartnerSpec, workdir: 
         axis_expr = "k.k_axis"
     elif spec.axis_pattern is not None:
         axis_expr = "TRY_CAST(NULLIF(regexp_extract(s.category, k.k_axis_pattern, 1), '') AS INTEGER)"
+    elif spec.axis_code:
+        axis_expr = "TRY_CAST(NULLIF(regexp_extract(s.category, k.k_axis_code, 1), '') AS INTEGER)"
     else:
         axis_expr = "ma.axis"
     if "instrument" in spec.fields:
