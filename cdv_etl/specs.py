@@ -109,24 +109,67 @@ class JsonFormat(_Model):
 FormatSpec = Annotated[CsvFormat | XlsxFormat | JsonFormat, Field(discriminator="type")]
 
 
+DateParser = Literal["date_iso", "date_dmy", "date_excel"]
+"""The field parsers that give a date; an extraction date read from the file's data uses one."""
+
+
+# The keys each extraction date source takes (all needed but ``parser``, which defaults to date_iso).
+_EXTRACTION_DATE_KEYS: dict[str, tuple[str, ...]] = {
+    "filename": ("pattern", "format"),
+    "cell": ("pattern", "format"),
+    "field": ("field", "parser"),
+    "column": ("column", "parser"),
+    "received": (),
+}
+
+
 class ExtractionDateSpec(_Model):
     """How the export's extraction date is known.
 
     ``filename``: a regex group of the file name, parsed with ``format``; a month or a year
     stands for its last day. ``cell``: a regex over the first rows of a spreadsheet.
-    ``received``: the day the file is ingested (for partners that date nothing).
+    ``field``: a JSON file's field, top-level or nested (``extraction``, ``meta.extraction``),
+    parsed with ``parser``. ``column``: a CSV or XLSX column that holds the same date on every
+    row (``Date d'extraction``), parsed with ``parser``; a file whose rows give different dates
+    is rejected. ``received``: the day the file is ingested (for partners that date nothing).
     In every case the date is never later than the day the file is ingested.
     """
 
-    source: Literal["filename", "cell", "received"]
-    pattern: str | None = None
-    format: str | None = None
+    source: Literal["filename", "cell", "field", "column", "received"] = Field(
+        description="Where the date is: the file name, a title cell, a JSON field, a column, or the day received."
+    )
+    pattern: str | None = Field(
+        None, description="filename and cell: regex whose first group is the date, e.g. 'export_(\\d{8})'."
+    )
+    format: str | None = Field(
+        None, description="filename and cell: strptime format of that group, e.g. '%Y%m%d', '%Y-%m' (month's last day)."
+    )
+    field: str | None = Field(
+        None, description="field: dotted path of the date in the JSON document, e.g. 'extraction' or 'meta.extraction'."
+    )
+    column: str | None = Field(
+        None, description='column: the column holding the extraction date on every row, e.g. "Date d\'extraction".'
+    )
+    parser: DateParser | None = Field(
+        None, description="field and column: the date parser of the value (date_iso when not given)."
+    )
 
     @model_validator(mode="after")
-    def _pattern(self) -> ExtractionDateSpec:
-        if self.source != "received" and not (self.pattern and self.format):
-            raise ValueError(f"extraction_date from {self.source} needs pattern and format")
+    def _keys_of_source(self) -> ExtractionDateSpec:
+        takes = _EXTRACTION_DATE_KEYS[self.source]
+        missing = [k for k in takes if k != "parser" and getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"extraction_date from {self.source} needs {' and '.join(missing)}")
+        given = [k for k in ("pattern", "format", "field", "column", "parser") if getattr(self, k) is not None]
+        extra = [k for k in given if k not in takes]
+        if extra:
+            allowed = ", ".join(takes) or "no other key"
+            raise ValueError(f"extraction_date from {self.source} takes {allowed}, not {', '.join(extra)}")
         return self
+
+    @property
+    def date_parser(self) -> DateParser:
+        return self.parser or "date_iso"
 
 
 class StatusSpec(_Model):
@@ -148,6 +191,11 @@ class PartnerSpec(_Model):
         None, description="Regex whose first group is the axis number, e.g. '^Axe\\s*(\\d+)'."
     )
     axis: int | None = Field(None, description="Every row of this partner is on this axis.")
+    axis_code: bool = Field(
+        False,
+        description="The category holds the axis itself: 5, '5', 'Axe 5' or 'axe 5 - équipements' (case and spaces "
+        "ignored, a label after a dash ignored); any other value maps to no axis.",
+    )
     instruments: dict[str, str] = Field(
         default_factory=dict, description="Partner's instrument label → instrument code."
     )
@@ -173,11 +221,22 @@ class PartnerSpec(_Model):
 
     @model_validator(mode="after")
     def _axis_source(self) -> PartnerSpec:
-        given = [self.axis_map is not None, self.axis_pattern is not None, self.axis is not None]
+        given = [self.axis_map is not None, self.axis_pattern is not None, self.axis is not None, self.axis_code]
         if sum(given) != 1:
-            raise ValueError("give exactly one of axis_map, axis_pattern or axis")
+            raise ValueError("give exactly one of axis_map, axis_pattern, axis_code or axis")
         if self.axis is None and "category" not in self.fields:
-            raise ValueError("axis_map and axis_pattern need a 'category' field")
+            raise ValueError("axis_map, axis_pattern and axis_code need a 'category' field")
+        return self
+
+    @model_validator(mode="after")
+    def _extraction_date_fits_format(self) -> PartnerSpec:
+        source = self.extraction_date.source
+        if source == "field" and self.format.type != "json":
+            raise ValueError("extraction_date from field is for JSON files; for CSV and XLSX use source: column")
+        if source == "column" and self.format.type == "json":
+            raise ValueError("extraction_date from column is for CSV and XLSX files; for JSON use source: field")
+        if source == "cell" and self.format.type != "xlsx":
+            raise ValueError("extraction_date from cell reads a workbook's title rows; it is for XLSX files")
         return self
 
     @cached_property
