@@ -299,6 +299,9 @@ class PartnerSpec(_Model):
             for c in f.source_columns:
                 if c not in cols and not c.startswith("_"):
                     cols.append(c)
+        dated = self.extraction_date.column
+        if dated is not None and dated not in cols:
+            cols.append(dated)
         return cols
 
     def status_counts(self) -> dict[str, bool]:

@@ -1,9 +1,10 @@
 """Read stage: a partner's file → a staging relation of text cells, one row per data row.
 
-Every reader produces the same thing: a DuckDB temporary view ``stg_raw`` (a table for JSON,
-which is read through pandas) whose columns are
-the partner's own (as text), plus ``_source_row`` (the row a person sees in the file) and,
-for workbooks, ``_sheet``. Nothing is interpreted yet: parsing is the validate stage's job.
+Every reader produces the same thing: a DuckDB temporary view or table ``stg_raw`` whose
+columns are the partner's own (as text), plus ``_row_key`` (reading order), ``_source_row``
+(the row a person sees in the file; for JSON, the record's position from 1) and ``_sheet``
+(for workbooks). Nothing is interpreted yet: parsing is the validate stage's job — but for the
+extraction date, when the spec takes it from the file's data (a JSON field or a column).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -19,10 +20,31 @@ from pathlib import Path
 import duckdb
 
 from cdv_etl.errors import FileRejected
-from cdv_etl.specs import CsvFormat, JsonFormat, PartnerSpec, XlsxFormat, last_day
+from cdv_etl.specs import (
+    ROW_KEY_COLUMN,
+    SHEET_COLUMN,
+    SOURCE_ROW_COLUMN,
+    CsvFormat,
+    ExtractionDateSpec,
+    JsonFormat,
+    PartnerSpec,
+    XlsxFormat,
+    last_day,
+)
+from cdv_etl.sql import quote_ident
 
 STAGING_TABLE = "stg_raw"
 SETTLED_NS = 2_000_000_000
+
+
+@dataclass(frozen=True)
+class DateSeen:
+    """An extraction date as the file's data gives it (a JSON field, a cell of a date column)."""
+
+    text: str | None
+    parsed: date | None
+    where: str
+    """Where a person finds it: "field 'meta.extraction'", "row 12", "row 12 of sheet 2024"."""
 
 
 @dataclass
@@ -34,6 +56,9 @@ class RawExport:
     rows_read: int
     control_total: Decimal | None = None
     title_rows: list[str] | None = None
+    dates_seen: list[DateSeen] = field(default_factory=list)
+    """For an extraction date from a field: its value, if the field exists. From a column: the
+    first row of each different date (the first two, in reading order)."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +129,7 @@ def read_export(con: duckdb.DuckDBPyConnection, path: Path, spec: PartnerSpec, w
     elif isinstance(fmt, JsonFormat):
         from cdv_etl.read.json import read_json
 
-        raw = read_json(con, path, fmt)
+        raw = read_json(con, path, fmt, workdir)
     else:  # pragma: no cover - the spec model admits no other format
         raise TypeError(fmt)
     if raw.rows_read == 0:
@@ -114,7 +139,35 @@ def read_export(con: duckdb.DuckDBPyConnection, path: Path, spec: PartnerSpec, w
             "(an empty export would wipe the partner's current figures)",
             "ask the partner whether the extraction failed, and for a complete export",
         )
+    raw.dates_seen = _dates_seen(con, spec.extraction_date, raw)
     return raw
+
+
+def _dates_seen(con: duckdb.DuckDBPyConnection, rule: ExtractionDateSpec, raw: RawExport) -> list[DateSeen]:
+    """The extraction date(s) the file's data holds, parsed as the fields are (``parser_sql``)."""
+    from cdv_etl.validate.parse import parser_sql
+
+    parsed = parser_sql(rule.date_parser, "t")
+    if rule.source == "field" and rule.field is not None:
+        from cdv_etl.read.json import document_text
+
+        found, text = document_text(con, rule.field)
+        if not found:
+            return []
+        row = con.execute(f"SELECT {parsed} FROM (SELECT ?::VARCHAR AS t)", [text]).fetchone()  # noqa: S608
+        return [DateSeen(text, row[0] if row else None, f"field {rule.field!r}")]
+    if rule.source == "column" and rule.column in raw.columns:
+        # The first row of each different date (NULL for a blank or unparseable cell), in reading order.
+        cells = (
+            f"SELECT {quote_ident(rule.column)} AS t, {ROW_KEY_COLUMN} AS k, {SOURCE_ROW_COLUMN} AS r, "
+            f"{SHEET_COLUMN} AS sh FROM {raw.table}"
+        )
+        rows = con.execute(
+            "SELECT t, d, r, sh FROM (SELECT DISTINCT ON (d) t, d, k, r, sh FROM ("  # noqa: S608 - quoted
+            f"SELECT t, {parsed} AS d, k, r, sh FROM ({cells})) ORDER BY d, k) ORDER BY k LIMIT 2"
+        ).fetchall()
+        return [DateSeen(t, d, f"row {r}" + (f" of sheet {sh!r}" if sh else "")) for t, d, r, sh in rows]
+    return []
 
 
 def extraction_date(path: Path, spec: PartnerSpec, raw: RawExport, today: date) -> date:
@@ -145,9 +198,41 @@ def extraction_date(path: Path, spec: PartnerSpec, raw: RawExport, today: date) 
                 f"{path.name}: no extraction date in the title rows (expected {rule.pattern!r})",
                 "check the file's title rows, or fix extraction_date in the partner's spec",
             )
+    elif rule.source in ("field", "column"):
+        found = _date_in_data(path, rule, raw.dates_seen)
     else:
         found = today
     return min(found, today)
+
+
+def _date_in_data(path: Path, rule: ExtractionDateSpec, seen: list[DateSeen]) -> date:
+    """The one extraction date of a JSON field or a date column, or a rejection that says why not."""
+    where = f"field {rule.field!r}" if rule.source == "field" else f"column {rule.column!r}"
+    fix = f"check the file, or fix extraction_date ({rule.source}, parser) in the partner's spec"
+    if not seen:
+        raise FileRejected("extraction_date", f"{path.name}: no extraction date: the file has no {where}", fix)
+    first = seen[0]
+    if first.parsed is None:
+        value = f"{first.text!r} is not a date ({rule.date_parser})" if first.text is not None else "is empty"
+        at = "" if rule.source == "field" else f" at {first.where}"
+        raise FileRejected("extraction_date", f"{path.name}: the extraction date in {where}{at} {value}", fix)
+    if len(seen) > 1:
+        other = seen[1]
+        if other.parsed is None:
+            value = f"holds {other.text!r}, not a date" if other.text is not None else "is empty"
+            message = f"{where} {value} at {other.where} (it holds {first.text!r} at {first.where})"
+        else:
+            message = (
+                f"{where} holds different extraction dates: {first.text!r} at {first.where} "
+                f"and {other.text!r} at {other.where}"
+            )
+        raise FileRejected(
+            "extraction_date",
+            f"{path.name}: {message}; an export has one extraction date, nothing was loaded",
+            "ask the partner for an export of one extraction with its date on every row, "
+            "or fix extraction_date.column in the partner's spec",
+        )
+    return first.parsed
 
 
 def _parse_period(text: str, fmt: str) -> date | None:

@@ -30,6 +30,11 @@ _NUMBER_NOISE = r"[ \t\x{00A0}\x{202F}\x{2009}€]|EUR"
 # An Excel date serial as text: days since 1899-12-30, with a fraction for the time of day.
 _EXCEL_SERIAL = r"[0-9]{1,7}(\.[0-9]+)?"
 
+# An axis given as its number: 5, "5", "5.0" (a spreadsheet's number), "Axe 5", "axe 5 - équipements"
+# (any case, spaces around, a label after a hyphen or a dash). The number is kept whatever it is:
+# the rules say which axes exist, and quarantine the others (0, 6) with any text that is no code.
+_AXIS_CODE = r"(?is)^\s*(?:axe\s*)?([0-9]{1,9})(?:\.0+)?\s*(?:[-–—].*)?$"
+
 _ABSENT_TYPE = {"amount_eur": "DECIMAL(18, 2)", "engagement_date": "DATE", "year": "SMALLINT"}
 
 
@@ -215,6 +220,8 @@ def build_canonical(con: duckdb.DuckDBPyConnection, spec: PartnerSpec, workdir: 
         axis_expr = "k.k_axis"
     elif spec.axis_pattern is not None:
         axis_expr = "TRY_CAST(NULLIF(regexp_extract(s.category, k.k_axis_pattern, 1), '') AS INTEGER)"
+    elif spec.axis_code:
+        axis_expr = f"TRY_CAST(NULLIF(regexp_extract(s.category, '{_AXIS_CODE}', 1), '') AS INTEGER)"
     else:
         axis_expr = "ma.axis"
     if "instrument" in spec.fields:
