@@ -71,7 +71,10 @@ def _date_excel(t: str) -> str:
         f"AND TRY_CAST({t} AS DOUBLE) BETWEEN 1 AND 2958465 "
         f"THEN DATE '1899-12-30' + CAST(floor(CAST({t} AS DOUBLE)) AS INTEGER) END"
     )
-    return f"coalesce(TRY_CAST({t} AS DATE), TRY_CAST({t} AS TIMESTAMP)::DATE, TRY_STRPTIME({t}, '%d/%m/%Y')::DATE, {serial})"
+    return (
+        f"coalesce(TRY_CAST({t} AS DATE), TRY_CAST({t} AS TIMESTAMP)::DATE, "
+        f"TRY_STRPTIME({t}, '%d/%m/%Y')::DATE, {serial})"
+    )
 
 
 @dataclass(frozen=True)
