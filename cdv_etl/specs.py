@@ -30,19 +30,21 @@ SOURCE_ROW_COLUMN = "_source_row"
 ROW_KEY_COLUMN = "_row_key"  # unique per file: reading order across sheets
 SHEET_COLUMN = "_sheet"
 
-CANONICAL_FIELDS = (
-    "operation_id",
-    "insee_code",
-    "commune_label",
-    "category",
-    "instrument",
-    "amount_eur",
-    "engagement_date",
-    "year",
-    "status",
-    "project_label",
-    "scheme",
-)
+# The canonical record every partner's rows become: field → what it holds.
+CANONICAL_MEANINGS: dict[str, str] = {
+    "operation_id": "The partner's id of the operation (unique in a file; several columns may make it).",
+    "insee_code": "INSEE code of the commune (5 characters); must be an ACV commune of the reference.",
+    "commune_label": "The commune's name as the partner writes it (kept, not checked).",
+    "category": "The partner's category: mapped to an axis by axis_map, axis_pattern or axis_code.",
+    "instrument": "The partner's instrument label: mapped by instruments to an instrument code.",
+    "amount_eur": "The amount engaged, in euros (exact to the cent; scale for k€).",
+    "engagement_date": "The date of the engagement.",
+    "year": "The year of the engagement, when there is no date (or to check it).",
+    "status": "The partner's status: one of statuses, which says whether it counts as engaged.",
+    "project_label": "The project's title (kept, not checked).",
+    "scheme": "The partner's scheme or programme (kept, not checked).",
+}
+CANONICAL_FIELDS = tuple(CANONICAL_MEANINGS)
 
 
 class _Model(BaseModel):
