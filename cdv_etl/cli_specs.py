@@ -21,7 +21,15 @@ import duckdb
 import typer
 
 from cdv_etl.errors import CdvError, FileRejected
-from cdv_etl.specs import CANONICAL_FIELDS, SHEET_COLUMN, PartnerSpec, default_specs_dir, load_spec, load_specs
+from cdv_etl.specs import (
+    CANONICAL_FIELDS,
+    SHEET_COLUMN,
+    PartnerSpec,
+    default_specs_dir,
+    did_you_mean,
+    load_spec,
+    load_specs,
+)
 
 spec_app = typer.Typer(help="Write a partner spec and try it on a sample file.", no_args_is_help=True)
 
@@ -114,16 +122,18 @@ def dry_run(
                 )
             except FileRejected as exc:
                 result.rejected = exc
+                result.columns = _staged_columns(reader)
                 return result
             result.columns = raw.columns
             result.extraction_date = extracted
             result.rows_read = raw.rows_read
             result.control_total = raw.control_total
             reader.register("check_failures", outputs.failures)
-            cols = ", ".join(f"c.{c}" for c in PREVIEW_COLUMNS)
+            shown = [c for c in PREVIEW_COLUMNS if _shown(spec, c)]
+            cols = ", ".join(f"c.{c}" for c in shown)
             cur = reader.execute(
-                f"""SELECT {cols}, (SELECT string_agg(f.rule, ', ' ORDER BY f.rule_order) FROM check_failures AS f
-                                   WHERE f.row_key = c.row_key) AS rules_broken
+                f"""SELECT {cols}, coalesce((SELECT string_agg(f.rule, ', ' ORDER BY f.rule_order)
+                                            FROM check_failures AS f WHERE f.row_key = c.row_key), '') AS rules_broken
                     FROM {CANONICAL_TABLE} AS c ORDER BY c.row_key LIMIT ?""",  # noqa: S608 - constant SQL
                 [rows],
             )
@@ -143,6 +153,26 @@ def dry_run(
     return result
 
 
+def _shown(spec: PartnerSpec, column: str) -> bool:
+    """Whether the preview shows this canonical column: the sheet for workbooks, the label when given."""
+    if column == "sheet":
+        return spec.format.type == "xlsx"
+    if column == "commune_label":
+        return column in spec.fields
+    return True
+
+
+def _staged_columns(reader: duckdb.DuckDBPyConnection) -> list[str]:
+    """The partner's columns the reader staged before the file was refused (none if it was not read)."""
+    from cdv_etl.read import STAGING_TABLE
+
+    try:
+        cur = reader.execute(f"SELECT * FROM {STAGING_TABLE} LIMIT 0")  # noqa: S608 - constant identifier
+    except duckdb.Error:
+        return []
+    return [d[0] for d in cur.description or [] if not d[0].startswith("_")]
+
+
 def mapping_rows(spec: PartnerSpec, columns: list[str] | None) -> list[tuple[str, str, str, str]]:
     """(canonical field, ← where it comes from, parser, found in the file) of each field the spec gives."""
     out: list[tuple[str, str, str, str]] = []
@@ -159,7 +189,8 @@ def mapping_rows(spec: PartnerSpec, columns: list[str] | None) -> list[tuple[str
                 found = "?"
             else:
                 missing = [c for c in f.source_columns if c != SHEET_COLUMN and c not in columns]
-                found = "missing: " + ", ".join(missing) if missing else "yes"
+                hints = "".join(did_you_mean(c, columns) for c in missing)
+                found = f"missing: {', '.join(missing)}{hints}" if missing else "yes"
         parser = f.parser + (f" × {f.scale}" if f.scale != 1 else "")
         out.append((name, source, parser, found))
     out.append(("axis", _axis_source(spec), "", ""))

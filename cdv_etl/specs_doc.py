@@ -36,7 +36,7 @@ REGENERATE = "cdv-etl specs --reference > docs/partner-specs.md"
 
 # The blocks of a spec, in the order the reference shows them: (heading, where it sits, model).
 BLOCKS: tuple[tuple[str, str, type[BaseModel]], ...] = (
-    ("The spec file", "top level", PartnerSpec),
+    ("The spec file", "the top level", PartnerSpec),
     ("format: csv", "format", CsvFormat),
     ("format: xlsx", "format", XlsxFormat),
     ("format: json", "format", JsonFormat),
@@ -94,9 +94,7 @@ def keys_table(model: type[BaseModel]) -> str:
     for name, field in model.model_fields.items():
         if not field.description:
             raise ValueError(f"{model.__name__}.{name} has no description: add Field(description=...)")
-        lines.append(
-            f"| `{name}` | {type_name(field.annotation)} | {_default(field)} | {_cell(field.description)} |"
-        )
+        lines.append(f"| `{name}` | {type_name(field.annotation)} | {_default(field)} | {_cell(field.description)} |")
     return "\n".join(lines)
 
 
@@ -108,7 +106,8 @@ def _docstring(model: type[BaseModel]) -> str:
 def keys_section() -> str:
     parts = []
     for heading, where, model in BLOCKS:
-        parts.append(f"### {heading}\n\nWhere: `{where}`. {_docstring(model)}\n\n{keys_table(model)}")
+        at = where if where.startswith("the ") else f"`{where}`"
+        parts.append(f"### {heading}\n\nWhere: {at}. {_docstring(model)}\n\n{keys_table(model)}")
     return "\n\n".join(parts)
 
 

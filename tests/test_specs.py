@@ -302,7 +302,7 @@ def test_spec_check_of_the_walkthrough_prints_what_the_reference_says(tmp_path: 
     assert p.returncode == 0, p.stdout + p.stderr
     summary = "4 rows read: 3 would load, 1 would be quarantined"
     assert summary in p.stdout and summary in REFERENCE.read_text(encoding="utf-8")
-    mapping = [line for line in p.stdout.splitlines() if "commune.insee" in line]
+    mapping = [line for line in p.stdout.splitlines() if "commune.insee" in line and "│" in line]
     assert mapping and "insee_code" in mapping[0] and "insee" in mapping[0] and "yes" in mapping[0], p.stdout
     assert "unknown_category" in p.stdout
 
