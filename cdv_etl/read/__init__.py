@@ -158,8 +158,9 @@ def _dates_seen(con: duckdb.DuckDBPyConnection, rule: ExtractionDateSpec, raw: R
         return [DateSeen(text, row[0] if row else None, f"field {rule.field!r}")]
     if rule.source == "column" and rule.column in raw.columns:
         # The first row of each different date (NULL for a blank or unparseable cell), in reading order.
+        column = quote_ident(rule.column)
         cells = (
-            f"SELECT {quote_ident(rule.column)} AS t, {ROW_KEY_COLUMN} AS k, {SOURCE_ROW_COLUMN} AS r, "
+            f"SELECT {column} AS t, {ROW_KEY_COLUMN} AS k, {SOURCE_ROW_COLUMN} AS r, "  # noqa: S608 - quoted
             f"{SHEET_COLUMN} AS sh FROM {raw.table}"
         )
         rows = con.execute(
