@@ -184,8 +184,14 @@ class Pipeline:
             [sha, path.name],
         ).fetchone()
         # A file the specs refused (none recognised it, or its spec was invalid) is tried again
-        # without --force: its ledger row is updated in place, one row per file.
-        retry = same_name is not None and same_name[1] == "rejected" and same_name[2] in SPEC_REJECTIONS
+        # without --force once a valid spec takes it (named, added or fixed): its ledger row is
+        # updated in place, one row per file. Met again with nothing new, it changes nothing.
+        retry = (
+            same_name is not None
+            and same_name[1] == "rejected"
+            and same_name[2] in SPEC_REJECTIONS
+            and isinstance(spec, PartnerSpec)
+        )
         replace_id = int(same_name[0]) if (same_name and (force or retry)) else None
         if known and not force:
             if same_name and not retry:
@@ -301,14 +307,18 @@ class Pipeline:
         ).fetchone()
         assert row is not None
         status = "duplicate" if already and row[1] == "loaded" else str(row[1])
-        message = (
-            (
+        if not already:
+            message = str(row[11])
+        elif row[1] == "rejected" and row[10] in SPEC_REJECTIONS:
+            message = (
+                f"already rejected as file {file_id} ({row[10]}); nothing changed "
+                "(add or fix its partner's spec, or pass --partner, then ingest it again)"
+            )
+        else:
+            message = (
                 f"already ingested as file {file_id} ({row[1]}); nothing changed "
                 "(use --force to re-ingest after a spec fix)"
             )
-            if already
-            else str(row[11])
-        )
         return LoadResult(
             file_name=path.name,
             partner=row[0],

@@ -350,6 +350,9 @@ def test_a_file_no_spec_recognised_is_retried_with_partner_without_force(tmp_pat
         first = pipe.ingest(odd)
         assert (first.status, first.reason) == ("rejected", "unknown_partner")
         assert "pass --partner" in first.message
+        same = pipe.ingest(odd)  # nothing new: still no spec for this name, nothing changes
+        assert (same.status, same.already_recorded, same.file_id) == ("rejected", True, first.file_id)
+        assert "pass --partner" in same.message and "--force" not in same.message
         again = pipe.ingest(odd, partner="anah")
         assert (again.status, again.file_id, again.rows_loaded) == ("loaded", first.file_id, 2), again.message
         third = pipe.ingest(odd, partner="anah")  # loaded: the same bytes change nothing
@@ -376,6 +379,7 @@ def test_a_file_rejected_for_its_broken_spec_loads_once_the_spec_is_fixed(tmp_pa
     assert (first.status, first.reason, first.partner) == ("rejected", "spec_invalid", "region_grand_est")
     assert "format.delimitor: unknown key; did you mean delimiter?" in first.message
     assert (named.status, named.reason, named.file_id) == ("rejected", "spec_invalid", first.file_id)
+    assert named.already_recorded  # the spec is still broken: nothing new to try
     spec.write_text(good, encoding="utf-8")
     with open_pipeline(s) as pipe:
         fixed = pipe.ingest(sample)
