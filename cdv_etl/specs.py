@@ -58,7 +58,9 @@ class FieldSpec(_Model):
         None, description="The partner's column (its header, exactly); in JSON a dotted path such as commune.insee."
     )
     columns: list[str] | None = Field(
-        None, description="Several columns, joined with ' | ' (an operation id made of several columns)."
+        None,
+        description="Several columns joined with ' | ' (an operation id made of several columns); "
+        "_sheet is the sheet's name.",
     )
     constant: str | int | None = Field(None, description="The same value on every row.")
     sheet: bool = Field(False, description="The workbook sheet's name (a year per sheet, with parser: year).")
