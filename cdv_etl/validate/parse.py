@@ -79,10 +79,10 @@ def _date_excel(t: str) -> str:
 
 @dataclass(frozen=True)
 class ValueParser:
-    """A parser a spec may name: what it reads, and its SQL over the trimmed text ``t``."""
+    """A parser a spec may name: what it reads, and its SQL expression over the trimmed text ``t``."""
 
     meaning: str
-    sql: Callable[[str, int], str]
+    expression: Callable[[str, int], str]
 
 
 # The parsers a field may name (``parser:`` in a spec): the spec model checks names against
@@ -129,7 +129,7 @@ def parser_sql(parser: str, x: str, scale: int = 1) -> str:
     """SQL expression turning the text expression ``x`` into the parser's value."""
     if parser not in PARSERS:
         raise ValueError(f"unknown parser {parser!r}")
-    return PARSERS[parser].sql(_text(x), scale)
+    return PARSERS[parser].expression(_text(x), scale)
 
 
 def _source_text(name: str, f: FieldSpec) -> str:
