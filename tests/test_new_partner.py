@@ -23,7 +23,9 @@ from cdv_etl.config import Settings
 from cdv_etl.errors import SpecError
 from cdv_etl.load.reference import SAMPLE_REFERENCE
 from cdv_etl.pipeline import Pipeline, open_pipeline
-from cdv_etl.specs import load_spec
+from cdv_etl.read.json import read_json
+from cdv_etl.read.sandbox import reader_connection
+from cdv_etl.specs import ROW_KEY_COLUMN, SHEET_COLUMN, JsonFormat, load_spec
 
 TODAY = date(2026, 12, 1)
 
@@ -161,7 +163,10 @@ def test_a_syntax_error_rejects_the_file_with_its_position(tmp_path: Path, text:
     [
         ({"extraction": "2025-11-30", "records": AIDES}, "no 'aides' in the JSON document"),
         ({"extraction": "2025-11-30", "aides": {"R1": AIDES[0]}}, "'aides' is a JSON object, not a list of records"),
-        ({"extraction": "2025-11-30", "aides": [AIDES[0], "R2"]}, "record 2 of 'aides' is a JSON varchar, not an"),
+        (
+            {"extraction": "2025-11-30", "aides": [AIDES[0], "R2"]},
+            "record 2 of 'aides' is a JSON string, not an object",
+        ),
         ({"aides": AIDES}, "no extraction date: the file has no field 'extraction'"),
         ({"extraction": "30 novembre", "aides": AIDES}, "in field 'extraction' '30 novembre' is not a date"),
     ],
@@ -357,3 +362,27 @@ def test_axis_code_is_one_of_the_axis_sources(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as err:
         load_spec(spec)
     assert "give exactly one of axis_map, axis_pattern, axis_code or axis" in str(err.value)
+
+
+def test_json_cells_keep_each_value_as_its_own_text(tmp_path: Path) -> None:
+    """Nested objects become dotted columns in the records' order; arrays and mixed values stay JSON text."""
+    records = [
+        {"id": 1, "lieu": {"commune": {"insee": 1004}}, "tags": ["a", "b"], "m": 10},
+        {"id": 2, "lieu": None, "tags": [], "m": 10.5, "extra": {"x": True}},
+        {"id": 3, "lieu": {"commune": {"insee": "2A004"}}, "m": "1 000,00", "extra": 7},
+    ]
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(records), encoding="utf-16")
+    work = tmp_path / "work"
+    con = reader_connection(path, work, "256MB")
+    try:
+        raw = read_json(con, path, JsonFormat(type="json", encoding="utf-16"), work)
+        assert raw.columns == ["id", "lieu.commune.insee", "tags", "m", "extra"]
+        rows = con.execute(f"SELECT * EXCLUDE ({SHEET_COLUMN}) FROM {raw.table} ORDER BY {ROW_KEY_COLUMN}").fetchall()
+    finally:
+        con.close()
+    assert rows == [
+        (0, 1, "1", "1004", '["a","b"]', "10", None),
+        (1, 2, "2", None, "[]", "10.5", '{"x":true}'),
+        (2, 3, "3", "2A004", None, "1 000,00", "7"),
+    ]

@@ -1,19 +1,19 @@
-"""JSON exports, read by DuckDB's JSON reader: a list of records at a dotted path.
+"""JSON exports, read by DuckDB's JSON functions: a list of records at a dotted path.
 
-The document is read whole (``read_json_objects``) and kept as JSON; every record's cells are
-taken out with ``json_extract_string``, one per value. So a value keeps its own text whatever the
-other records hold: an integer stays "5" when another record's value is null (a reader that
-infers one type per column would have made it "5.0"). Nested objects become ``a.b`` columns
-(``commune.insee``); an array or an object met where other records hold a plain value stays its
-JSON text. ``_source_row`` is the record's position in its list, counted from 1.
+The document is read as text (``read_text``) and its records taken out as JSON values; every
+record's cells are taken out with ``json_extract_string``, one per value. So a value keeps its
+own text whatever the other records hold: an integer stays "5" when another record's value is
+null (a reader that infers one type per column would have made it "5.0"). Nested objects become
+``a.b`` columns (``commune.insee``); an array, or an object met where other records hold a plain
+value, stays its JSON text. ``_source_row`` is the record's position in its list, counted from 1.
+A JSON number is read as a double: exact up to 15 significant digits (cents of any amount below
+a thousand billion euros).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
-from typing import Any
 
 import duckdb
 
@@ -25,8 +25,24 @@ from cdv_etl.sql import quote_ident
 
 DOCUMENT_TABLE = "stg_json_document"
 _RECORDS_TABLE = "stg_json_records"
-_MALFORMED = re.compile(r"at byte (\d+)[^:]*: (.*)")
-_MIN_OBJECT_SIZE = 16 * 1024 * 1024
+_MALFORMED = re.compile(r"Malformed JSON at byte (\d+) of input: (.*?)\.?(?:\s+Input:|$)")
+_BOM = "\ufeff"
+# json_type's names → JSON's own, for a person reading a rejection.
+_JSON_KINDS = {"VARCHAR": "string", "BIGINT": "number", "UBIGINT": "number", "DOUBLE": "number", "BOOLEAN": "boolean"}
+
+# The keys of the objects at one place of the records ($parent, a JSON pointer), in the order
+# of the first record that has them, and whether each key holds objects (or null) in every record.
+_KEYS_SQL = f"""
+SELECT key, bool_and(coalesce(kind, 'NULL') IN ('OBJECT', 'NULL')) AND bool_or(kind = 'OBJECT') AS is_object
+FROM (
+    SELECT pos, i, key, json_type(rec, $parent || '/' || replace(replace(key, '~', '~0'), '/', '~1')) AS kind
+    FROM (
+        SELECT pos, rec, unnest(json_keys(rec, $parent)) AS key, generate_subscripts(json_keys(rec, $parent), 1) AS i
+        FROM {_RECORDS_TABLE} WHERE json_type(rec, $parent) = 'OBJECT'
+    )
+)
+GROUP BY key ORDER BY min(pos), arg_min(i, pos)
+"""  # noqa: S608 - constant SQL
 
 
 def json_pointer(keys: list[str]) -> str:
@@ -34,37 +50,33 @@ def json_pointer(keys: list[str]) -> str:
     return "".join("/" + k.replace("~", "~0").replace("/", "~1") for k in keys)
 
 
-def dotted_pointer(dotted: str) -> str:
-    """The JSON pointer of a dotted path of the spec: ``data.aides`` → ``/data/aides``; '' → the root."""
-    return json_pointer([k for k in dotted.split(".") if k])
+def _spec_keys(dotted: str) -> list[str]:
+    return [k for k in dotted.split(".") if k]
+
+
+def _every_element(keys: list[str]) -> str:
+    """The JSONPath of every element of the array at these keys: ``$."data"."aides"[*]``."""
+    quoted = "".join('."' + k.replace("\\", "\\\\").replace('"', '\\"') + '"' for k in keys)
+    return f"${quoted}[*]"
 
 
 def read_json(con: duckdb.DuckDBPyConnection, path: Path, fmt: JsonFormat, workdir: Path) -> RawExport:
     decoded = decode_to_utf8(path, fmt.encoding, workdir)
     try:
         con.execute(f"DROP TABLE IF EXISTS {DOCUMENT_TABLE}")
-        # A whole document is one JSON value: the reader's limit is the file's size.
-        size = max(_MIN_OBJECT_SIZE, decoded.path.stat().st_size + 1)
         con.execute(
-            f"CREATE TEMP TABLE {DOCUMENT_TABLE} AS SELECT json AS doc "  # noqa: S608 - constant SQL
-            "FROM read_json_objects(?, format = 'unstructured', maximum_object_size = ?)",
-            [str(decoded.path), size],
+            f"CREATE TEMP TABLE {DOCUMENT_TABLE} AS SELECT ltrim(content, ?) AS doc FROM read_text(?)",  # noqa: S608
+            [_BOM, str(decoded.path)],
         )
-    except duckdb.Error as exc:
-        raise _malformed(path, decoded.path, exc) from exc
     finally:
         if decoded.path != path:
             decoded.path.unlink(missing_ok=True)
-    documents = _one(con, f"SELECT count(*) FROM {DOCUMENT_TABLE}")  # noqa: S608 - constant SQL
-    if documents != 1:
-        raise FileRejected(
-            "unreadable",
-            f"{path.name}: {documents} JSON documents in the file where one was expected; nothing was loaded",
-            "ask the partner for one JSON document holding the list of records",
-        )
     where = repr(fmt.records_path) if fmt.records_path else "the document"
-    pointer = dotted_pointer(fmt.records_path)
-    kind = con.execute(f"SELECT json_type(doc, ?) FROM {DOCUMENT_TABLE}", [pointer]).fetchone()  # noqa: S608
+    keys = _spec_keys(fmt.records_path)
+    try:  # the first look at the document parses it all: a syntax error shows here
+        kind = con.execute(f"SELECT json_type(doc, ?) FROM {DOCUMENT_TABLE}", [json_pointer(keys)]).fetchone()  # noqa: S608
+    except duckdb.Error as exc:
+        raise _malformed(con, path, exc) from exc
     if kind is None or kind[0] is None:
         raise FileRejected(
             "unreadable",
@@ -74,7 +86,7 @@ def read_json(con: duckdb.DuckDBPyConnection, path: Path, fmt: JsonFormat, workd
     if kind[0] != "ARRAY":
         raise FileRejected(
             "unreadable",
-            f"{path.name}: {where} is a JSON {str(kind[0]).lower()}, not a list of records; nothing was loaded",
+            f"{path.name}: {where} is a JSON {_kind(kind[0])}, not a list of records; nothing was loaded",
             "check the partner's spec (format.records_path: the dotted path to the list of records)",
         )
     con.execute(f"DROP TABLE IF EXISTS {_RECORDS_TABLE}")
@@ -82,8 +94,8 @@ def read_json(con: duckdb.DuckDBPyConnection, path: Path, fmt: JsonFormat, workd
     con.execute(
         f"CREATE TEMP TABLE {_RECORDS_TABLE} AS "  # noqa: S608 - constant SQL
         "SELECT unnest(recs) AS rec, generate_subscripts(recs, 1) AS pos "
-        f"FROM (SELECT from_json(json_extract(doc, ?), '[\"JSON\"]') AS recs FROM {DOCUMENT_TABLE})",
-        [pointer],
+        f"FROM (SELECT json_extract(doc, ?) AS recs FROM {DOCUMENT_TABLE})",
+        [_every_element(keys)],
     )
     odd = con.execute(
         f"SELECT pos, json_type(rec) FROM {_RECORDS_TABLE} "  # noqa: S608 - constant SQL
@@ -92,13 +104,10 @@ def read_json(con: duckdb.DuckDBPyConnection, path: Path, fmt: JsonFormat, workd
     if odd is not None:
         raise FileRejected(
             "unreadable",
-            f"{path.name}: record {odd[0]} of {where} is a JSON {str(odd[1] or 'null').lower()}, "
-            "not an object; nothing was loaded",
+            f"{path.name}: record {odd[0]} of {where} is a JSON {_kind(odd[1])}, not an object; nothing was loaded",
             "ask the partner for a list of records (objects), or check format.records_path in the partner's spec",
         )
-    structure = con.execute(f"SELECT json_group_structure(rec) FROM {_RECORDS_TABLE}").fetchone()  # noqa: S608
-    columns = _columns(path, json.loads(structure[0]) if structure and structure[0] else {})
-    pointers = list(columns.values())
+    columns = _columns(con, path)
     cells = "".join(f", cells[{i}] AS {quote_ident(c)}" for i, c in enumerate(columns, start=1))
     con.execute(f"DROP TABLE IF EXISTS {STAGING_TABLE}")
     con.execute(
@@ -106,7 +115,7 @@ def read_json(con: duckdb.DuckDBPyConnection, path: Path, fmt: JsonFormat, workd
         f"{ROW_KEY_COLUMN}, {SOURCE_ROW_COLUMN}, NULL::VARCHAR AS {SHEET_COLUMN}{cells} FROM ("
         f"SELECT pos - 1 AS {ROW_KEY_COLUMN}, pos AS {SOURCE_ROW_COLUMN}, "
         f"json_extract_string(rec, ?::VARCHAR[]) AS cells FROM {_RECORDS_TABLE}) ORDER BY {ROW_KEY_COLUMN}",
-        [pointers],
+        [[json_pointer(k) for k in columns.values()]],
     )
     con.execute(f"DROP TABLE {_RECORDS_TABLE}")
     return RawExport(STAGING_TABLE, list(columns), _one(con, f"SELECT count(*) FROM {STAGING_TABLE}"))  # noqa: S608
@@ -116,45 +125,54 @@ def document_text(con: duckdb.DuckDBPyConnection, dotted: str) -> tuple[bool, st
     """(found, text) of the value at a dotted path of the document read last (``meta.extraction``)."""
     row = con.execute(
         f"SELECT json_type(doc, ?) IS NOT NULL, json_extract_string(doc, ?) FROM {DOCUMENT_TABLE}",  # noqa: S608
-        [dotted_pointer(dotted)] * 2,
+        [json_pointer(_spec_keys(dotted))] * 2,
     ).fetchone()
     return (bool(row[0]), row[1]) if row else (False, None)
 
 
-def _columns(path: Path, structure: Any) -> dict[str, str]:
-    """Column name (dotted path) → JSON pointer of every leaf of the records' merged structure."""
-    found: dict[str, str] = {}
+def _columns(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, list[str]]:
+    """Column name (dotted path) → keys of every leaf of the records, in the order first met.
 
-    def walk(node: Any, keys: list[str]) -> None:
-        if isinstance(node, dict) and (node or not keys):  # an empty object is a leaf, not the root
-            for key, child in node.items():
-                walk(child, [*keys, key])
-            return
+    A key whose values are objects (or null) in every record is opened into its own keys (an
+    object that is always empty stays one column); any other key is one column. Read with
+    ``json_keys``, one pass over the records per nested object.
+    """
+    leaves: list[tuple[tuple[int, ...], list[str]]] = []
+
+    def walk(parent: list[str], order: tuple[int, ...]) -> bool:
+        rows = con.execute(_KEYS_SQL, {"parent": json_pointer(parent)}).fetchall()
+        for n, (key, is_object) in enumerate(rows):
+            keys = [*parent, str(key)]
+            if not (is_object and walk(keys, (*order, n))):
+                leaves.append(((*order, n), keys))
+        return bool(rows)
+
+    walk([], ())
+    found: dict[str, list[str]] = {}
+    for _, keys in sorted(leaves):  # in the records' order: depth first
         name = ".".join(keys)
-        if name in found:
+        if name in found or not name:
+            what = f"both named {name!r} (a key with a dot and a nested object)" if name else "without a name"
             raise FileRejected(
                 "unreadable",
-                f"{path.name}: two fields of the records are both named {name!r} "
-                "(a key with a dot and a nested object); nothing was loaded",
-                "ask the partner to rename one of them",
+                f"{path.name}: fields of the records {what}: they cannot be told apart; nothing was loaded",
+                "ask the partner to name every field of the records once",
             )
-        found[name] = json_pointer(keys)
-
-    walk(structure, [])
+        found[name] = keys
     return found
 
 
-def _malformed(path: Path, read: Path, exc: duckdb.Error) -> FileRejected:
-    """A syntax error, with its byte offset and the line and column a person finds it at."""
+def _malformed(con: duckdb.DuckDBPyConnection, path: Path, exc: duckdb.Error) -> FileRejected:
+    """A syntax error, at the line and column a person finds it."""
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     m = _MALFORMED.search(message)
     if m:
-        # DuckDB counts the bytes of the UTF-8 text from 1: the faulty character is the next one.
-        with read.open("rb") as fh:
-            before = fh.read(int(m.group(1)) - 1).decode("utf-8", errors="replace")
+        row = con.execute(f"SELECT doc FROM {DOCUMENT_TABLE}").fetchone()  # noqa: S608 - constant SQL
+        # DuckDB counts the bytes of the UTF-8 text from 0: the faulty character is at that offset.
+        before = str(row[0] if row else "").encode("utf-8")[: int(m.group(1))].decode("utf-8", errors="replace")
         line = before.count("\n") + 1
         column = len(before) - (before.rfind("\n") + 1) + 1
-        where = f"at line {line}, column {column}: {m.group(2).strip().rstrip('.')}"
+        where = f"at line {line}, column {column}: {m.group(2).strip()}"
     else:
         where = f"({message})"
     return FileRejected(
@@ -162,6 +180,10 @@ def _malformed(path: Path, read: Path, exc: duckdb.Error) -> FileRejected:
         f"{path.name}: not valid JSON {where}; nothing was loaded",
         "ask the partner to send the export again (a truncated or hand-edited file?)",
     )
+
+
+def _kind(json_type: str | None) -> str:
+    return _JSON_KINDS.get(str(json_type), str(json_type or "null").lower())
 
 
 def _one(con: duckdb.DuckDBPyConnection, sql: str) -> int:
