@@ -238,6 +238,11 @@ def test_an_invalid_spec_leaves_the_other_partners_working(tmp_path: Path) -> No
         assert p.returncode == 0, p.stdout + p.stderr
         assert p.stderr.count("warning: partner spec") == 1 and MISSPELT in p.stderr, p.stderr
 
+    earlier = tmp_path / "anah_acv_2024.csv"
+    earlier.write_text(ANAH_CSV.replace("2025", "2024"), encoding="utf-8-sig")
+    p = run(["ingest", str(earlier)], tmp_path, env)
+    assert p.returncode == 0 and p.stderr.count("warning: partner spec") == 1, p.stdout + p.stderr
+
     p = run(["nightly", "--inbox", str(inbox)], tmp_path, env)
     assert p.returncode == 1, p.stdout + p.stderr  # a file was rejected
     assert p.stderr.count("warning: partner spec") == 1, p.stderr  # once, though each file opens the specs
@@ -263,6 +268,7 @@ def test_an_invalid_spec_leaves_the_other_partners_working(tmp_path: Path) -> No
             "ORDER BY file_id"
         ).fetchall()
     assert ledger == [
+        ("anah", "anah_acv_2024.csv", "loaded", 2, 0, 0),
         ("anah", "anah_acv_2025.csv", "loaded", 2, 0, 0),
         ("region_occitanie", "region_occitanie_aides_2026-05.json", "loaded", 3, 1, 0),
     ]
