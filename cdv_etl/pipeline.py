@@ -125,12 +125,14 @@ class Pipeline:
     # -- exports -----------------------------------------------------------------------
     def spec_for(self, path: Path, partner: str | None) -> PartnerSpec | BrokenSpec | None:
         """The file's spec: named, or recognised from its name; a broken spec when that one is invalid."""
-        broken = self.specs.broken_for(partner=partner) if partner is not None else None
-        if partner is not None and broken is None:
-            if partner not in self.specs:
+        if partner is not None:
+            if partner in self.specs:
+                return self.specs[partner]
+            broken = self.specs.broken_for(partner=partner)
+            if broken is None:
                 raise SpecError(f"unknown partner {partner!r}", f"known partners: {', '.join(sorted(self.specs))}")
-            return self.specs[partner]
-        return broken or recognise(path.name, self.specs) or self.specs.broken_for(file_name=path.name)
+            return broken
+        return recognise(path.name, self.specs) or self.specs.broken_for(file_name=path.name)
 
     def seen(self, sha: str) -> tuple[int, str, str, str | None] | None:
         """The first ledger row with these bytes: (file_id, file_name, status, partner)."""
