@@ -158,10 +158,10 @@ def _dates_seen(con: duckdb.DuckDBPyConnection, rule: ExtractionDateSpec, raw: R
         return [DateSeen(text, row[0] if row else None, f"field {rule.field!r}")]
     if rule.source == "column" and rule.column in raw.columns:
         # The first row of each different date (NULL for a blank or unparseable cell), in reading order.
-        column = quote_ident(rule.column)
+        date_column = quote_ident(rule.column)
         cells = (
-            f"SELECT {column} AS t, {ROW_KEY_COLUMN} AS k, {SOURCE_ROW_COLUMN} AS r, "  # noqa: S608 - quoted
-            f"{SHEET_COLUMN} AS sh FROM {raw.table}"
+            f"SELECT {date_column} AS t, {ROW_KEY_COLUMN} AS k, {SOURCE_ROW_COLUMN} AS r, "  # noqa: S608 - quoted
+            f"{SHEET_COLUMN} AS sh FROM {STAGING_TABLE}"
         )
         rows = con.execute(
             "SELECT t, d, r, sh FROM (SELECT DISTINCT ON (d) t, d, k, r, sh FROM ("  # noqa: S608 - quoted

@@ -23,8 +23,6 @@ from cdv_etl.read.text import decode_to_utf8
 from cdv_etl.specs import ROW_KEY_COLUMN, SHEET_COLUMN, SOURCE_ROW_COLUMN, JsonFormat
 from cdv_etl.sql import quote_ident
 
-DOCUMENT_TABLE = "stg_json_document"
-_RECORDS_TABLE = "stg_json_records"
 _MALFORMED = re.compile(r"Malformed JSON at byte (\d+) of input: (.*?)\.?(?:\s+Input:|$)")
 _BOM = "\ufeff"
 # json_type's names → JSON's own, for a person reading a rejection.
@@ -32,17 +30,17 @@ _JSON_KINDS = {"VARCHAR": "string", "BIGINT": "number", "UBIGINT": "number", "DO
 
 # The keys of the objects at one place of the records ($parent, a JSON pointer), in the order
 # of the first record that has them, and whether each key holds objects (or null) in every record.
-_KEYS_SQL = f"""
+_KEYS_SQL = """
 SELECT key, bool_and(coalesce(kind, 'NULL') IN ('OBJECT', 'NULL')) AND bool_or(kind = 'OBJECT') AS is_object
 FROM (
     SELECT pos, i, key, json_type(rec, $parent || '/' || replace(replace(key, '~', '~0'), '/', '~1')) AS kind
     FROM (
         SELECT pos, rec, unnest(json_keys(rec, $parent)) AS key, generate_subscripts(json_keys(rec, $parent), 1) AS i
-        FROM {_RECORDS_TABLE} WHERE json_type(rec, $parent) = 'OBJECT'
+        FROM stg_json_records WHERE json_type(rec, $parent) = 'OBJECT'
     )
 )
 GROUP BY key ORDER BY min(pos), arg_min(i, pos)
-"""  # noqa: S608 - constant SQL
+"""
 
 
 def json_pointer(keys: list[str]) -> str:
@@ -63,9 +61,9 @@ def _every_element(keys: list[str]) -> str:
 def read_json(con: duckdb.DuckDBPyConnection, path: Path, fmt: JsonFormat, workdir: Path) -> RawExport:
     decoded = decode_to_utf8(path, fmt.encoding, workdir)
     try:
-        con.execute(f"DROP TABLE IF EXISTS {DOCUMENT_TABLE}")
+        con.execute("DROP TABLE IF EXISTS stg_json_document")
         con.execute(
-            f"CREATE TEMP TABLE {DOCUMENT_TABLE} AS SELECT ltrim(content, ?) AS doc FROM read_text(?)",  # noqa: S608
+            "CREATE TEMP TABLE stg_json_document AS SELECT ltrim(content, ?) AS doc FROM read_text(?)",
             [_BOM, str(decoded.path)],
         )
     finally:
@@ -74,7 +72,7 @@ def read_json(con: duckdb.DuckDBPyConnection, path: Path, fmt: JsonFormat, workd
     where = repr(fmt.records_path) if fmt.records_path else "the document"
     keys = _spec_keys(fmt.records_path)
     try:  # the first look at the document parses it all: a syntax error shows here
-        kind = con.execute(f"SELECT json_type(doc, ?) FROM {DOCUMENT_TABLE}", [json_pointer(keys)]).fetchone()  # noqa: S608
+        kind = con.execute("SELECT json_type(doc, ?) FROM stg_json_document", [json_pointer(keys)]).fetchone()
     except duckdb.Error as exc:
         raise _malformed(con, path, exc) from exc
     if kind is None or kind[0] is None:
@@ -89,16 +87,16 @@ def read_json(con: duckdb.DuckDBPyConnection, path: Path, fmt: JsonFormat, workd
             f"{path.name}: {where} is a JSON {_kind(kind[0])}, not a list of records; nothing was loaded",
             "check the partner's spec (format.records_path: the dotted path to the list of records)",
         )
-    con.execute(f"DROP TABLE IF EXISTS {_RECORDS_TABLE}")
+    con.execute("DROP TABLE IF EXISTS stg_json_records")
     # unnest and generate_subscripts of one list run in step: each record with its position.
     con.execute(
-        f"CREATE TEMP TABLE {_RECORDS_TABLE} AS "  # noqa: S608 - constant SQL
+        "CREATE TEMP TABLE stg_json_records AS "
         "SELECT unnest(recs) AS rec, generate_subscripts(recs, 1) AS pos "
-        f"FROM (SELECT json_extract(doc, ?) AS recs FROM {DOCUMENT_TABLE})",
+        "FROM (SELECT json_extract(doc, ?) AS recs FROM stg_json_document)",
         [_every_element(keys)],
     )
     odd = con.execute(
-        f"SELECT pos, json_type(rec) FROM {_RECORDS_TABLE} "  # noqa: S608 - constant SQL
+        "SELECT pos, json_type(rec) FROM stg_json_records "
         "WHERE json_type(rec) IS DISTINCT FROM 'OBJECT' ORDER BY pos LIMIT 1"
     ).fetchone()
     if odd is not None:
@@ -114,17 +112,17 @@ def read_json(con: duckdb.DuckDBPyConnection, path: Path, fmt: JsonFormat, workd
         f"CREATE TEMP TABLE {STAGING_TABLE} AS SELECT "  # noqa: S608 - identifiers quoted
         f"{ROW_KEY_COLUMN}, {SOURCE_ROW_COLUMN}, NULL::VARCHAR AS {SHEET_COLUMN}{cells} FROM ("
         f"SELECT pos - 1 AS {ROW_KEY_COLUMN}, pos AS {SOURCE_ROW_COLUMN}, "
-        f"json_extract_string(rec, ?::VARCHAR[]) AS cells FROM {_RECORDS_TABLE}) ORDER BY {ROW_KEY_COLUMN}",
+        f"json_extract_string(rec, ?::VARCHAR[]) AS cells FROM stg_json_records) ORDER BY {ROW_KEY_COLUMN}",
         [[json_pointer(k) for k in columns.values()]],
     )
-    con.execute(f"DROP TABLE {_RECORDS_TABLE}")
+    con.execute("DROP TABLE stg_json_records")
     return RawExport(STAGING_TABLE, list(columns), _one(con, f"SELECT count(*) FROM {STAGING_TABLE}"))  # noqa: S608
 
 
 def document_text(con: duckdb.DuckDBPyConnection, dotted: str) -> tuple[bool, str | None]:
     """(found, text) of the value at a dotted path of the document read last (``meta.extraction``)."""
     row = con.execute(
-        f"SELECT json_type(doc, ?) IS NOT NULL, json_extract_string(doc, ?) FROM {DOCUMENT_TABLE}",  # noqa: S608
+        "SELECT json_type(doc, ?) IS NOT NULL, json_extract_string(doc, ?) FROM stg_json_document",
         [json_pointer(_spec_keys(dotted))] * 2,
     ).fetchone()
     return (bool(row[0]), row[1]) if row else (False, None)
@@ -167,7 +165,7 @@ def _malformed(con: duckdb.DuckDBPyConnection, path: Path, exc: duckdb.Error) ->
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     m = _MALFORMED.search(message)
     if m:
-        row = con.execute(f"SELECT doc FROM {DOCUMENT_TABLE}").fetchone()  # noqa: S608 - constant SQL
+        row = con.execute("SELECT doc FROM stg_json_document").fetchone()
         # DuckDB counts the bytes of the UTF-8 text from 0: the faulty character is at that offset.
         before = str(row[0] if row else "").encode("utf-8")[: int(m.group(1))].decode("utf-8", errors="replace")
         line = before.count("\n") + 1

@@ -33,6 +33,7 @@ _EXCEL_SERIAL = r"[0-9]{1,7}(\.[0-9]+)?"
 # An axis given as its number: 5, "5", "5.0" (a spreadsheet's number), "Axe 5", "axe 5 - équipements"
 # (any case, spaces around, a label after a hyphen or a dash). The number is kept whatever it is:
 # the rules say which axes exist, and quarantine the others (0, 6) with any text that is no code.
+# It reaches the SQL in the stg_const table, as a spec's own axis_pattern does.
 _AXIS_CODE = r"(?is)^\s*(?:axe\s*)?([0-9]{1,9})(?:\.0+)?\s*(?:[-–—].*)?$"
 
 _ABSENT_TYPE = {"amount_eur": "DECIMAL(18, 2)", "engagement_date": "DATE", "year": "SMALLINT"}
@@ -164,6 +165,7 @@ def _register_constants(con: duckdb.DuckDBPyConnection, spec: PartnerSpec) -> No
     consts: dict[str, tuple[str, Any]] = {
         "k_axis": ("INTEGER", spec.axis),
         "k_axis_pattern": ("VARCHAR", spec.axis_pattern),
+        "k_axis_code": ("VARCHAR", _AXIS_CODE if spec.axis_code else None),
         "k_default_instrument": ("VARCHAR", spec.default_instrument),
         "k_default_status": ("VARCHAR", spec.default_status),
     }
@@ -224,7 +226,7 @@ def build_canonical(con: duckdb.DuckDBPyConnection, spec: PartnerSpec, workdir: 
     elif spec.axis_pattern is not None:
         axis_expr = "TRY_CAST(NULLIF(regexp_extract(s.category, k.k_axis_pattern, 1), '') AS INTEGER)"
     elif spec.axis_code:
-        axis_expr = f"TRY_CAST(NULLIF(regexp_extract(s.category, '{_AXIS_CODE}', 1), '') AS INTEGER)"
+        axis_expr = "TRY_CAST(NULLIF(regexp_extract(s.category, k.k_axis_code, 1), '') AS INTEGER)"
     else:
         axis_expr = "ma.axis"
     if "instrument" in spec.fields:
