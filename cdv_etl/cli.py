@@ -410,9 +410,10 @@ def demo(
 
 
 def _register_extensions() -> None:
-    from cdv_etl import cli_analyst
+    from cdv_etl import cli_analyst, cli_specs
 
     cli_analyst.register(app)
+    cli_specs.register(app)
 
 
 _register_extensions()

@@ -24,7 +24,7 @@ from cdv_etl.load.warehouse import connect, migrate, sync_partners, writer_lock
 from cdv_etl.publish.snapshot import is_stale, publish
 from cdv_etl.read import FileStat, RawExport, check_size, extraction_date, read_export, sha256_of
 from cdv_etl.read.sandbox import reader_connection
-from cdv_etl.specs import PartnerSpec, load_specs, recognise
+from cdv_etl.specs import BrokenSpec, PartnerSpec, Specs, load_specs, recognise
 from cdv_etl.validate.outputs import Outputs, build_outputs
 from cdv_etl.validate.parse import build_canonical
 from cdv_etl.validate.rules import find_failures
@@ -61,6 +61,53 @@ def share_of(limit: str, share: float) -> str:
 Progress = Callable[[str], None]
 """Called with a short description of each step (for progress bars and artifacts)."""
 
+SPEC_REJECTIONS = ("unknown_partner", "spec_invalid")
+"""Rejections the specs decided, not the file's bytes: such a file is tried again without --force."""
+
+
+def read_and_validate(
+    reader: duckdb.DuckDBPyConnection,
+    path: Path,
+    spec: PartnerSpec,
+    workdir: Path,
+    *,
+    communes: frozenset[str],
+    max_file_mb: float,
+    today: date,
+    step: Progress = lambda _msg: None,
+) -> tuple[RawExport, Outputs, date]:
+    """Read and validate one file in the reader sandbox, or raise FileRejected.
+
+    The ingest and the dry run (``cdv-etl spec check``) both go this way: what a dry run
+    shows is what a load does.
+    """
+    check_size(path, max_file_mb)
+    step(f"{path.name}: reading ({spec.partner})")
+    raw = read_export(reader, path.resolve(), spec, workdir)
+    checkpoint("read")
+    missing = missing_columns(spec, raw.columns)
+    if missing:
+        raise FileRejected(
+            "missing_columns",
+            f"{path.name}: required column(s) missing: "
+            f"{', '.join(repr(c) for c in missing)} (found: "
+            f"{', '.join(repr(c) for c in raw.columns)}); nothing was loaded",
+            f"ask the partner for the usual columns, or update the mapping in schemas/partners/{spec.partner}.yaml",
+        )
+    extracted = extraction_date(path, spec, raw, today)
+    step(f"{path.name}: validating {raw.rows_read} rows")
+    canonical = build_canonical(reader, spec, workdir)
+    ctx = RuleContext(
+        communes=communes,
+        extraction_date=extracted,
+        statuses=frozenset(spec.status_counts()),
+        has_date="engagement_date" in spec.fields,
+        has_year="year" in spec.fields,
+        names_instrument="instrument" in spec.fields,
+    )
+    failures = find_failures(canonical, ctx)
+    return raw, build_outputs(reader, spec, failures, extracted, canonical), extracted
+
 
 class Pipeline:
     """One run against the warehouse: opened once, files ingested one at a time."""
@@ -68,7 +115,7 @@ class Pipeline:
     def __init__(self, settings: Settings, con: duckdb.DuckDBPyConnection, specs: dict[str, PartnerSpec]) -> None:
         self.settings = settings
         self.con = con
-        self.specs = specs
+        self.specs = specs if isinstance(specs, Specs) else Specs(specs)
         self.changed = False
 
     # -- reference ---------------------------------------------------------------------
@@ -78,12 +125,16 @@ class Pipeline:
         return result
 
     # -- exports -----------------------------------------------------------------------
-    def spec_for(self, path: Path, partner: str | None) -> PartnerSpec | None:
+    def spec_for(self, path: Path, partner: str | None) -> PartnerSpec | BrokenSpec | None:
+        """The file's spec: named, or recognised from its name; a broken spec when that one is invalid."""
         if partner is not None:
-            if partner not in self.specs:
+            if partner in self.specs:
+                return self.specs[partner]
+            broken = self.specs.broken_for(partner=partner)
+            if broken is None:
                 raise SpecError(f"unknown partner {partner!r}", f"known partners: {', '.join(sorted(self.specs))}")
-            return self.specs[partner]
-        return recognise(path.name, self.specs)
+            return broken
+        return recognise(path.name, self.specs) or self.specs.broken_for(file_name=path.name)
 
     def seen(self, sha: str) -> tuple[int, str, str, str | None] | None:
         """The first ledger row with these bytes: (file_id, file_name, status, partner)."""
@@ -133,12 +184,21 @@ class Pipeline:
             sha = self.known_sha(stat) or sha256_of(path)
         known = self.seen(sha)
         same_name = self.con.execute(
-            "SELECT file_id, status FROM files WHERE sha256 = ? AND file_name = ? ORDER BY file_id LIMIT 1",
+            "SELECT file_id, status, reason FROM files WHERE sha256 = ? AND file_name = ? ORDER BY file_id LIMIT 1",
             [sha, path.name],
         ).fetchone()
-        replace_id = int(same_name[0]) if (force and same_name) else None
+        # A file the specs refused (none recognised it, or its spec was invalid) is tried again
+        # without --force once a valid spec takes it (named, added or fixed): its ledger row is
+        # updated in place, one row per file. Met again with nothing new, it changes nothing.
+        retry = (
+            same_name is not None
+            and same_name[1] == "rejected"
+            and same_name[2] in SPEC_REJECTIONS
+            and isinstance(spec, PartnerSpec)
+        )
+        replace_id = int(same_name[0]) if (same_name and (force or retry)) else None
         if known and not force:
-            if same_name:
+            if same_name and not retry:
                 return self._already(path, int(same_name[0]))
             if known[2] == "loaded":
                 fid = record_duplicate(
@@ -153,6 +213,20 @@ class Pipeline:
                 )
                 self.changed = True
                 return self._already(path, fid, already=False)
+        if isinstance(spec, BrokenSpec):
+            return self._reject(
+                path,
+                spec.partner,
+                sha,
+                stat,
+                FileRejected(
+                    "spec_invalid",
+                    f"{path.name}: not read, its partner's spec is invalid — {spec.error.message}",
+                    "fix the spec (cdv-etl specs lists the problems), then ingest the file again: no --force needed",
+                ),
+                replace_id,
+                force,
+            )
         if spec is None:
             names = ", ".join(sorted(self.specs))
             return self._reject(
@@ -166,6 +240,7 @@ class Pipeline:
                     f"pass --partner ({names}) or add a spec under schemas/partners/",
                 ),
                 replace_id,
+                force,
             )
         with tempfile.TemporaryDirectory(prefix="cdv-") as tmp:
             reader = reader_connection(
@@ -173,7 +248,7 @@ class Pipeline:
             )
             try:
                 checked = self._read_validate(
-                    reader, path, spec, sha, stat, Path(tmp), replace_id, step, today or date.today()
+                    reader, path, spec, sha, stat, Path(tmp), replace_id, force, step, today or date.today()
                 )
             finally:
                 # The reader's memory (the file's cells) is given back before the warehouse
@@ -195,6 +270,7 @@ class Pipeline:
                 outputs=outputs,
                 replace_file_id=replace_id,
                 stat=stat,
+                forced=force,
             )
             self.changed = True
             return result
@@ -208,40 +284,24 @@ class Pipeline:
         stat: FileStat,
         workdir: Path,
         replace_id: int | None,
+        forced: bool,
         step: Progress,
         today: date,
     ) -> LoadResult | tuple[RawExport, Outputs, date]:
         """Read and validate in the reader sandbox: a rejection, or what the loader needs."""
         try:
-            check_size(path, self.settings.max_file_mb)
-            step(f"{path.name}: reading ({spec.partner})")
-            raw = read_export(reader, path.resolve(), spec, workdir)
-            checkpoint("read")
-            missing = missing_columns(spec, raw.columns)
-            if missing:
-                raise FileRejected(
-                    "missing_columns",
-                    f"{path.name}: required column(s) missing: "
-                    f"{', '.join(repr(c) for c in missing)} (found: "
-                    f"{', '.join(repr(c) for c in raw.columns)}); nothing was loaded",
-                    "ask the partner for the usual columns, or update the mapping in "
-                    f"schemas/partners/{spec.partner}.yaml",
-                )
-            extracted = extraction_date(path, spec, raw, today)
+            return read_and_validate(
+                reader,
+                path,
+                spec,
+                workdir,
+                communes=reference_codes(self.con),
+                max_file_mb=self.settings.max_file_mb,
+                today=today,
+                step=step,
+            )
         except FileRejected as exc:
-            return self._reject(path, spec.partner, sha, stat, exc, replace_id)
-        step(f"{path.name}: validating {raw.rows_read} rows")
-        canonical = build_canonical(reader, spec, workdir)
-        ctx = RuleContext(
-            communes=reference_codes(self.con),
-            extraction_date=extracted,
-            statuses=frozenset(spec.status_counts()),
-            has_date="engagement_date" in spec.fields,
-            has_year="year" in spec.fields,
-            names_instrument="instrument" in spec.fields,
-        )
-        failures = find_failures(canonical, ctx)
-        return raw, build_outputs(reader, spec, failures, extracted, canonical), extracted
+            return self._reject(path, spec.partner, sha, stat, exc, replace_id, forced)
 
     def _already(self, path: Path, file_id: int, already: bool = True) -> LoadResult:
         row = self.con.execute(
@@ -252,14 +312,18 @@ class Pipeline:
         ).fetchone()
         assert row is not None
         status = "duplicate" if already and row[1] == "loaded" else str(row[1])
-        message = (
-            (
+        if not already:
+            message = str(row[11])
+        elif row[1] == "rejected" and row[10] in SPEC_REJECTIONS:
+            message = (
+                f"already rejected as file {file_id} ({row[10]}); nothing changed "
+                "(add or fix its partner's spec, or pass --partner, then ingest it again)"
+            )
+        else:
+            message = (
                 f"already ingested as file {file_id} ({row[1]}); nothing changed "
                 "(use --force to re-ingest after a spec fix)"
             )
-            if already
-            else str(row[11])
-        )
         return LoadResult(
             file_name=path.name,
             partner=row[0],
@@ -279,7 +343,14 @@ class Pipeline:
         )
 
     def _reject(
-        self, path: Path, partner: str | None, sha: str, stat: FileStat, exc: FileRejected, replace_id: int | None
+        self,
+        path: Path,
+        partner: str | None,
+        sha: str,
+        stat: FileStat,
+        exc: FileRejected,
+        replace_id: int | None,
+        forced: bool,
     ) -> LoadResult:
         message = str(exc)
         file_id = record_rejected(
@@ -292,6 +363,7 @@ class Pipeline:
             message=message,
             replace_file_id=replace_id,
             stat=stat,
+            forced=forced,
         )
         self.changed = True
         return LoadResult(

@@ -75,19 +75,23 @@ def record_rejected(
     message: str,
     replace_file_id: int | None = None,
     stat: FileStat | None = None,
+    forced: bool = True,
 ) -> int:
-    """The ledger row of a file refused whole (nothing of it is loaded)."""
+    """The ledger row of a file refused whole (nothing of it is loaded).
+
+    ``replace_file_id``: the ledger row this file had, updated in place (``forced``: with --force).
+    """
     con.execute("BEGIN TRANSACTION")
     try:
         if replace_file_id is not None:
             _delete_rows(con, replace_file_id)
             con.execute(
-                "UPDATE files SET status = 'rejected', reason = ?, message = ?, rows_read = 0, "
+                "UPDATE files SET status = 'rejected', partner = ?, reason = ?, message = ?, rows_read = 0, "
                 "rows_loaded = 0, rows_quarantined = 0, loaded_amount_eur = NULL, "
                 "engaged_amount_eur = NULL, control_total_eur = NULL, "
                 "control_total_diff_eur = NULL, loaded_at = current_timestamp, "
-                "forced_reloads = forced_reloads + 1 WHERE file_id = ?",
-                [reason, message, replace_file_id],
+                "forced_reloads = forced_reloads + ? WHERE file_id = ?",
+                [partner, reason, message, int(forced), replace_file_id],
             )
             file_id = replace_file_id
         else:
@@ -161,8 +165,12 @@ def load_export(
     outputs: Outputs,
     replace_file_id: int | None = None,
     stat: FileStat | None = None,
+    forced: bool = True,
 ) -> LoadResult:
-    """Write one validated file: ledger row, loaded rows, quarantine — in one transaction."""
+    """Write one validated file: ledger row, loaded rows, quarantine — in one transaction.
+
+    ``replace_file_id``: the ledger row this file had, updated in place (``forced``: with --force).
+    """
     from cdv_etl.validate.outputs import ENGAGEMENT_COLUMNS
 
     con.register("out_failures", outputs.failures)
@@ -174,8 +182,8 @@ def load_export(
             con.execute(
                 "UPDATE files SET status = 'loaded', reason = NULL, message = NULL, "
                 "partner = ?, extraction_date = ?, loaded_at = current_timestamp, "
-                "forced_reloads = forced_reloads + 1 WHERE file_id = ?",
-                [spec.partner, extraction_date, replace_file_id],
+                "forced_reloads = forced_reloads + ? WHERE file_id = ?",
+                [spec.partner, extraction_date, int(forced), replace_file_id],
             )
             file_id = replace_file_id
         else:

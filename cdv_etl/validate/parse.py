@@ -9,6 +9,8 @@ never pasted into the SQL text.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,41 +58,79 @@ def _decimal(x: str, scale: int) -> str:
     return f"TRY_CAST(TRY_CAST({x} AS DECIMAL(18, {places}))::DECIMAL(38, {places}) * {int(scale)} AS DECIMAL(18, 2))"
 
 
+def _french_number(t: str, scale: int) -> str:
+    return _decimal(f"replace(regexp_replace({t}, '{_NUMBER_NOISE}', '', 'g'), ',', '.')", scale)
+
+
+def _plain_decimal(t: str, scale: int) -> str:
+    return _decimal(f"regexp_replace({t}, '{_NUMBER_NOISE}', '', 'g')", scale)
+
+
+def _date_excel(t: str) -> str:
+    serial = (
+        f"CASE WHEN regexp_full_match({t}, '{_EXCEL_SERIAL}') "
+        f"AND TRY_CAST({t} AS DOUBLE) BETWEEN 1 AND 2958465 "
+        f"THEN DATE '1899-12-30' + CAST(floor(CAST({t} AS DOUBLE)) AS INTEGER) END"
+    )
+    return (
+        f"coalesce(TRY_CAST({t} AS DATE), TRY_CAST({t} AS TIMESTAMP)::DATE, "
+        f"TRY_STRPTIME({t}, '%d/%m/%Y')::DATE, {serial})"
+    )
+
+
+@dataclass(frozen=True)
+class ValueParser:
+    """A parser a spec may name: what it reads, and its SQL expression over the trimmed text ``t``."""
+
+    meaning: str
+    expression: Callable[[str, int], str]
+
+
+# The parsers a field may name (``parser:`` in a spec): the spec model checks names against
+# this registry, ``parser_sql`` compiles them, the spec reference lists them.
+PARSERS: dict[str, ValueParser] = {
+    "text": ValueParser("Trimmed text; an empty cell is NULL.", lambda t, _: t),
+    "upper": ValueParser("Trimmed text in capitals.", lambda t, _: f"upper({t})"),
+    "insee": ValueParser(
+        "INSEE commune code: a number regains its leading zero (`1004` → `01004`, `47001.0` → `47001`), "
+        "Corsica in capitals (`2a004` → `2A004`).",
+        lambda t, _: _insee(t),
+    ),
+    "insee_in_brackets": ValueParser(
+        "The INSEE code at the end of a label in brackets: `Agen (47001)` → `47001`.",
+        lambda t, _: _insee(
+            f"NULLIF(regexp_extract({t}, '\\(\\s*([0-9]{{4,5}}|2[AaBb][0-9]{{3}})\\s*\\)\\s*$', 1), '')"
+        ),
+    ),
+    "french_number": ValueParser(
+        "French number: `1 234 567,89 €` (space, no-break or narrow no-break space between thousands, comma "
+        "decimals, an optional `€` or `EUR`). `scale` multiplies it.",
+        _french_number,
+    ),
+    "decimal": ValueParser(
+        "Number with a dot decimal: `1234567.89` (spaces and `€` ignored). `scale` multiplies it.", _plain_decimal
+    ),
+    "date_dmy": ValueParser("Date `31/12/2024`.", lambda t, _: f"TRY_STRPTIME({t}, '%d/%m/%Y')::DATE"),
+    "date_iso": ValueParser(
+        "ISO date `2024-12-31` (a time after it is ignored).",
+        lambda t, _: f"coalesce(TRY_CAST({t} AS DATE), TRY_CAST({t} AS TIMESTAMP)::DATE)",
+    ),
+    "date_excel": ValueParser(
+        "A workbook's date: a date cell, an ISO date, `31/12/2024` or an Excel serial number (`45657`).",
+        lambda t, _: _date_excel(t),
+    ),
+    "year": ValueParser(
+        "A year: `2024`, or the first four-digit number in the text (`Exercice 2024`).",
+        lambda t, _: f"TRY_CAST(NULLIF(regexp_extract({t}, '([0-9]{{4}})', 1), '') AS SMALLINT)",
+    ),
+}
+
+
 def parser_sql(parser: str, x: str, scale: int = 1) -> str:
     """SQL expression turning the text expression ``x`` into the parser's value."""
-    t = _text(x)
-    if parser == "text":
-        return t
-    if parser == "upper":
-        return f"upper({t})"
-    if parser == "insee":
-        return _insee(x)
-    if parser == "insee_in_brackets":
-        code = f"NULLIF(regexp_extract({t}, '\\(\\s*([0-9]{{4,5}}|2[AaBb][0-9]{{3}})\\s*\\)\\s*$', 1), '')"
-        return _insee(code)
-    if parser == "french_number":
-        cleaned = f"replace(regexp_replace({t}, '{_NUMBER_NOISE}', '', 'g'), ',', '.')"
-        return _decimal(cleaned, scale)
-    if parser == "decimal":
-        cleaned = f"regexp_replace({t}, '{_NUMBER_NOISE}', '', 'g')"
-        return _decimal(cleaned, scale)
-    if parser == "date_dmy":
-        return f"TRY_STRPTIME({t}, '%d/%m/%Y')::DATE"
-    if parser == "date_iso":
-        return f"coalesce(TRY_CAST({t} AS DATE), TRY_CAST({t} AS TIMESTAMP)::DATE)"
-    if parser == "date_excel":
-        serial = (
-            f"CASE WHEN regexp_full_match({t}, '{_EXCEL_SERIAL}') "
-            f"AND TRY_CAST({t} AS DOUBLE) BETWEEN 1 AND 2958465 "
-            f"THEN DATE '1899-12-30' + CAST(floor(CAST({t} AS DOUBLE)) AS INTEGER) END"
-        )
-        return (
-            f"coalesce(TRY_CAST({t} AS DATE), TRY_CAST({t} AS TIMESTAMP)::DATE, "
-            f"TRY_STRPTIME({t}, '%d/%m/%Y')::DATE, {serial})"
-        )
-    if parser == "year":
-        return f"TRY_CAST(NULLIF(regexp_extract({t}, '([0-9]{{4}})', 1), '') AS SMALLINT)"
-    raise ValueError(f"unknown parser {parser!r}")
+    if parser not in PARSERS:
+        raise ValueError(f"unknown parser {parser!r}")
+    return PARSERS[parser].expression(_text(x), scale)
 
 
 def _source_text(name: str, f: FieldSpec) -> str:
