@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from prefect import flow
 from pydantic import Field
 
 from cdv_etl.inbox import ingest_one, result_dict
+from cdv_etl.specs import load_specs
 from flows import tasks
 from flows.artifacts import publish_artifacts
 from flows.nightly import flow_settings, writer_slot
+
+if TYPE_CHECKING:
+    PartnerCode = str
+else:  # the partners of the specs in schemas/partners: an `enum` in the form's JSON schema, a select in the UI
+    PartnerCode = Literal[tuple(sorted(load_specs()))]
 
 
 @flow(
@@ -22,9 +28,8 @@ from flows.nightly import flow_settings, writer_slot
 )
 def ingest_export(
     path: str = Field(description="Path of the export file on the machine running the flow."),
-    partner: str | None = Field(
-        default=None,
-        description="Partner code (bdt, action_logement, anah, etat, epf); empty: recognised from the file name.",
+    partner: PartnerCode | None = Field(  # noqa: B008 (pydantic's Field, as the other parameters)
+        default=None, description="Partner (one of the partner specs); empty: recognised from the file name."
     ),
     force: bool = Field(
         default=False, description="Re-ingest a file already loaded (after a spec fix), replacing its rows."
@@ -36,5 +41,5 @@ def ingest_export(
     with writer_slot(s):
         result, published = ingest_one(s, Path(path), partner=partner or None, force=force, steps=tasks.STEPS)
     plain = result_dict(result)
-    publish_artifacts(published, [plain], prefix=None, title=f"Ingest {Path(path).name}")
+    publish_artifacts(published, [plain], prefix=None, title=f"Import de {Path(path).name}")
     return plain
