@@ -3,10 +3,16 @@
 Built from the published (read-only) warehouse after the run, so they show what analysts see.
 One number style, the French one: amounts as ``1 234 567,89 €`` (``euros``), counts with the
 same narrow no-break space between thousands, percentages as ``12,3 %``.
+
+The UI renders each table cell as markdown on one line (``white-space: nowrap``) in a column of
+about 844 px at a 1400 px window (the artifact's page has a side panel): the files table puts
+the partner under the file name (a markdown hard break, ``"  \n"``) to fit, and long texts of
+the details table are broken into lines the same way.
 """
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from datetime import date
 from decimal import Decimal
@@ -16,6 +22,7 @@ from typing import Any
 import duckdb
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
+from cdv_etl.inbox import LEFT_IN_INBOX
 from cdv_etl.publish.tables import SUMMARY_LABELS, SUMMARY_QUERIES, euros
 
 NOTHING_NEW = "rien de nouveau"
@@ -23,6 +30,9 @@ NOTHING_NEW = "rien de nouveau"
 STATUS = {"loaded": "chargé", "duplicate": "doublon", "rejected": "rejeté", "failed": "échec"}
 """A file's status as the artifacts show it."""
 
+FILE_PARTNER = "fichier · partenaire"
+BREAK = "  \n"
+"""A markdown hard break: a new line inside a table cell of the UI."""
 FILE, PARTNER, STATUS_COL, READ, LOADED, QUARANTINED, ENGAGED = (
     "fichier",
     "partenaire",
@@ -56,14 +66,18 @@ def _pct(v: Decimal | float) -> str:
     return f"{Decimal(v):.1f}".replace(".", ",") + "\u202f%"
 
 
+def lines(text: str, width: int = 50) -> str:
+    """``text`` in lines of at most ``width`` characters (at spaces), for a cell of the UI."""
+    return BREAK.join(textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)) or text
+
+
 def files_table(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The essentials of each file, and a total row; an empty night is one row « rien de nouveau »."""
     if not results:
-        return [{FILE: NOTHING_NEW, PARTNER: "—", STATUS_COL: "—", READ: "0", LOADED: "0", QUARANTINED: "0"}]
+        return [{FILE_PARTNER: NOTHING_NEW, STATUS_COL: "—", READ: "0", LOADED: "0", QUARANTINED: "0"}]
     rows = [
         {
-            FILE: r["file_name"],
-            PARTNER: r.get("partner") or "?",
+            FILE_PARTNER: f"{r['file_name']}{BREAK}{r.get('partner') or '?'}",
             STATUS_COL: STATUS[r["status"]],
             READ: count(r.get("rows_read")),
             LOADED: count(r.get("rows_loaded")),
@@ -75,8 +89,7 @@ def files_table(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     loaded = [r for r in results if r["status"] == "loaded"]  # a duplicate's rows are already counted
     rows.append(
         {
-            FILE: f"{TOTAL} (chargés : {count(len(loaded))})",
-            PARTNER: "",
+            FILE_PARTNER: f"{TOTAL} (chargés : {count(len(loaded))})",
             STATUS_COL: "",
             READ: count(sum(int(r.get("rows_read") or 0) for r in loaded)),
             LOADED: count(sum(int(r.get("rows_loaded") or 0) for r in loaded)),
@@ -105,11 +118,21 @@ def _control_split(published: Path, file_ids: Sequence[int]) -> dict[int, tuple[
 
 def reconciliation(total: Decimal, engaged: Decimal, not_engaged: Decimal, quarantined: Decimal, diff: Decimal) -> str:
     """How a file's control total splits: engaged + not engaged + quarantined (+ what no row explains)."""
-    text = (
-        f"{euros(total)} = {euros(engaged)} engagés + {euros(not_engaged)} non engagés "
-        f"+ {euros(quarantined)} en quarantaine"
-    )
-    return text + (f" + écart de {euros(diff)} qu'aucune ligne n'explique" if diff else "")
+    parts = [f"{euros(total)} =", f"{euros(engaged)} engagés", f"{euros(not_engaged)} non engagés"]
+    parts.append(f"{euros(quarantined)} en quarantaine")
+    if diff:
+        parts.append(f"écart de {euros(diff)} qu'aucune ligne n'explique")
+    # "+" ends a line: a line that began with "+ " would be a markdown list item
+    return parts[0] + BREAK + f" +{BREAK}".join(parts[1:])
+
+
+def _moved_to(moved: str | None) -> str:
+    if moved == LEFT_IN_INBOX:
+        return "laissé dans la boîte de dépôt"
+    if not moved:
+        return ""
+    path = Path(moved)
+    return f"{path.parent}/{BREAK}{path.name}"  # the folder, then the file's name there
 
 
 def details_table(published: Path, results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -125,8 +148,10 @@ def details_table(published: Path, results: Sequence[dict[str, Any]]) -> list[di
                 CONTROL_TOTAL: _euros(r.get("control_total_eur")),
                 CHECK: "—" if ok is None else ("ok" if ok else f"écart de {_euros(r.get('control_total_diff_eur'))}"),
                 RECONCILIATION: reconciliation(*parts) if parts else "—",
-                MOVED_TO: r.get("moved_to") or "",
-                MESSAGE: r.get("message") or "",
+                MOVED_TO: "laissé dans la boîte de dépôt"
+                if r.get("moved_to") == LEFT_IN_INBOX
+                else r.get("moved_to") or "",
+                MESSAGE: lines(r.get("message") or ""),
             }
         )
     return rows
@@ -181,12 +206,13 @@ def grand_total(con: duckdb.DuckDBPyConnection) -> str:
 
 
 def files_line(results: Sequence[dict[str, Any]]) -> str:
+    """« Fichiers : 6 (chargé : 5, rejeté : 1). », or « Fichiers : rien de nouveau. »"""
     counts: dict[str, int] = {}
     for r in results:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     if not counts:
         return f"Fichiers : {NOTHING_NEW}."
-    detail = ", ".join(f"{STATUS[s]} : {count(n)}" for s, n in sorted(counts.items(), key=lambda i: i[0]))
+    detail = ", ".join(f"{STATUS[s]} : {count(n)}" for s, n in sorted(counts.items()))
     return f"Fichiers : {count(len(results))} ({detail})."
 
 
@@ -214,7 +240,7 @@ def publish_artifacts(published: Path, results: Sequence[dict[str, Any]], *, pre
     create_table_artifact(
         files_table(results),
         key=key("files"),
-        description=f"{title} : les fichiers ({files_line(results)})" if results else f"{title} : {NOTHING_NEW}",
+        description=f"{title} — {files_line(results)}",
     )
     if results:
         create_table_artifact(

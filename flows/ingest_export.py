@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from prefect import flow
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 
 from cdv_etl.inbox import ingest_one, result_dict
 from cdv_etl.specs import load_specs
@@ -14,10 +14,14 @@ from flows import tasks
 from flows.artifacts import publish_artifacts
 from flows.nightly import flow_settings, writer_slot
 
+PARTNERS = tuple(sorted(load_specs()))
+"""The partners of the specs in schemas/partners: the choices of the form's `partner` field."""
+
 if TYPE_CHECKING:
-    PartnerCode = str
-else:  # the partners of the specs in schemas/partners: an `enum` in the form's JSON schema, a select in the UI
-    PartnerCode = Literal[tuple(sorted(load_specs()))]
+    PartnerChoice = str | None
+else:  # one of PARTNERS, or None; its JSON schema a plain `enum` (no `null` branch, which the UI
+    # shows as a "str | None" switch), so the UI renders a select whose empty value is None
+    PartnerChoice = Annotated[Literal[PARTNERS] | None, WithJsonSchema({"type": "string", "enum": list(PARTNERS)})]
 
 
 @flow(
@@ -28,7 +32,7 @@ else:  # the partners of the specs in schemas/partners: an `enum` in the form's 
 )
 def ingest_export(
     path: str = Field(description="Path of the export file on the machine running the flow."),
-    partner: PartnerCode | None = Field(  # noqa: B008 (pydantic's Field, as the other parameters)
+    partner: PartnerChoice = Field(  # noqa: B008 (pydantic's Field, as the other parameters)
         default=None, description="Partner (one of the partner specs); empty: recognised from the file name."
     ),
     force: bool = Field(

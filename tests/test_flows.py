@@ -82,17 +82,16 @@ def test_nightly_over_the_specimens(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     # The files table: the essentials in French, French numbers, a total row; the rest in a second table.
     files = latest_artifact("nightly-files")
     assert list(files[0]) == [  # type: ignore[index]
-        "fichier",
-        "partenaire",
+        "fichier · partenaire",
         "statut",
         "lignes lues",
         "chargées",
         "en quarantaine",
         "engagé",
     ]
-    by_file = {r["fichier"]: r for r in files}  # type: ignore[union-attr]
+    by_file = {r["fichier · partenaire"]: r for r in files}  # type: ignore[union-attr]
     bdt = expected()["bdt/BDT_ACV_engagements_20261115.xlsx"]
-    row = by_file["BDT_ACV_engagements_20261115.xlsx"]
+    row = by_file["BDT_ACV_engagements_20261115.xlsx  \nbdt"]  # the partner under the file name
     assert (row["statut"], row["lignes lues"], row["chargées"], row["en quarantaine"], row["engagé"]) == (
         "chargé",
         count(bdt["data_rows"]),
@@ -100,9 +99,9 @@ def test_nightly_over_the_specimens(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         count(bdt["quarantined_rows"]),
         euros(Decimal(bdt["engaged_amount_eur"])),
     )
-    assert by_file["notes_partenaire.csv"]["statut"] == "rejeté"
+    assert by_file["notes_partenaire.csv  \n?"]["statut"] == "rejeté"
     total_row = files[-1]  # type: ignore[index]
-    assert total_row["fichier"] == f"Total (chargés : {len(names)})"
+    assert total_row["fichier · partenaire"] == f"Total (chargés : {len(names)})"
     assert total_row["lignes lues"] == count(sum(e["data_rows"] for e in expected().values()))
     assert total_row["chargées"] == count(sum(e["loaded_rows"] for e in expected().values()))
     engaged_all = sum(Decimal(e["engaged_amount_eur"]) for e in expected().values())
@@ -126,12 +125,14 @@ def test_nightly_over_the_specimens(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert total == engaged + not_engaged + quarantined + diff and total == Decimal("1032906237.00")  # its footer TOTAL
     d = details["BDT_ACV_engagements_20261115.xlsx"]
     assert (d["total de contrôle"], d["contrôle"]) == (euros(total), "ok")
-    assert d["rapprochement"] == (
-        f"{euros(total)} = {euros(engaged)} engagés + {euros(not_engaged)} non engagés "
-        f"+ {euros(quarantined)} en quarantaine"
+    assert d["rapprochement"] == (  # one part a line
+        f"{euros(total)} =  \n{euros(engaged)} engagés +  \n{euros(not_engaged)} non engagés +  \n"
+        f"{euros(quarantined)} en quarantaine"
     )
-    assert d["déplacé vers"].endswith("archive/bdt/BDT_ACV_engagements_20261115.xlsx")
-    assert "no partner spec recognises" in details["notes_partenaire.csv"]["message"]
+    assert d["déplacé vers"] == f"{tmp_path / 'archive' / 'bdt'}/  \nBDT_ACV_engagements_20261115.xlsx"
+    message = details["notes_partenaire.csv"]["message"]
+    assert "no partner spec recognises" in message.replace("  \n", " ")
+    assert all(len(line) <= 50 or " " not in line for line in message.split("  \n"))
 
     quarantine = latest_artifact("nightly-quarantine")
     anah = {r["règle"]: r["en quarantaine"] for r in quarantine if r["partenaire"] == "anah"}  # type: ignore[union-attr]
@@ -170,8 +171,7 @@ def test_nightly_over_the_specimens(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert sorted(kinds) == ["markdown", "table", "table"], kinds  # files, quarantine, summary
     assert latest_artifact("nightly-files") == [
         {
-            "fichier": "rien de nouveau",
-            "partenaire": "—",
+            "fichier · partenaire": "rien de nouveau",
             "statut": "—",
             "lignes lues": "0",
             "chargées": "0",
@@ -255,6 +255,10 @@ def test_command_line_nightly_with_prefect_api_url_runs_the_flow_on_that_server(
         runs = [r for r in client.read_flow_runs(flow_run_filter=top_level) if r.id not in before]
         assert [(client.read_flow(r.flow_id).name, r.state_type.value) for r in runs] == [("nightly", "FAILED")]
     files = latest_artifact("nightly-files")
-    assert [(r["fichier"], r["statut"]) for r in files] == [(export.name, "échec"), ("Total (chargés : 0)", "")]  # type: ignore[union-attr]
+    assert [(r["fichier · partenaire"], r["statut"]) for r in files] == [  # type: ignore[union-attr]
+        (f"{export.name}  \n?", "échec"),
+        ("Total (chargés : 0)", ""),
+    ]
     details = latest_artifact("nightly-file-details")
-    assert [(r["fichier"], r["déplacé vers"]) for r in details] == [(export.name, "left in the inbox")]  # type: ignore[union-attr]
+    moved = [(r["fichier"], r["déplacé vers"]) for r in details]  # type: ignore[union-attr]
+    assert moved == [(export.name, "laissé dans la boîte de dépôt")]
