@@ -148,9 +148,7 @@ def details_table(published: Path, results: Sequence[dict[str, Any]]) -> list[di
                 CONTROL_TOTAL: _euros(r.get("control_total_eur")),
                 CHECK: "—" if ok is None else ("ok" if ok else f"écart de {_euros(r.get('control_total_diff_eur'))}"),
                 RECONCILIATION: reconciliation(*parts) if parts else "—",
-                MOVED_TO: "laissé dans la boîte de dépôt"
-                if r.get("moved_to") == LEFT_IN_INBOX
-                else r.get("moved_to") or "",
+                MOVED_TO: _moved_to(r.get("moved_to")),
                 MESSAGE: lines(r.get("message") or ""),
             }
         )

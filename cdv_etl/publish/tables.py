@@ -56,7 +56,7 @@ SUMMARY_LABELS: dict[str, str] = {
     "share_pct": "part",
     "partner": "partenaire",
     "partner_name": "nom",
-    "extraction_date": "date d'extraction",
+    "extraction_date": "extrait le",
     "year": "année",
     "envelope": "enveloppe",
     "envelope_eur": "montant de l'enveloppe",
