@@ -43,8 +43,8 @@ def night(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrefectSer
     inbox, wh = work / "inbox", work / "wh" / "cdv.duckdb"
     generate_demo_exports(inbox)
     shutil.copy(SAMPLE_REFERENCE, inbox / SAMPLE_REFERENCE.name)
-    port = free_port()
     server = start_server(work / "prefect-home")
+    port = free_port()  # chosen once the server holds its own port, so that the two differ
     try:
         server.start_child(
             [str(BIN / "cdv-etl"), "serve"],
