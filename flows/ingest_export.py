@@ -19,9 +19,9 @@ PARTNERS = tuple(sorted(load_specs()))
 
 if TYPE_CHECKING:
     PartnerChoice = str | None
-else:  # one of PARTNERS, or None; its JSON schema a plain `enum` (no `null` branch, which the UI
-    # shows as a "str | None" switch), so the UI renders a select whose empty value is None
-    PartnerChoice = Annotated[Literal[PARTNERS] | None, WithJsonSchema({"type": "string", "enum": list(PARTNERS)})]
+else:  # one of PARTNERS, or None; its JSON schema one `enum` holding null (not an `anyOf` with a null
+    # branch, which the UI shows as a "str | None" switch), so the UI renders a select, empty: None
+    PartnerChoice = Annotated[Literal[PARTNERS] | None, WithJsonSchema({"enum": [None, *PARTNERS]})]
 
 
 @flow(

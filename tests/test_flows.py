@@ -18,6 +18,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from cdv_etl.load.reference import SAMPLE_REFERENCE
 from cdv_etl.publish.tables import euros
+from cdv_etl.specs import load_specs
 from flows.artifacts import count
 from flows.ingest_export import ingest_export
 from flows.nightly import nightly
@@ -217,7 +218,9 @@ def test_flow_parameters_render_a_proper_form() -> None:
     assert schema["required"] == ["path"]
     assert props["path"]["type"] == "string" and "Path of the export" in props["path"]["description"]
     assert props["force"]["type"] == "boolean" and props["force"]["default"] is False
-    assert "description" in props["partner"]
+    assert "description" in props["partner"] and props["partner"]["default"] is None
+    assert props["partner"]["enum"] == [None, *sorted(load_specs())]  # a select in the UI, from the specs
+    assert "anyOf" not in props["partner"]  # the UI would show a "str | None" switch
     nightly_props = json.loads(parameter_schema(nightly).model_dump_json())["properties"]
     assert "inbox" in nightly_props and "Folder" in nightly_props["inbox"]["description"]
 
@@ -262,3 +265,18 @@ def test_command_line_nightly_with_prefect_api_url_runs_the_flow_on_that_server(
     details = latest_artifact("nightly-file-details")
     moved = [(r["fichier"], r["déplacé vers"]) for r in details]  # type: ignore[union-attr]
     assert moved == [(export.name, "laissé dans la boîte de dépôt")]
+
+
+def test_the_nightly_schedule_shows_its_time_zone() -> None:
+    """The UI shows a schedule's slug instead of its cron text: the same in prefect.yaml and serve."""
+    import yaml
+    from conftest import ROOT
+
+    from flows.deployments import NIGHTLY_SLUG, deployments
+
+    assert "Europe/Paris" in NIGHTLY_SLUG and "02:00" in NIGHTLY_SLUG
+    served = {d.name: d for d in deployments()}
+    assert served["nightly"].schedules[0].slug == NIGHTLY_SLUG
+    project = yaml.safe_load((ROOT / "prefect.yaml").read_text(encoding="utf-8"))
+    nightly_yaml = next(d for d in project["deployments"] if d["name"] == "nightly")
+    assert nightly_yaml["schedules"][0]["slug"] == NIGHTLY_SLUG
