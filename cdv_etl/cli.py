@@ -373,7 +373,10 @@ def serve() -> None:
         )
     from flows.deployments import serve_all
 
-    serve_all()
+    try:
+        serve_all()
+    except CdvError as exc:
+        fail(exc)
 
 
 @app.command()

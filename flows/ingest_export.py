@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from prefect import flow
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 
 from cdv_etl.inbox import ingest_one, result_dict
+from cdv_etl.specs import load_specs
 from flows import tasks
 from flows.artifacts import publish_artifacts
 from flows.nightly import flow_settings, writer_slot
+
+PARTNERS = tuple(sorted(load_specs()))
+"""The partners of the specs in schemas/partners: the choices of the form's `partner` field."""
+
+if TYPE_CHECKING:
+    PartnerChoice = str | None
+else:  # one of PARTNERS, or None; its JSON schema one `enum` holding null (not an `anyOf` with a null
+    # branch, which the UI shows as a "str | None" switch), so the UI renders a select, empty: None
+    PartnerChoice = Annotated[Literal[PARTNERS] | None, WithJsonSchema({"enum": [None, *PARTNERS]})]
 
 
 @flow(
@@ -22,9 +32,8 @@ from flows.nightly import flow_settings, writer_slot
 )
 def ingest_export(
     path: str = Field(description="Path of the export file on the machine running the flow."),
-    partner: str | None = Field(
-        default=None,
-        description="Partner code (bdt, action_logement, anah, etat, epf); empty: recognised from the file name.",
+    partner: PartnerChoice = Field(  # noqa: B008 (pydantic's Field, as the other parameters)
+        default=None, description="Partner (one of the partner specs); empty: recognised from the file name."
     ),
     force: bool = Field(
         default=False, description="Re-ingest a file already loaded (after a spec fix), replacing its rows."
@@ -36,5 +45,5 @@ def ingest_export(
     with writer_slot(s):
         result, published = ingest_one(s, Path(path), partner=partner or None, force=force, steps=tasks.STEPS)
     plain = result_dict(result)
-    publish_artifacts(published, [plain], prefix=None, title=f"Ingest {Path(path).name}")
+    publish_artifacts(published, [plain], prefix=None, title=f"Import de {Path(path).name}")
     return plain

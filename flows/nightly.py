@@ -1,5 +1,5 @@
 """The nightly run: the core's inbox run (``cdv_etl.inbox``) with each step a task, a progress
-artifact, the run's artifacts and the writers' concurrency slot."""
+artifact (when there are files), the run's artifacts and the writers' concurrency slot."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.concurrency.sync import concurrency
 
 from cdv_etl.config import Settings
-from cdv_etl.inbox import InboxFailed, run_inbox
+from cdv_etl.inbox import InboxFailed, reports_dir, run_inbox
 from flows import tasks
 from flows.artifacts import link_report, publish_artifacts
+from flows.report_server import report_url
 
 WRITER_LIMIT = "cdv-warehouse-writer"
 """Prefect global concurrency limit (1 slot) held by every flow that writes the warehouse."""
@@ -59,14 +60,18 @@ def nightly(
     """
     log = get_run_logger()
     s = flow_settings(inbox, warehouse, archive, rejected)
-    artifact = cast(UUID, create_progress_artifact(0.0, description="Files of the night processed"))
     shown = [-1]
+    artifact: list[UUID] = []  # created at the first file: an empty night has no progress to show
 
     def progress(done: int, total: int, message: str) -> None:  # one log line and update per file
         if done != shown[0]:
             shown[0] = done
             log.info(message)
-            update_progress_artifact(artifact, 100 * done / max(total, 1))
+            if not total:
+                return
+            if not artifact:
+                artifact.append(cast(UUID, create_progress_artifact(0.0, description="Fichiers de la nuit traités")))
+            update_progress_artifact(artifact[0], 100 * done / total)
 
     failed: InboxFailed | None = None
     with writer_slot(s):
@@ -74,9 +79,10 @@ def nightly(
             run = run_inbox(s, steps=tasks.STEPS, progress=progress)
         except InboxFailed as exc:
             run, failed = exc.run, exc
-    publish_artifacts(run.published, [f.as_dict() for f in run.files], prefix="nightly", title="Nightly run")
+    publish_artifacts(run.published, [f.as_dict() for f in run.files], prefix="nightly", title="Nuit")
     if run.report:
-        link_report(run.report, key="nightly-report")
+        url = report_url(run.report, reports_dir(Settings.from_env()))
+        link_report(run.report, run.published, url=url, key="nightly-report")
     log.info("night done: %s", run.summary_line())
     if failed:
         raise failed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from decimal import Decimal
@@ -12,14 +13,17 @@ import duckdb
 import pytest
 from conftest import ANCT_REFERENCE, SPECIMENS, expected, needs_shared
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
 from prefect.testing.utilities import prefect_test_harness
 
 from cdv_etl.load.reference import SAMPLE_REFERENCE
 from cdv_etl.publish.tables import euros
+from cdv_etl.specs import load_specs
+from flows.artifacts import count
 from flows.ingest_export import ingest_export
 from flows.nightly import nightly
 from flows.reference_refresh import reference_refresh
+from flows.report_server import URL_ENV
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -53,7 +57,7 @@ def fill_inbox(inbox: Path) -> list[str]:
 
 
 @needs_shared
-def test_nightly_over_the_specimens(tmp_path: Path) -> None:
+def test_nightly_over_the_specimens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     inbox, wh = tmp_path / "inbox", tmp_path / "wh" / "cdv.duckdb"
     names = fill_inbox(inbox)
     summary = nightly(inbox=str(inbox), warehouse=str(wh))
@@ -76,37 +80,116 @@ def test_nightly_over_the_specimens(tmp_path: Path) -> None:
     total = con.execute("SELECT sum(engaged_eur) FROM v_financing_by_partner").fetchone()[0]
     assert total == sum(Decimal(e["engaged_amount_eur"]) for e in expected().values())
 
+    # The files table: the essentials in French, French numbers, a total row; the rest in a second table.
     files = latest_artifact("nightly-files")
-    by_file = {r["file"]: r for r in files}  # type: ignore[union-attr]
+    assert list(files[0]) == [  # type: ignore[index]
+        "fichier · partenaire",
+        "statut",
+        "lignes lues",
+        "chargées",
+        "en quarantaine",
+        "engagé",
+    ]
+    by_file = {r["fichier · partenaire"]: r for r in files}  # type: ignore[union-attr]
     bdt = expected()["bdt/BDT_ACV_engagements_20261115.xlsx"]
-    row = by_file["BDT_ACV_engagements_20261115.xlsx"]
-    assert (row["rows read"], row["rows loaded"], row["rows quarantined"], row["control check"]) == (
-        bdt["data_rows"],
-        bdt["loaded_rows"],
-        bdt["quarantined_rows"],
-        "ok",
+    row = by_file["BDT_ACV_engagements_20261115.xlsx  \nbdt"]  # the partner under the file name
+    assert (row["statut"], row["lignes lues"], row["chargées"], row["en quarantaine"], row["engagé"]) == (
+        "chargé",
+        count(bdt["data_rows"]),
+        count(bdt["loaded_rows"]),
+        count(bdt["quarantined_rows"]),
+        euros(Decimal(bdt["engaged_amount_eur"])),
     )
-    assert by_file["notes_partenaire.csv"]["status"] == "rejected"
+    assert by_file["notes_partenaire.csv  \n?"]["statut"] == "rejeté"
+    total_row = files[-1]  # type: ignore[index]
+    assert total_row["fichier · partenaire"] == f"Total (chargés : {len(names)})"
+    assert total_row["lignes lues"] == count(sum(e["data_rows"] for e in expected().values()))
+    assert total_row["chargées"] == count(sum(e["loaded_rows"] for e in expected().values()))
+    engaged_all = sum(Decimal(e["engaged_amount_eur"]) for e in expected().values())
+    assert total_row["engagé"] == euros(engaged_all)
+    assert "\u202f" in total_row["lignes lues"]  # French thousands separator
+
+    details = {r["fichier"]: r for r in latest_artifact("nightly-file-details")}  # type: ignore[union-attr]
+    assert list(details["notes_partenaire.csv"]) == [
+        "fichier",
+        "total de contrôle",
+        "contrôle",
+        "rapprochement",
+        "déplacé vers",
+        "message",
+    ]
+    total, engaged, not_engaged, quarantined, diff = con.execute(
+        "SELECT control_total_eur, engaged_amount_eur, not_engaged_amount_eur, quarantined_amount_eur, "
+        "control_total_diff_eur FROM v_control_totals WHERE file_name = ?",
+        ["BDT_ACV_engagements_20261115.xlsx"],
+    ).fetchone()
+    assert total == engaged + not_engaged + quarantined + diff and total == Decimal("1032906237.00")  # its footer TOTAL
+    d = details["BDT_ACV_engagements_20261115.xlsx"]
+    assert (d["total de contrôle"], d["contrôle"]) == (euros(total), "ok")
+    assert d["rapprochement"] == (  # one part a line
+        f"{euros(total)} =  \n{euros(engaged)} engagés +  \n{euros(not_engaged)} non engagés +  \n"
+        f"{euros(quarantined)} en quarantaine"
+    )
+    assert d["déplacé vers"] == f"{tmp_path / 'archive' / 'bdt'}/  \nBDT_ACV_engagements_20261115.xlsx"
+    message = details["notes_partenaire.csv"]["message"]
+    assert "no partner spec recognises" in message.replace("  \n", " ")
+    assert all(len(line) <= 50 or " " not in line for line in message.split("  \n"))
+
     quarantine = latest_artifact("nightly-quarantine")
-    anah = {r["rule"]: r["rows quarantined"] for r in quarantine if r["partner"] == "anah"}  # type: ignore[union-attr]
-    assert anah == {"commune_not_acv": 49, "unknown_status": 26, "year_date_mismatch": 39}
+    anah = {r["règle"]: r["en quarantaine"] for r in quarantine if r["partenaire"] == "anah"}  # type: ignore[union-attr]
+    assert anah == {"commune_not_acv": "49", "unknown_status": "26", "year_date_mismatch": "39"}
+
+    # The summary: French headings and headers, French numbers, a total line.
     summary_md = str(latest_artifact("nightly-summary"))
-    assert "Engaged by axis" in summary_md and "Envelope consumption" in summary_md
+    assert "## Engagé par axe" in summary_md and "## Consommation des enveloppes" in summary_md
+    assert "| axe | libellé | engagé | opérations | part |" in summary_md
+    assert "short_label" not in summary_md and "engaged_eur" not in summary_md and "share_pct" not in summary_md
+    assert f"**Total engagé : {euros(engaged_all)}**" in summary_md
+    assert f"Fichiers : {len(names) + 1} (chargé : {len(names)}, rejeté : 1)." in summary_md
     al = Decimal(expected()["action_logement/AL_ACV_export_2026-10.csv"]["engaged_amount_eur"])
     assert f"| action_logement | Action Logement | {euros(al)} |" in summary_md
+    assert re.search(r"\| \d+,\d\u202f% \|", summary_md)  # share of an axis: 12,3 %
 
-    link = str(latest_artifact("nightly-report"))
+    # No report server here (no `cdv-etl serve`): the report's key figures and where its file is.
     report = Path(summary["report"])
-    assert report.as_uri() in link and report.exists()
+    report_md = str(latest_artifact("nightly-report"))
+    assert report.exists() and f"`{report}`" in report_md and "file://" not in report_md
+    assert f"**Total engagé : {euros(engaged_all)}**" in report_md
     html = report.read_text(encoding="utf-8")
     assert html.count("data:image/svg+xml") >= 4 and "http://" not in html.replace("http://www.w3.org", "")
 
-    # A night with nothing new is cheap and changes nothing; a file dropped again is a duplicate.
-    again = nightly(inbox=str(inbox), warehouse=str(wh))
+    # A night with nothing new is cheap, changes nothing, and says so (no progress bar at 0 %).
+    state = nightly(inbox=str(inbox), warehouse=str(wh), return_state=True)
+    again = state.result()
     assert again["files"] == []
+    with get_client(sync_client=True) as client:
+        kinds = [
+            a.type
+            for a in client.read_artifacts(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+            )
+        ]
+    assert sorted(kinds) == ["markdown", "table", "table"], kinds  # files, quarantine, summary
+    assert latest_artifact("nightly-files") == [
+        {
+            "fichier · partenaire": "rien de nouveau",
+            "statut": "—",
+            "lignes lues": "0",
+            "chargées": "0",
+            "en quarantaine": "0",
+        }
+    ]
+    assert "Fichiers : rien de nouveau." in str(latest_artifact("nightly-summary"))
+
+    # Under `cdv-etl serve` (CDV_REPORTS_URL, the reports folder of CDV_WAREHOUSE) the report is a link there.
+    monkeypatch.setenv(URL_ENV, "http://127.0.0.1:4201/")
+    monkeypatch.setenv("CDV_WAREHOUSE", str(wh))
     shutil.copy(SPECIMENS / names[0], inbox / Path(names[0]).name)
     third = nightly(inbox=str(inbox), warehouse=str(wh))
     assert [f["status"] for f in third["files"]] == ["duplicate"]
+    assert latest_artifact("nightly-files")[0]["statut"] == "doublon"  # type: ignore[index]
+    link = str(latest_artifact("nightly-report"))
+    assert f"(http://127.0.0.1:4201/{Path(third['report']).name})" in link, link
     assert con.execute("SELECT count(*) FROM file_loads").fetchone()[0] == 6  # 5 loaded + 1 rejected
 
 
@@ -135,7 +218,9 @@ def test_flow_parameters_render_a_proper_form() -> None:
     assert schema["required"] == ["path"]
     assert props["path"]["type"] == "string" and "Path of the export" in props["path"]["description"]
     assert props["force"]["type"] == "boolean" and props["force"]["default"] is False
-    assert "description" in props["partner"]
+    assert "description" in props["partner"] and props["partner"]["default"] is None
+    assert props["partner"]["enum"] == [None, *sorted(load_specs())]  # a select in the UI, from the specs
+    assert "anyOf" not in props["partner"]  # the UI would show a "str | None" switch
     nightly_props = json.loads(parameter_schema(nightly).model_dump_json())["properties"]
     assert "inbox" in nightly_props and "Folder" in nightly_props["inbox"]["description"]
 
@@ -173,6 +258,25 @@ def test_command_line_nightly_with_prefect_api_url_runs_the_flow_on_that_server(
         runs = [r for r in client.read_flow_runs(flow_run_filter=top_level) if r.id not in before]
         assert [(client.read_flow(r.flow_id).name, r.state_type.value) for r in runs] == [("nightly", "FAILED")]
     files = latest_artifact("nightly-files")
-    assert [(r["file"], r["status"], r["moved to"]) for r in files] == [  # type: ignore[union-attr]
-        (export.name, "failed", "left in the inbox")
+    assert [(r["fichier · partenaire"], r["statut"]) for r in files] == [  # type: ignore[union-attr]
+        (f"{export.name}  \n?", "échec"),
+        ("Total (chargés : 0)", ""),
     ]
+    details = latest_artifact("nightly-file-details")
+    moved = [(r["fichier"], r["déplacé vers"]) for r in details]  # type: ignore[union-attr]
+    assert moved == [(export.name, "laissé dans la boîte de dépôt")]
+
+
+def test_the_nightly_schedule_shows_its_time_zone() -> None:
+    """The UI shows a schedule's slug instead of its cron text: the same in prefect.yaml and serve."""
+    import yaml
+    from conftest import ROOT
+
+    from flows.deployments import NIGHTLY_SLUG, deployments
+
+    assert "Europe/Paris" in NIGHTLY_SLUG and "02:00" in NIGHTLY_SLUG
+    served = {d.name: d for d in deployments()}
+    assert served["nightly"].schedules[0].slug == NIGHTLY_SLUG
+    project = yaml.safe_load((ROOT / "prefect.yaml").read_text(encoding="utf-8"))
+    nightly_yaml = next(d for d in project["deployments"] if d["name"] == "nightly")
+    assert nightly_yaml["schedules"][0]["slug"] == NIGHTLY_SLUG

@@ -43,6 +43,29 @@ SUMMARY_QUERIES: list[tuple[str, str]] = [
 ]
 """The consolidated figures a person reads after a run: printed by the CLI, summarised in Prefect."""
 
+SUMMARY_LABELS: dict[str, str] = {
+    "Engaged by axis": "Engagé par axe",
+    "Engaged by partner": "Engagé par partenaire",
+    "Engaged by year": "Engagé par année",
+    "Envelope consumption": "Consommation des enveloppes",
+    "Quarantine (current exports)": "Quarantaine (exports courants)",
+    "axis": "axe",
+    "short_label": "libellé",
+    "engaged_eur": "engagé",
+    "operations": "opérations",
+    "share_pct": "part",
+    "partner": "partenaire",
+    "partner_name": "nom",
+    "extraction_date": "extrait le",
+    "year": "année",
+    "envelope": "enveloppe",
+    "envelope_eur": "montant de l'enveloppe",
+    "used_pct": "consommé",
+    "rule": "règle",
+    "rows_quarantined": "lignes en quarantaine",
+}
+"""French headings and column headers of ``SUMMARY_QUERIES`` for the Prefect artifacts (the SQL keeps its names)."""
+
 
 def euros(value: Decimal | None) -> str:
     """1 382 606 512,03 € — French grouping with narrow no-break spaces."""
