@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ from filelock import FileLock, Timeout
 from cdv_etl.errors import CdvError, WarehouseBusy
 from cdv_etl.specs import PartnerSpec
 from cdv_etl.sql import quote_ident as _quote_ident
+
+_log = logging.getLogger("cdv_etl")
 
 PUBLIC_VIEWS = (
     "financing",
@@ -97,7 +100,12 @@ def writer_lock(warehouse: Path, timeout_s: float = 60.0) -> Iterator[None]:
     path = Path(str(warehouse.resolve()) + ".lock")
     lock = FileLock(path, thread_local=False, is_singleton=True)
     try:
-        lock.acquire(timeout=timeout_s, poll_interval=0.05)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            # Say so at once: a person (or a test) sees the run wait rather than hang.
+            _log.warning("waiting up to %.0f s for the warehouse lock, held by %s", timeout_s, _holder(path))
+            lock.acquire(timeout=timeout_s, poll_interval=0.05)
     except Timeout:
         raise WarehouseBusy(
             f"the warehouse {warehouse} is being written by {_holder(path)} "
