@@ -15,21 +15,16 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import duckdb
 import typer
 
 from cdv_etl.errors import CdvError, FileRejected
-from cdv_etl.specs import (
-    CANONICAL_FIELDS,
-    SHEET_COLUMN,
-    PartnerSpec,
-    default_specs_dir,
-    did_you_mean,
-    load_spec,
-    load_specs,
-)
+
+if TYPE_CHECKING:  # imported by the commands that use them: `cdv-etl --help` stays light
+    import duckdb
+
+    from cdv_etl.specs import PartnerSpec
 
 spec_app = typer.Typer(help="Write a partner spec and try it on a sample file.", no_args_is_help=True)
 
@@ -164,6 +159,8 @@ def _shown(spec: PartnerSpec, column: str) -> bool:
 
 def _staged_columns(reader: duckdb.DuckDBPyConnection) -> list[str]:
     """The partner's columns the reader staged before the file was refused (none if it was not read)."""
+    import duckdb
+
     from cdv_etl.read import STAGING_TABLE
 
     try:
@@ -175,6 +172,8 @@ def _staged_columns(reader: duckdb.DuckDBPyConnection) -> list[str]:
 
 def mapping_rows(spec: PartnerSpec, columns: list[str] | None) -> list[tuple[str, str, str, str]]:
     """(canonical field, ← where it comes from, parser, found in the file) of each field the spec gives."""
+    from cdv_etl.specs import CANONICAL_FIELDS, SHEET_COLUMN, did_you_mean
+
     out: list[tuple[str, str, str, str]] = []
     for name in CANONICAL_FIELDS:
         f = spec.fields.get(name)
@@ -283,7 +282,10 @@ def check(
     Reads and validates the file as an ingest does, in the reader's sandbox; writes nothing.
     Exit code 1 when the file would be rejected whole, 2 when the spec is invalid.
     """
+    import duckdb
+
     from cdv_etl.cli import fail, settings
+    from cdv_etl.specs import load_spec
 
     s = settings()
     try:
@@ -321,6 +323,7 @@ def specs(
     """
     from cdv_etl.cli import console, fail, settings
     from cdv_etl.publish.tables import query_table
+    from cdv_etl.specs import default_specs_dir, load_specs
 
     if reference:
         from cdv_etl.specs_doc import render_reference

@@ -93,8 +93,6 @@ ALLOWLIST: list[tuple[str, str, str]] = [
     ("cdv_etl/validate/parse.py", "_q(SHEET_COLUMN)", "module constant, quoted"),
     ("cdv_etl/validate/parse.py", "parsed['{field}']", "parser_sql over _q(column): identifiers, no values"),
     ("cdv_etl/validate/parse.py", "raw['{field}']", "_text(_q(column)): identifiers, no values"),
-    ("cdv_etl/validate/rules.py", "RULE_COLUMNS", "column names: a module constant tuple"),
-    ("cdv_etl/validate/rules.py", "CANONICAL_TABLE", "module constant: the canonical table's name"),
 ]
 
 
