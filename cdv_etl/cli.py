@@ -18,6 +18,7 @@ from cdv_etl.publish.tables import SUMMARY_QUERIES, as_csv, as_json, euros, load
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.progress import Progress
 
 # Start-up is part of every command: this module imports the standard library, typer and the
 # light modules above, nothing else. DuckDB, rich and the pipeline (pandas, pandera, pyarrow)
@@ -126,20 +127,25 @@ def reference_load(
     console.print(f"reference {r.file_name}: {r.communes} communes, {r.conventions} conventions — {state}")
 
 
-def run_ingest(s: Settings, files: list[Path], partner: str | None, force: bool) -> list[LoadResult]:
+def progress_bar() -> Progress:
+    """The progress bar of long commands, on stderr, gone when the work is done."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from cdv_etl.pipeline import open_pipeline
-
-    results: list[LoadResult] = []
-    with Progress(
+    return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=err.rich(),
         transient=True,
-    ) as bar:
+    )
+
+
+def run_ingest(s: Settings, files: list[Path], partner: str | None, force: bool) -> list[LoadResult]:
+    from cdv_etl.pipeline import open_pipeline
+
+    results: list[LoadResult] = []
+    with progress_bar() as bar:
         task = bar.add_task("ingesting", total=len(files))
         with open_pipeline(s) as pipe:
             for f in files:
@@ -288,8 +294,6 @@ def run_nightly(s: Settings) -> list[LoadResult]:
     error after the other files' results and exits with 1."""
     import os
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from cdv_etl.inbox import InboxFailed, InboxRun, run_inbox
 
     api = os.environ.get("PREFECT_API_URL")
@@ -307,14 +311,7 @@ def run_nightly(s: Settings) -> list[LoadResult]:
                 )
             )
         else:
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=err.rich(),
-                transient=True,
-            ) as bar:
+            with progress_bar() as bar:
                 task = bar.add_task("nightly", total=None)
                 run = run_inbox(
                     s, progress=lambda done, total, m: bar.update(task, completed=done, total=total, description=m)
