@@ -113,3 +113,24 @@ def prefect_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[P
         yield server, work
     finally:
         server.stop()
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+"""Debian's chromium: the browser of the UI and report tests (Makefile and .ci/run install it)."""
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+def skip_or_fail(reason: str) -> None:
+    """No browser here: skip on a developer's machine, fail in CI (the test must run there)."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set: the browser test must run)")
+    pytest.skip(reason)

@@ -15,7 +15,6 @@ connect to Server API".
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import time
@@ -25,45 +24,27 @@ from urllib.parse import urlsplit
 
 import duckdb
 import pytest
-from conftest import ROOT
+from conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, skip_or_fail
 from prefect_server import POLL_S, PrefectServer
 
 from cdv_etl.demo_data import generate_demo_exports
 from cdv_etl.load.reference import SAMPLE_REFERENCE
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 SCREENSHOT = ROOT / "test-artifacts" / "prefect-ui-run.png"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 RUN_TIMEOUT_S = 600
 UI_TIMEOUT_MS = 60_000
 
 
-def _skip_or_fail(reason: str) -> None:
-    """No browser here: skip on a developer's machine, fail in CI (the test must run there)."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set: the browser test must run)")
-    pytest.skip(reason)
-
-
 def _need_browser() -> None:
     if not CHROMIUM.exists():
-        _skip_or_fail(
+        skip_or_fail(
             f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium) to run the Prefect UI test"
         )
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        _skip_or_fail("the playwright Python package is not installed (pip install -e '.[dev]')")
+        skip_or_fail("the playwright Python package is not installed (pip install -e '.[dev]')")
 
 
 @pytest.fixture(scope="module")

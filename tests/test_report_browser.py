@@ -8,7 +8,6 @@ Screenshots are kept in ``test-artifacts/report-1400.png`` and ``report-390.png`
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
@@ -16,22 +15,12 @@ from typing import Any
 
 import pytest
 from analyst_helpers import fresh_settings
-from conftest import ANCT_REFERENCE, ROOT, SPECIMENS, expected
+from conftest import ANCT_REFERENCE, CHROMIUM, CHROMIUM_ARGS, ROOT, SPECIMENS, expected, skip_or_fail
 
 from cdv_etl.demo_data import generate_demo_exports
 from cdv_etl.pipeline import ingest_files, open_pipeline
 from cdv_etl.publish.report import build_report
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTIFACTS = ROOT / "test-artifacts"
 WIDTHS = (1400, 390)
 
@@ -61,16 +50,10 @@ LAYOUT_JS = """() => {
 CHART_SOURCES_JS = "() => [...document.querySelectorAll('figure.chart img')].map(i => i.currentSrc)"
 
 
-def _skip_or_fail(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set: the browser test must run)")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def report_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not CHROMIUM.exists():
-        _skip_or_fail(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium) for the report test")
+        skip_or_fail(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium) for the report test")
     work = tmp_path_factory.mktemp("report-browser")
     settings = fresh_settings(work)
     for i in range(2):
@@ -91,7 +74,7 @@ def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _skip_or_fail("the playwright Python package is not installed (pip install -e '.[dev]')")
+        skip_or_fail("the playwright Python package is not installed (pip install -e '.[dev]')")
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
