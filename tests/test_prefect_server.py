@@ -23,6 +23,12 @@ from conftest import ANCT_REFERENCE, SPECIMENS, expected, needs_shared
 from prefect_server import BIN, PrefectServer
 
 from cdv_etl.demo_data import generate_demo_exports
+from flows.artifacts import FILE_PARTNER, LOADED, QUARANTINED, READ, STATUS, STATUS_COL
+
+
+def number(shown: str) -> int:
+    """A count as the artifacts show it (French thousands separator) back to an int."""
+    return int(shown.replace("\u202f", ""))
 
 
 @pytest.fixture
@@ -90,15 +96,15 @@ def test_nightly_deployment_over_the_specimens(served: tuple[PrefectServer, Path
     arts = {a["key"]: a for a in server.artifacts(run_id) if a.get("key")}
     assert {"nightly-files", "nightly-quarantine", "nightly-summary"} <= set(arts)
     files = json.loads(arts["nightly-files"]["data"])
-    row = next(r for r in files if r["file"] == "anah_acv_2026.csv")
+    row = next(r for r in files if r[FILE_PARTNER].startswith("anah_acv_2026.csv"))
     anah = expected()["anah/anah_acv_2026.csv"]
-    assert (row["rows read"], row["rows loaded"], row["rows quarantined"]) == (
+    assert (number(row[READ]), number(row[LOADED]), number(row[QUARANTINED])) == (
         anah["data_rows"],
         anah["loaded_rows"],
         anah["quarantined_rows"],
     )
     quarantine = json.loads(arts["nightly-quarantine"]["data"])
-    total_rejected = sum(r["rows quarantined"] for r in quarantine)
+    total_rejected = sum(number(r[QUARANTINED]) for r in quarantine)
     assert total_rejected == sum(e["quarantined_rows"] for e in expected().values())
     assert any(a["type"] == "progress" for a in server.artifacts(run_id))
 
@@ -128,7 +134,7 @@ def test_two_nightly_runs_at_once(served: tuple[PrefectServer, Path]) -> None:
     per_run = [
         json.loads(next(a for a in server.artifacts(r) if a.get("key") == "nightly-files")["data"]) for r in runs
     ]
-    processed = sorted(len([f for f in files if f["status"] == "loaded"]) for files in per_run)
+    processed = sorted(len([f for f in files if f.get(STATUS_COL) == STATUS["loaded"]]) for files in per_run)
     assert processed == [0, 5], per_run  # one waited for the other, then found nothing new
 
 
