@@ -23,6 +23,7 @@ import duckdb
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from cdv_etl.inbox import LEFT_IN_INBOX
+from cdv_etl.publish.reader import read_only
 from cdv_etl.publish.tables import SUMMARY_LABELS, SUMMARY_QUERIES, euros
 
 NOTHING_NEW = "rien de nouveau"
@@ -104,15 +105,12 @@ def _control_split(published: Path, file_ids: Sequence[int]) -> dict[int, tuple[
     """file id → (control total, engaged, not engaged, quarantined, unexplained), from ``v_control_totals``."""
     if not file_ids or not published.exists():
         return {}
-    con = duckdb.connect(str(published), read_only=True)
-    try:
+    with read_only(published) as con:
         rows = con.execute(
             "SELECT file_id, control_total_eur, engaged_amount_eur, not_engaged_amount_eur, "
             "quarantined_amount_eur, control_total_diff_eur FROM v_control_totals WHERE file_id IN (SELECT unnest(?))",
             [list(file_ids)],
         ).fetchall()
-    finally:
-        con.close()
     return {int(r[0]): tuple(r[1:]) for r in rows}
 
 
@@ -158,15 +156,12 @@ def details_table(published: Path, results: Sequence[dict[str, Any]]) -> list[di
 def quarantine_table(published: Path, file_ids: Sequence[int]) -> list[dict[str, Any]]:
     if not file_ids or not published.exists():
         return []
-    con = duckdb.connect(str(published), read_only=True)
-    try:
+    with read_only(published) as con:
         rows = con.execute(
             "SELECT partner, rule, count(*) AS n, min(file_name) FROM quarantine "
             "WHERE file_id IN (SELECT unnest(?)) GROUP BY ALL ORDER BY partner, n DESC, rule",
             [list(file_ids)],
         ).fetchall()
-    finally:
-        con.close()
     return [{PARTNER: p, RULE: rule, QUARANTINED: count(n), FILE: f} for p, rule, n, f in rows]
 
 
@@ -217,15 +212,12 @@ def files_line(results: Sequence[dict[str, Any]]) -> str:
 def summary_markdown(published: Path, results: Sequence[dict[str, Any]], title: str) -> str:
     lines = [f"# {title}", "", files_line(results), ""]
     if published.exists():
-        con = duckdb.connect(str(published), read_only=True)
-        try:
+        with read_only(published) as con:
             lines += [grand_total(con), ""]
             for heading, query in SUMMARY_QUERIES:
                 cur = con.execute(query)
                 columns = [d[0] for d in cur.description or []]
                 lines += [f"## {SUMMARY_LABELS.get(heading, heading)}", "", md_table(columns, cur.fetchall()), ""]
-        finally:
-            con.close()
     return "\n".join(lines)
 
 
@@ -274,11 +266,8 @@ def link_report(report: Path, published: Path, *, url: str | None, key: str | No
     if url:
         create_link_artifact(url, link_text=f"{REPORT_TITLE} ({report.name})", key=key, description=description)
         return
-    con = duckdb.connect(str(published), read_only=True)
-    try:
+    with read_only(published) as con:
         total = grand_total(con)
-    finally:
-        con.close()
     create_markdown_artifact(
         f"# {REPORT_TITLE}\n\n{total}\n\nLe rapport est écrit dans `{report}` (et `latest.html` à côté) : "
         "l'ouvrir dans un navigateur sur cette machine. Sous `cdv-etl serve`, ce lien mène au rapport servi en HTTP.",
