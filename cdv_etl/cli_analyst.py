@@ -49,12 +49,15 @@ def changes(
     warehouse: WarehouseOpt = None,
     live: LiveOpt = False,
 ) -> None:
-    """What changed between two exports of a partner: operations added, withdrawn and revised.
+    """What changed between two exports of a partner, with the euros of each change.
 
-    Revised: the amount, axis, commune, year, instrument or status differs (old and new values
-    shown). Without options: each partner's current export against the one before it.
+    added, withdrawn, revised (the amount, axis, commune, year, instrument or status differs):
+    the partner's doing. newly_valid (quarantined before, loaded now) and newly_quarantined
+    (loaded before, quarantined now): an operation that only moved out of or into quarantine.
+    Prints the operations and euros of each kind, then the changes. Without options: each
+    partner's current export against the one before it.
     """
-    from cdv_etl.cli import fail, print_rows
+    from cdv_etl.cli import console, fail, print_rows
     from cdv_etl.publish import changes as ch
     from cdv_etl.publish.reader import read_only
 
@@ -78,14 +81,16 @@ def changes(
                 title = f"{partner}: from {frm} to {later}"
     except CdvError as exc:
         fail(exc)
-    counts = ch.summary(columns, rows)
-    line = f"{title}: {counts['added']} added, {counts['withdrawn']} withdrawn, {counts['revised']} revised"
+    totals = ch.summary(columns, rows)
+    line = f"{title}: {ch.summary_line(totals)}"
     if fmt == "table":
+        console.print(line, markup=False, emoji=False, soft_wrap=True)
+        print_rows(list(ch.SUMMARY_COLUMNS), [t.row() for t in totals], fmt, title="per kind")
         shown = [c for c in ch.TABLE_COLUMNS if c in columns]
         if partner is None:
             shown = ["partner", *shown]
         at = [columns.index(c) for c in shown]
-        print_rows(shown, [tuple(r[i] for i in at) for r in rows], fmt, title=line)
+        print_rows(shown, [tuple(r[i] for i in at) for r in rows], fmt, title="changes")
     else:
         print(line, file=sys.stderr)
         print_rows(columns, rows, fmt)
