@@ -237,4 +237,3 @@ def test_the_nightly_run_writes_a_workbook_per_partner_with_rejections_and_links
     markdown = feedback_markdown(run.feedback, run.published, {"action_logement": url})
     assert f"| action_logement | 3 | {euros(Decimal('1184.56'))} | [{workbook.name}]({url}) |" in markdown
     assert f"`{workbook}`" in feedback_markdown(run.feedback, run.published, {})  # no server: where it is
-
