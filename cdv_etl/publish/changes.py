@@ -30,8 +30,6 @@ TABLE_COLUMNS = (
     "new_amount_eur",
     "amount_delta_eur",
     "engaged_delta_eur",
-    "old_state",
-    "new_state",
     "quarantine_rules",
     "old_commune",
     "new_commune",

@@ -10,16 +10,17 @@
 -- An operation is its operation_id within the export; in each export it is loaded (a line of
 -- financing_history), quarantined (its rows of quarantine_rows: the id the parse read, stored
 -- at load time; a repeated id is one operation, its amounts summed) or absent. Its change:
---   added              absent from the earlier export (loaded or quarantined in the later one);
---   withdrawn          absent from the later export;
+--   added              absent from the earlier export, loaded in the later one;
+--   withdrawn          loaded in the earlier export, absent from the later one;
 --   revised            loaded in both, and a column that counts in the figures differs:
 --                      amount_eur, axis, insee_code, year, instrument, status or counts_as_engaged
 --                      (listed in changed_columns). A grant cancelled in place (statut = annulé)
 --                      is revised, its engaged_delta_eur minus its amount;
 --   newly_valid        quarantined in the earlier export, loaded in the later one;
 --   newly_quarantined  loaded in the earlier export, quarantined in the later one.
--- An operation quarantined in both is no change of the figures and is not listed (the
--- quarantine lists it), nor is a rejected row without an operation id (nothing to match).
+-- An operation that is never loaded (quarantined in both, or quarantined in one and absent
+-- from the other) changes no figure and is not listed: the quarantine lists it. Nor is a
+-- rejected row without an operation id (nothing to match).
 -- engaged_delta_eur is the change of the engaged figures (a quarantined row counts 0): the
 -- changes sum to the difference between the two exports' engaged totals, to the cent.
 CREATE OR REPLACE MACRO changes_between(from_export, to_export) AS TABLE
@@ -89,7 +90,6 @@ compared AS (
         coalesce(o.from_file_id, n.from_file_id) AS from_file_id,
         coalesce(o.to_file_id, n.to_file_id) AS to_file_id,
         coalesce(o.operation_id, n.operation_id) AS operation_id,
-        o.state AS old_state, n.state AS new_state,
         nullif(concat_ws(', ',
             CASE WHEN o.amount_eur IS DISTINCT FROM n.amount_eur THEN 'amount_eur' END,
             CASE WHEN o.axis IS DISTINCT FROM n.axis THEN 'axis' END,
@@ -99,11 +99,11 @@ compared AS (
             CASE WHEN o.status IS DISTINCT FROM n.status THEN 'status' END,
             CASE WHEN o.counts_as_engaged IS DISTINCT FROM n.counts_as_engaged THEN 'counts_as_engaged' END
         ), '') AS differences,
-        CASE WHEN o.operation_id IS NULL THEN 'added'
-             WHEN n.operation_id IS NULL THEN 'withdrawn'
+        CASE WHEN o.state IS NULL AND n.state = 'loaded' THEN 'added'
+             WHEN o.state = 'loaded' AND n.state IS NULL THEN 'withdrawn'
+             WHEN o.state = 'loaded' AND n.state = 'loaded' THEN 'revised'
              WHEN o.state = 'quarantined' AND n.state = 'loaded' THEN 'newly_valid'
-             WHEN o.state = 'loaded' AND n.state = 'quarantined' THEN 'newly_quarantined'
-             WHEN o.state = 'loaded' AND n.state = 'loaded' THEN 'revised' END AS change,
+             WHEN o.state = 'loaded' AND n.state = 'quarantined' THEN 'newly_quarantined' END AS change,
         o.amount_eur AS old_amount_eur, n.amount_eur AS new_amount_eur,
         (n.amount_eur - o.amount_eur)::DECIMAL(18, 2) AS amount_delta_eur,
         (CASE WHEN n.counts_as_engaged THEN n.amount_eur ELSE 0 END
@@ -123,7 +123,7 @@ compared AS (
 SELECT
     p.partner, p.from_file_id, p.from_file_name, p.from_extraction_date,
     p.to_file_id, p.to_file_name, p.to_extraction_date, p.to_is_current,
-    c.change, c.operation_id, c.old_state, c.new_state,
+    c.change, c.operation_id,
     CASE WHEN c.change = 'revised' THEN c.differences END AS changed_columns,
     c.old_amount_eur, c.new_amount_eur, c.amount_delta_eur, c.engaged_delta_eur, c.quarantine_rules,
     c.old_axis, c.new_axis, c.old_insee_code, c.new_insee_code, c.old_commune, c.new_commune,
