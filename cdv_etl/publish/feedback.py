@@ -71,8 +71,8 @@ class Failure:
 class RejectedRow:
     source_row: int
     sheet: str | None
-    cells: dict[str, Any]
-    """The partner's cells, by the partner's column names, in its order."""
+    cells: dict[str, str | None]
+    """The partner's cells as read (text), by the partner's column names, in its order."""
     amount_eur: Decimal | None
     """The row's amount when it parsed."""
     failures: list[Failure]
@@ -147,7 +147,7 @@ class Feedback:
                 [
                     r.source_row,
                     *([r.sheet] if self.has_sheets else []),
-                    *(_cell_text(r.cells.get(c)) for c in columns),
+                    *(r.cells.get(c) for c in columns),
                     explanation(f.rule, f.message),
                     f.column,
                     f.value,
@@ -172,13 +172,6 @@ class Feedback:
         if not self.rows:
             return f"{self.file_name}: no rejected rows, nothing to send back"
         return f"{self.file_name}: {len(self.rows)} rejected row(s), {self.amount_eur:,.2f} € concerned"
-
-
-def _cell_text(value: Any) -> Any:
-    """A partner's cell as it was read: text (a reader that typed it gives its text back)."""
-    if value is None or isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else str(value)
 
 
 _CURRENT_SQL = """
