@@ -1,6 +1,7 @@
 -- History: what changed between two exports of a partner, and the figures as known on a day.
 -- Exports are full snapshots: comparing two of them operation by operation tells what the
--- partner added, withdrew or revised in between. Built on files and financing_history.
+-- partner added, withdrew or revised in between, and which operations only moved out of or
+-- into quarantine. Built on files, financing_history and the quarantine.
 
 -- changes_between(from_export, to_export): the changes from one loaded export of a partner
 -- (a file_id) to another. A NULL end means "the neighbour": changes_between(NULL, 7) compares
