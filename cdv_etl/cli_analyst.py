@@ -1,4 +1,4 @@
-"""Analyst commands (exports, data dictionary, report, changes between exports).
+"""Analyst commands (exports, data dictionary, report, changes between exports, feedback to partners).
 
 ``register(app)`` adds them to the ``cdv-etl`` command line (see ``cdv_etl.cli``). They read
 the published copy of the warehouse (``--live`` reads the warehouse itself), never write it.
@@ -49,12 +49,15 @@ def changes(
     warehouse: WarehouseOpt = None,
     live: LiveOpt = False,
 ) -> None:
-    """What changed between two exports of a partner: operations added, withdrawn and revised.
+    """What changed between two exports of a partner, with the euros of each change.
 
-    Revised: the amount, axis, commune, year, instrument or status differs (old and new values
-    shown). Without options: each partner's current export against the one before it.
+    added, withdrawn, revised (the amount, axis, commune, year, instrument or status differs):
+    the partner's doing. newly_valid (quarantined before, loaded now) and newly_quarantined
+    (loaded before, quarantined now): an operation that only moved out of or into quarantine.
+    Prints the operations and euros of each kind, then the changes. Without options: each
+    partner's current export against the one before it.
     """
-    from cdv_etl.cli import fail, print_rows
+    from cdv_etl.cli import console, fail, print_rows
     from cdv_etl.publish import changes as ch
     from cdv_etl.publish.reader import read_only
 
@@ -78,14 +81,16 @@ def changes(
                 title = f"{partner}: from {frm} to {later}"
     except CdvError as exc:
         fail(exc)
-    counts = ch.summary(columns, rows)
-    line = f"{title}: {counts['added']} added, {counts['withdrawn']} withdrawn, {counts['revised']} revised"
+    totals = ch.summary(columns, rows)
+    line = f"{title}: {ch.summary_line(totals)}"
     if fmt == "table":
+        console.print(line, markup=False, emoji=False, soft_wrap=True)
+        print_rows(list(ch.SUMMARY_COLUMNS), [t.row() for t in totals], fmt, title="per kind")
         shown = [c for c in ch.TABLE_COLUMNS if c in columns]
         if partner is None:
             shown = ["partner", *shown]
         at = [columns.index(c) for c in shown]
-        print_rows(shown, [tuple(r[i] for i in at) for r in rows], fmt, title=line)
+        print_rows(shown, [tuple(r[i] for i in at) for r in rows], fmt, title="changes")
     else:
         print(line, file=sys.stderr)
         print_rows(columns, rows, fmt)
@@ -198,9 +203,53 @@ def report(
     console.print(f"report written to {output} ({len(page) // 1024} KiB)", markup=False, emoji=False)
 
 
+def feedback(
+    partner: Annotated[str, typer.Option("--partner", "-p", help="Partner code (e.g. bdt, anah).")],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="File to write, replaced whole (default: rejets_PARTNER.xlsx)."),
+    ] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", "-f", help="xlsx or csv (default: from the file's suffix).")
+    ] = None,
+    warehouse: WarehouseOpt = None,
+    live: LiveOpt = False,
+) -> None:
+    """The rejected rows of a partner's current export, to send back to the partner.
+
+    Each row as the partner sent it (its row, sheet and every cell, in the partner's column
+    order), and beside it the reason in plain French, the column and value at fault and the
+    euros concerned; a second sheet sums the rows and euros per reason (csv: the rows only).
+    Headers are French. An export with no rejected row gets a workbook saying so.
+    Exits with 2 for an unknown partner or a partner with no loaded export.
+    """
+    from cdv_etl.cli import console, fail
+    from cdv_etl.publish import feedback as fb
+    from cdv_etl.publish.reader import read_only
+
+    out = output or Path(f"rejets_{partner}.xlsx")
+    try:
+        fb.format_for(out, fmt)
+        with read_only(_source(warehouse, live)) as con:
+            found = fb.feedback(con, partner)
+        fb.write(found, out, fmt)
+    except CdvError as exc:
+        fail(exc)
+    console.print(f"{found.summary_line()}; written to {out}", markup=False, emoji=False, soft_wrap=True)
+    for t in found.per_reason():
+        unreadable = f" ({t.unreadable} without a readable amount)" if t.unreadable else ""
+        console.print(
+            f"  {t.rows:>6} row(s) {t.amount_eur:>18,.2f} €  {t.rule}: {t.explanation}{unreadable}",
+            markup=False,
+            emoji=False,
+            soft_wrap=True,
+        )
+
+
 def register(app: typer.Typer) -> None:
     """Add the analyst commands to ``app``."""
     app.command()(changes)
     app.command()(docs)
     app.command()(export)
+    app.command()(feedback)
     app.command()(report)

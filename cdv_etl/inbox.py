@@ -1,5 +1,6 @@
 """An inbox run, end to end: a new ANCT reference first, then each export, each file moved to
-``archive/<partner>/`` or ``rejected/``, the publish, the HTML report and a summary.
+``archive/<partner>/`` or ``rejected/``, the publish, the HTML report, the feedback workbooks
+of the partners whose rows were rejected, and a summary.
 
 No Prefect here: the command line runs it as it is. The nightly flow passes the same steps
 wrapped as Prefect tasks (``Steps``), so the order and the rules of a run are written once.
@@ -156,6 +157,8 @@ class InboxRun:
     published: Path
     report: Path | None
     """The HTML report written by this run; None when nothing was published."""
+    feedback: dict[str, Path] = field(default_factory=dict)
+    """Partner → the feedback workbook written beside the report (``write_feedback``)."""
     counts: Counter[str] = field(init=False)
     """Exports per status (loaded, duplicate, rejected, failed)."""
 
@@ -185,6 +188,7 @@ class InboxRun:
             "files": [f.as_dict() for f in self.files],
             "published": str(self.published),
             "report": str(self.report) if self.report else None,
+            "feedback": {p: str(path) for p, path in self.feedback.items()},
         }
 
     @classmethod
@@ -194,6 +198,7 @@ class InboxRun:
             [FileOutcome.from_dict(f) for f in d["files"]],
             Path(d["published"]),
             Path(d["report"]) if d["report"] else None,
+            {p: Path(path) for p, path in d.get("feedback", {}).items()},
         )
 
 
@@ -260,6 +265,20 @@ def write_report(published: Path, folder: Path) -> Path | None:
     return path
 
 
+def write_feedback(published: Path, folder: Path, partners: set[str] | None) -> dict[str, Path]:
+    """A feedback workbook (``cdv_etl.publish.feedback``) for each of ``partners`` (None: every
+    partner) whose current export has rejected rows, in ``folder``: ``rejets_<partner>_<when>.xlsx``."""
+    from cdv_etl.publish import feedback as fb
+    from cdv_etl.publish.reader import read_only
+
+    if not published.exists():
+        return {}
+    stamp = f"{datetime.now():%Y-%m-%d_%H%M%S}"
+    with read_only(published) as con:
+        found = [fb.feedback(con, p) for p in fb.partners_with_rejections(con) if partners is None or p in partners]
+    return {f.partner: fb.write(f, folder / f"rejets_{f.partner}_{stamp}.xlsx") for f in found}
+
+
 def _ignore(done: int, total: int, message: str) -> None:
     pass
 
@@ -272,8 +291,10 @@ def run_inbox(settings: Settings, *, steps: Steps = Steps(), progress: RunProgre
     ``rejected/`` with ``<file>.reason.txt`` beside it, a loaded or duplicate one to
     ``archive/<partner>/``; a file whose ingest raised stays in the inbox, and the run goes on,
     then raises ``InboxFailed`` at the end (after publishing what was done). When a file was
-    processed or the published copy lags, the warehouse is published and the report written;
-    a night with nothing new changes nothing.
+    processed or the published copy lags, the warehouse is published and the report written,
+    with a feedback workbook beside it for each partner with a file loaded this run (every
+    partner, after a new reference) whose current export has rejected rows; a night with
+    nothing new changes nothing.
     """
     s = settings
     with writer_lock(s.warehouse, s.lock_timeout_s):
@@ -303,15 +324,18 @@ def run_inbox(settings: Settings, *, steps: Steps = Steps(), progress: RunProgre
                 moved = steps.move(path, s.archive_dir / (r.partner or "unknown"), None)
             files.append(FileOutcome(path.name, r, moved))
             progress(done + 1, total, f"{path.name}: {r.status}, moved to {moved}")
-        report = None
+        report, feedback = None, {}
         if total or published_is_stale(s):
             progress(total, total, "publishing")
             published = steps.publish(s)
             progress(total, total, "writing the report")
             report = write_report(published, reports_dir(s))
+            touched = {f.result.partner for f in files if f.result and f.result.status == "loaded"}
+            renewed = any(r.changed for r in references)  # every current export judged again
+            feedback = write_feedback(published, reports_dir(s), None if renewed else {p for p in touched if p})
         else:
             published = s.published_path
-    run = InboxRun(references, files, published, report)
+    run = InboxRun(references, files, published, report, feedback)
     if run.failures:
         raise InboxFailed(run)
     return run

@@ -274,3 +274,40 @@ def link_report(report: Path, published: Path, *, url: str | None, key: str | No
         key=key,
         description=description,
     )
+
+
+FEEDBACK_TITLE = "Retours aux partenaires : lignes rejetées"
+
+
+def feedback_markdown(feedback: dict[str, Path], published: Path, urls: dict[str, str | None]) -> str:
+    """The feedback workbooks of the run, one line per partner: its rejected rows and euros, and
+    the workbook's link (``urls``, on the report server) or, without a server, where the file is."""
+    with read_only(published) as con:
+        counts = {
+            str(p): (n, Decimal(e or 0))
+            for p, n, e in con.execute(
+                "SELECT c.partner, count(*), sum(q.amount_eur) FROM quarantine_rows AS q "
+                "JOIN current_files AS c USING (file_id) GROUP BY ALL"
+            ).fetchall()
+        }
+    lines = [
+        f"# {FEEDBACK_TITLE}",
+        "",
+        "| partenaire | lignes rejetées | montant concerné | classeur |",
+        "|---|---|---|---|",
+    ]
+    for partner, path in sorted(feedback.items()):
+        n, eur = counts.get(partner, (0, Decimal(0)))
+        url = urls.get(partner)
+        link = f"[{path.name}]({url})" if url else f"`{path}`"
+        lines.append(f"| {partner} | {count(n)} | {euros(eur)} | {link} |")
+    return "\n".join(lines) + "\n"
+
+
+def link_feedback(feedback: dict[str, Path], published: Path, *, urls: dict[str, str | None], key: str | None) -> None:
+    """The run's feedback workbooks (``cdv_etl.inbox.write_feedback``) in one markdown artifact."""
+    create_markdown_artifact(
+        feedback_markdown(feedback, published, urls),
+        key=key,
+        description="Un classeur par partenaire : ses lignes rejetées telles qu'il les a envoyées, et pourquoi",
+    )

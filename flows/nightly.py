@@ -16,7 +16,7 @@ from prefect.concurrency.sync import concurrency
 from cdv_etl.config import Settings
 from cdv_etl.inbox import InboxFailed, reports_dir, run_inbox
 from flows import tasks
-from flows.artifacts import link_report, publish_artifacts
+from flows.artifacts import link_feedback, link_report, publish_artifacts
 from flows.report_server import report_url
 
 WRITER_LIMIT = "cdv-warehouse-writer"
@@ -83,6 +83,9 @@ def nightly(
     if run.report:
         url = report_url(run.report, reports_dir(Settings.from_env()))
         link_report(run.report, run.published, url=url, key="nightly-report")
+    if run.feedback:
+        urls = {p: report_url(path, reports_dir(Settings.from_env())) for p, path in run.feedback.items()}
+        link_feedback(run.feedback, run.published, urls=urls, key="nightly-feedback")
     log.info("night done: %s", run.summary_line())
     if failed:
         raise failed

@@ -16,7 +16,7 @@ from analyst_helpers import al_export, anah_export, epf_export, fresh_settings, 
 from cdv_etl.config import Settings
 from cdv_etl.errors import CdvError
 from cdv_etl.pipeline import open_pipeline
-from cdv_etl.publish.changes import changes, pick_exports
+from cdv_etl.publish.changes import Export, changes, pick_exports, summary
 
 SEPTEMBER = [
     {"ref": "AL1", "insee": "47001", "amount": "100,00", "day": "01/02/2020"},  # revised in October
@@ -238,3 +238,110 @@ def test_as_of_from_the_command_line(two_exports: Settings, tmp_path: Path) -> N
         tmp_path,
     ).stdout
     assert list(csv.DictReader(io.StringIO(out))) == [{"partner": "action_logement", "engaged_eur": "1500.25"}]
+
+
+# Two exports where operations move into and out of quarantine (99999 is no ACV commune).
+BEFORE = [
+    {"ref": "Q1", "insee": "99999", "amount": "200,00", "day": "01/02/2021"},  # quarantined, then valid
+    {"ref": "Q2", "insee": "47001", "amount": "400,00", "day": "01/02/2021"},  # valid, then quarantined
+    {"ref": "Q3", "insee": "47001", "amount": "abc", "day": "01/02/2021"},  # quarantined in both: no change
+    {"ref": "Q4", "insee": "47001", "amount": "70,00", "day": "01/02/2021"},  # withdrawn
+    {"ref": "Q5", "insee": "99999", "amount": "30,00", "day": "01/02/2021"},  # gone, never loaded: no change
+    {"ref": "Q8", "insee": "62498", "amount": "300,00", "day": "01/02/2021"},  # unchanged
+    {"ref": "Q9", "insee": "62498", "amount": "100,00", "day": "01/02/2021"},  # revised
+    {"ref": "Q10", "insee": "47001", "amount": "90,00", "day": "01/02/2021"},  # its amount becomes unreadable
+    {"ref": "Q11", "insee": "47001", "amount": "20,00", "day": "01/02/2021"},  # its id becomes repeated
+]
+AFTER = [
+    {"ref": "Q1", "insee": "62498", "amount": "200,00", "day": "01/02/2021"},
+    {"ref": "Q2", "insee": "99999", "amount": "450,00", "day": "01/02/2021"},
+    {"ref": "Q3", "insee": "47001", "amount": "abc", "day": "01/02/2021"},
+    {"ref": "Q6", "insee": "99999", "amount": "80,00", "day": "01/02/2021"},  # new, never loaded: no change
+    {"ref": "Q7", "insee": "47001", "amount": "10,00", "day": "01/02/2021"},  # added
+    {"ref": "Q8", "insee": "62498", "amount": "300,00", "day": "01/02/2021"},
+    {"ref": "Q9", "insee": "62498", "amount": "150,00", "day": "01/02/2021"},
+    {"ref": "Q10", "insee": "47001", "amount": "n/a", "day": "01/02/2021"},
+    {"ref": "Q11", "insee": "47001", "amount": "20,00", "day": "01/02/2021"},
+    {"ref": "Q11", "insee": "47001", "amount": "5,00", "day": "01/02/2021"},
+]
+MOVES_SQL = (
+    "SELECT change, operation_id, old_amount_eur, new_amount_eur, amount_delta_eur, "
+    "engaged_delta_eur, quarantine_rules FROM v_changes ORDER BY change, operation_id"
+)
+
+
+def _exports(s: Settings) -> tuple[duckdb.DuckDBPyConnection, Export, Export]:
+    con = duckdb.connect(str(s.published_path), read_only=True)
+    return (con, *pick_exports(con, "action_logement"))
+
+
+def D(text: str) -> Decimal:
+    return Decimal(text)
+
+
+@pytest.fixture
+def quarantine_moves(tmp_path: Path) -> Settings:
+    s = fresh_settings(tmp_path)
+    with open_pipeline(s) as pipe:
+        assert pipe.ingest(al_export(tmp_path, "2024-09", BEFORE)).rows_quarantined == 3
+        assert pipe.ingest(al_export(tmp_path, "2024-10", AFTER)).rows_quarantined == 6
+    return s
+
+
+def test_moves_into_and_out_of_quarantine_are_not_additions_or_withdrawals(quarantine_moves: Settings) -> None:
+    con = duckdb.connect(str(quarantine_moves.published_path), read_only=True)
+    assert con.execute(MOVES_SQL).fetchall() == [
+        ("added", "Q7", None, D("10.00"), None, D("10.00"), None),
+        ("newly_quarantined", "Q10", D("90.00"), None, None, D("-90.00"), "amount_unparseable"),
+        # the two rows of the repeated id: their amounts summed
+        ("newly_quarantined", "Q11", D("20.00"), D("25.00"), D("5.00"), D("-20.00"), "duplicate_operation_id"),
+        ("newly_quarantined", "Q2", D("400.00"), D("450.00"), D("50.00"), D("-400.00"), "commune_not_acv"),
+        ("newly_valid", "Q1", D("200.00"), D("200.00"), D("0.00"), D("200.00"), "commune_not_acv"),
+        ("revised", "Q9", D("100.00"), D("150.00"), D("50.00"), D("50.00"), None),
+        ("withdrawn", "Q4", D("70.00"), None, None, D("-70.00"), None),
+    ]  # Q3 (quarantined in both), Q5 and Q6 (quarantined, then gone or new) were never in the figures
+    # The changes still account for the whole difference of the engaged totals, to the cent.
+    (delta,) = con.execute("SELECT sum(engaged_delta_eur) FROM v_changes").fetchone()
+    before, after = (
+        r[0] for r in con.execute("SELECT engaged_amount_eur FROM file_loads ORDER BY extraction_date").fetchall()
+    )
+    assert (before, after) == (D("980.00"), D("660.00")) and delta == after - before
+    # The quarantined side of a move is where the quarantine view has it.
+    rows = con.execute(
+        "SELECT c.operation_id, c.new_source_row, q.source_row, q.rule FROM v_changes AS c "
+        "JOIN quarantine AS q ON q.file_id = c.to_file_id AND q.source_row = c.new_source_row "
+        "WHERE c.change = 'newly_quarantined' ORDER BY c.operation_id"
+    ).fetchall()
+    assert [(r[0], r[3]) for r in rows] == [
+        ("Q10", "amount_unparseable"),
+        ("Q11", "duplicate_operation_id"),
+        ("Q2", "commune_not_acv"),
+    ]
+
+
+def test_the_changes_command_sums_each_kind_in_euros(quarantine_moves: Settings, tmp_path: Path) -> None:
+    wh = str(quarantine_moves.warehouse)
+    out = run_cli(["changes", "--partner", "action_logement", "-w", wh], tmp_path).stdout
+    assert "1 added, 1 withdrawn, 1 revised, 1 newly_valid, 3 newly_quarantined; engaged -320.00 €" in out
+    per_kind = {t.kind: t.row()[1:] for t in summary(*changes(*_exports(quarantine_moves)))}
+    assert per_kind == {
+        "added": (1, D("0.00"), D("10.00"), D("10.00")),
+        "withdrawn": (1, D("70.00"), D("0.00"), D("-70.00")),
+        "revised": (1, D("100.00"), D("150.00"), D("50.00")),
+        "newly_valid": (1, D("200.00"), D("200.00"), D("200.00")),
+        "newly_quarantined": (3, D("510.00"), D("475.00"), D("-510.00")),  # Q10's new amount unreadable
+    }
+    assert "475,00 €" in out and "-510,00 €" in out
+    assert all(op not in out for op in ("Q3", "Q5", "Q6", "Q8"))
+    records = list(
+        csv.DictReader(
+            io.StringIO(run_cli(["changes", "-p", "action_logement", "-w", wh, "-f", "csv"], tmp_path).stdout)
+        )
+    )
+    by_id = {r["operation_id"]: r for r in records}
+    assert len(records) == 7 and by_id["Q1"]["change"] == "newly_valid"
+    assert (by_id["Q2"]["old_amount_eur"], by_id["Q2"]["new_amount_eur"], by_id["Q2"]["engaged_delta_eur"]) == (
+        "400.00",
+        "450.00",
+        "-400.00",
+    )

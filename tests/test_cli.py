@@ -29,6 +29,7 @@ COMMANDS = [
     "serve",
     "demo",
     "changes",
+    "feedback",
     "docs",
     "export",
     "report",

@@ -155,6 +155,12 @@ def test_nightly_over_the_specimens(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     report_md = str(latest_artifact("nightly-report"))
     assert report.exists() and f"`{report}`" in report_md and "file://" not in report_md
     assert f"**Total engagé : {euros(engaged_all)}**" in report_md
+    # A feedback workbook for each partner with rejected rows (every specimen has some), beside the report.
+    feedback = summary["feedback"]
+    assert sorted(feedback) == sorted({e["partner"] for e in expected().values()})
+    feedback_md = str(latest_artifact("nightly-feedback"))
+    for path in feedback.values():
+        assert Path(path).parent == report.parent and f"`{path}`" in feedback_md
     html = report.read_text(encoding="utf-8")
     assert html.count("data:image/svg+xml") >= 4 and "http://" not in html.replace("http://www.w3.org", "")
 

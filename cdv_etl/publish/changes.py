@@ -1,19 +1,26 @@
 """What changed between two exports of a partner: picking the exports, then ``changes_between``.
 
-The comparison itself is SQL (``warehouse/views/050_history.sql``); this module only chooses
-which two exports to compare, from what a person types: a file_id or a file name, or nothing
-(the partner's two latest exports).
+The comparison itself is SQL (``warehouse/views/050_history.sql``, where each kind of change
+is defined); this module chooses which two exports to compare, from what a person types: a
+file_id or a file name, or nothing (the partner's two latest exports), and sums the changes
+per kind.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import duckdb
 
 from cdv_etl.errors import CdvError
+
+KINDS = ("added", "withdrawn", "revised", "newly_valid", "newly_quarantined")
+"""The kinds of change ``changes_between`` tells apart (its ``change`` column), in the order shown.
+The first three are the partner's doing; the last two an operation that only moved out of or
+into quarantine."""
 
 TABLE_COLUMNS = (
     "change",
@@ -21,9 +28,9 @@ TABLE_COLUMNS = (
     "changed_columns",
     "old_amount_eur",
     "new_amount_eur",
+    "amount_delta_eur",
     "engaged_delta_eur",
-    "old_axis",
-    "new_axis",
+    "quarantine_rules",
     "old_commune",
     "new_commune",
     "old_status",
@@ -116,15 +123,44 @@ def pick_exports(
 
 
 def changes(con: duckdb.DuckDBPyConnection, frm: Export, to: Export) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Every column of ``changes_between`` for the two exports: added, then revised, then withdrawn."""
+    """Every column of ``changes_between`` for the two exports, by kind then operation id."""
     cur = con.execute("SELECT * FROM changes_between(?, ?)", [frm.file_id, to.file_id])
     return [d[0] for d in cur.description or []], cur.fetchall()
 
 
-def summary(columns: list[str], rows: list[tuple[Any, ...]]) -> dict[str, int]:
-    """How many operations were added, withdrawn and revised."""
-    at = columns.index("change")
-    counts = {"added": 0, "withdrawn": 0, "revised": 0}
+@dataclass
+class KindTotal:
+    """The changes of one kind: how many operations, and their euros."""
+
+    kind: str
+    operations: int = 0
+    old_amount_eur: Decimal = Decimal("0.00")
+    new_amount_eur: Decimal = Decimal("0.00")
+    engaged_delta_eur: Decimal = Decimal("0.00")
+
+    def row(self) -> tuple[Any, ...]:
+        return (self.kind, self.operations, self.old_amount_eur, self.new_amount_eur, self.engaged_delta_eur)
+
+
+SUMMARY_COLUMNS = ("change", "operations", "old_amount_eur", "new_amount_eur", "engaged_delta_eur")
+
+
+def summary(columns: list[str], rows: list[tuple[Any, ...]]) -> list[KindTotal]:
+    """Per kind, in ``KINDS`` order: operations, old and new amounts (an unreadable amount counts 0)
+    and the change of the engaged figures; every kind, even with no operation."""
+    at = {c: columns.index(c) for c in ("change", "old_amount_eur", "new_amount_eur", "engaged_delta_eur")}
+    totals = {k: KindTotal(k) for k in KINDS}
     for r in rows:
-        counts[r[at]] += 1
-    return counts
+        t = totals[r[at["change"]]]
+        t.operations += 1
+        t.old_amount_eur += r[at["old_amount_eur"]] or 0
+        t.new_amount_eur += r[at["new_amount_eur"]] or 0
+        t.engaged_delta_eur += r[at["engaged_delta_eur"]]
+    return list(totals.values())
+
+
+def summary_line(totals: list[KindTotal]) -> str:
+    """« 1 added, 1 withdrawn, 1 revised, 0 newly_valid, 0 newly_quarantined; engaged +900.25 € »"""
+    counts = ", ".join(f"{t.operations} {t.kind}" for t in totals)
+    engaged = sum((t.engaged_delta_eur for t in totals), Decimal("0.00"))
+    return f"{counts}; engaged {engaged:+,.2f} €"

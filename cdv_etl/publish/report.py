@@ -4,8 +4,8 @@
 copy) and returns the page: totals by axis, partner and year, the axis × partner matrix,
 a map of the ACV communes, envelope consumption, the conventions that receive most and
 least, what changed since each partner's previous export (operations added and withdrawn
-per axis, the trend of the quarantine), and data quality (files, how each control total
-reconciles, rejected rows per rule and partner).
+per axis, those that only moved out of or into quarantine, the trend of the quarantine), and
+data quality (files, how each control total reconciles, rejected rows per rule and partner).
 
 Self-contained: the charts are SVG drawn by matplotlib (text as paths, so no font is
 needed) inlined as ``data:`` URIs, the CSS is inline, and a Content-Security-Policy forbids
@@ -132,6 +132,8 @@ SELECT partner, coalesce(new_axis, old_axis) AS axis,
        count(*) FILTER (WHERE change = 'withdrawn') AS withdrawn,
        coalesce(sum(old_amount_eur) FILTER (WHERE change = 'withdrawn'), 0)::DECIMAL(18, 2) AS withdrawn_eur,
        count(*) FILTER (WHERE change = 'revised') AS revised,
+       count(*) FILTER (WHERE change = 'newly_valid') AS newly_valid,
+       count(*) FILTER (WHERE change = 'newly_quarantined') AS newly_quarantined,
        sum(engaged_delta_eur)::DECIMAL(18, 2) AS engaged_delta_eur
 FROM v_changes WHERE to_is_current
 GROUP BY ALL ORDER BY partner, axis
@@ -244,6 +246,8 @@ def read_report_data(con: duckdb.DuckDBPyConnection, ranking: int = 10, files_sh
             "count(*) FILTER (WHERE change = 'added') AS added, "
             "count(*) FILTER (WHERE change = 'withdrawn') AS withdrawn, "
             "count(*) FILTER (WHERE change = 'revised') AS revised, "
+            "count(*) FILTER (WHERE change = 'newly_valid') AS newly_valid, "
+            "count(*) FILTER (WHERE change = 'newly_quarantined') AS newly_quarantined, "
             "sum(engaged_delta_eur) AS engaged_delta_eur "
             "FROM v_changes WHERE to_is_current GROUP BY ALL ORDER BY partner",
         ),
@@ -1103,6 +1107,8 @@ def render(d: ReportData, *, source: str = "", generated_at: datetime | None = N
                 ("Ajoutées", True),
                 ("Retirées", True),
                 ("Révisées", True),
+                ("Sorties de quarantaine", True),
+                ("Mises en quarantaine", True),
                 ("Variation de l'engagé", True),
             ],
             [
@@ -1113,6 +1119,8 @@ def render(d: ReportData, *, source: str = "", generated_at: datetime | None = N
                     _num(r["added"]),
                     _num(r["withdrawn"]),
                     _num(r["revised"]),
+                    _num(r["newly_valid"]),
+                    _num(r["newly_quarantined"]),
                     (_esc(_signed(Decimal(r["engaged_delta_eur"]))), "num"),
                 ]
                 for r in d.changes
@@ -1131,6 +1139,8 @@ def render(d: ReportData, *, source: str = "", generated_at: datetime | None = N
                 ("Retirées", True),
                 ("Montant retiré", True),
                 ("Révisées", True),
+                ("Sorties de quarantaine", True),
+                ("Mises en quarantaine", True),
                 ("Variation de l'engagé", True),
             ],
             [
@@ -1142,6 +1152,8 @@ def render(d: ReportData, *, source: str = "", generated_at: datetime | None = N
                     _num(r["withdrawn"]),
                     _eur(r["withdrawn_eur"]),
                     _num(r["revised"]),
+                    _num(r["newly_valid"]),
+                    _num(r["newly_quarantined"]),
                     (_esc(_signed(Decimal(r["engaged_delta_eur"]))), "num"),
                 ]
                 for r in d.changes_by_axis
@@ -1154,6 +1166,8 @@ def render(d: ReportData, *, source: str = "", generated_at: datetime | None = N
                 _num(sum(int(r["withdrawn"]) for r in d.changes_by_axis)),
                 _eur(sum((Decimal(r["withdrawn_eur"]) for r in d.changes_by_axis), Decimal("0.00"))),
                 _num(sum(int(r["revised"]) for r in d.changes_by_axis)),
+                _num(sum(int(r["newly_valid"]) for r in d.changes_by_axis)),
+                _num(sum(int(r["newly_quarantined"]) for r in d.changes_by_axis)),
                 (
                     _esc(_signed(sum((Decimal(r["engaged_delta_eur"]) for r in d.changes_by_axis), Decimal("0.00")))),
                     "num",

@@ -1,18 +1,29 @@
 -- History: what changed between two exports of a partner, and the figures as known on a day.
 -- Exports are full snapshots: comparing two of them operation by operation tells what the
--- partner added, withdrew or revised in between. Built on files and financing_history.
+-- partner added, withdrew or revised in between, and which operations only moved out of or
+-- into quarantine. Built on files, financing_history and the quarantine.
 
 -- changes_between(from_export, to_export): the changes from one loaded export of a partner
 -- (a file_id) to another. A NULL end means "the neighbour": changes_between(NULL, 7) compares
 -- file 7 with the partner's export just before it, changes_between(3, NULL) file 3 with the
 -- one just after it, changes_between(NULL, NULL) every pair of consecutive exports (v_changes).
 -- Exports are ordered as current_files ranks them: extraction date, then load time, file_id.
---   added      the operation is in the later export only;
---   withdrawn  it is in the earlier export only;
---   revised    it is in both, and a column that counts in the figures differs: amount_eur,
---              axis, insee_code, year, instrument, status or counts_as_engaged (listed in
---              changed_columns). A grant cancelled in place (statut = annulé) is revised,
---              its engaged_delta_eur minus its amount.
+-- An operation is its operation_id within the export; in each export it is loaded (a line of
+-- financing_history), quarantined (its rows of quarantine_rows: the id the parse read, stored
+-- at load time; a repeated id is one operation, its amounts summed) or absent. Its change:
+--   added              absent from the earlier export, loaded in the later one;
+--   withdrawn          loaded in the earlier export, absent from the later one;
+--   revised            loaded in both, and a column that counts in the figures differs:
+--                      amount_eur, axis, insee_code, year, instrument, status or counts_as_engaged
+--                      (listed in changed_columns). A grant cancelled in place (statut = annulé)
+--                      is revised, its engaged_delta_eur minus its amount;
+--   newly_valid        quarantined in the earlier export, loaded in the later one;
+--   newly_quarantined  loaded in the earlier export, quarantined in the later one.
+-- An operation that is never loaded (quarantined in both, or quarantined in one and absent
+-- from the other) changes no figure and is not listed: the quarantine lists it. Nor is a
+-- rejected row without an operation id (nothing to match).
+-- engaged_delta_eur is the change of the engaged figures (a quarantined row counts 0): the
+-- changes sum to the difference between the two exports' engaged totals, to the cent.
 CREATE OR REPLACE MACRO changes_between(from_export, to_export) AS TABLE
 WITH exports AS (
     SELECT
@@ -35,22 +46,51 @@ pairs AS (
       AND (to_export IS NULL OR b.file_id = to_export)
       AND ((from_export IS NOT NULL AND to_export IS NOT NULL) OR b.previous_file_id = a.file_id)
 ),
+compared_files AS (
+    SELECT from_file_id AS file_id FROM pairs UNION SELECT to_file_id FROM pairs
+),
+rejected_rules AS (
+    SELECT r.file_id, r.operation_id, string_agg(DISTINCT q.rule, ', ' ORDER BY q.rule) AS rules
+    FROM quarantine_rows AS r
+    JOIN quarantine_failures AS q USING (file_id, row_key)
+    WHERE r.operation_id IS NOT NULL AND r.file_id IN (SELECT file_id FROM compared_files)
+    GROUP BY ALL
+),
+quarantined AS (
+    SELECT
+        r.file_id, r.operation_id, sum(r.amount_eur)::DECIMAL(18, 2) AS amount_eur,
+        min(r.source_row) AS source_row, qr.rules
+    FROM quarantine_rows AS r
+    JOIN rejected_rules AS qr USING (file_id, operation_id)
+    GROUP BY r.file_id, r.operation_id, qr.rules
+),
+operations AS (
+    SELECT
+        file_id, operation_id, 'loaded' AS state, amount_eur, counts_as_engaged, axis, insee_code, commune,
+        year, instrument, status, source_row, NULL::VARCHAR AS rules
+    FROM financing_history
+    WHERE file_id IN (SELECT file_id FROM compared_files)
+    UNION ALL
+    SELECT
+        file_id, operation_id, 'quarantined', amount_eur, false, NULL, NULL, NULL,
+        NULL, NULL, NULL, source_row, rules
+    FROM quarantined  -- never an id loaded too: every row of a repeated id is quarantined
+),
 earlier AS (
-    SELECT p.from_file_id, p.to_file_id, h.*
+    SELECT p.from_file_id, p.to_file_id, o.*
     FROM pairs AS p
-    JOIN financing_history AS h ON h.file_id = p.from_file_id
+    JOIN operations AS o ON o.file_id = p.from_file_id
 ),
 later AS (
-    SELECT p.from_file_id, p.to_file_id, h.*
+    SELECT p.from_file_id, p.to_file_id, o.*
     FROM pairs AS p
-    JOIN financing_history AS h ON h.file_id = p.to_file_id
+    JOIN operations AS o ON o.file_id = p.to_file_id
 ),
 compared AS (
     SELECT
         coalesce(o.from_file_id, n.from_file_id) AS from_file_id,
         coalesce(o.to_file_id, n.to_file_id) AS to_file_id,
         coalesce(o.operation_id, n.operation_id) AS operation_id,
-        o.operation_id IS NOT NULL AND n.operation_id IS NOT NULL AS in_both,
         nullif(concat_ws(', ',
             CASE WHEN o.amount_eur IS DISTINCT FROM n.amount_eur THEN 'amount_eur' END,
             CASE WHEN o.axis IS DISTINCT FROM n.axis THEN 'axis' END,
@@ -60,12 +100,16 @@ compared AS (
             CASE WHEN o.status IS DISTINCT FROM n.status THEN 'status' END,
             CASE WHEN o.counts_as_engaged IS DISTINCT FROM n.counts_as_engaged THEN 'counts_as_engaged' END
         ), '') AS differences,
-        CASE WHEN o.operation_id IS NULL THEN 'added'
-             WHEN n.operation_id IS NULL THEN 'withdrawn'
-             ELSE 'revised' END AS change,
+        CASE WHEN o.state IS NULL AND n.state = 'loaded' THEN 'added'
+             WHEN o.state = 'loaded' AND n.state IS NULL THEN 'withdrawn'
+             WHEN o.state = 'loaded' AND n.state = 'loaded' THEN 'revised'
+             WHEN o.state = 'quarantined' AND n.state = 'loaded' THEN 'newly_valid'
+             WHEN o.state = 'loaded' AND n.state = 'quarantined' THEN 'newly_quarantined' END AS change,
         o.amount_eur AS old_amount_eur, n.amount_eur AS new_amount_eur,
+        (n.amount_eur - o.amount_eur)::DECIMAL(18, 2) AS amount_delta_eur,
         (CASE WHEN n.counts_as_engaged THEN n.amount_eur ELSE 0 END
          - CASE WHEN o.counts_as_engaged THEN o.amount_eur ELSE 0 END)::DECIMAL(18, 2) AS engaged_delta_eur,
+        coalesce(n.rules, o.rules) AS quarantine_rules,
         o.axis AS old_axis, n.axis AS new_axis,
         o.insee_code AS old_insee_code, n.insee_code AS new_insee_code,
         o.commune AS old_commune, n.commune AS new_commune,
@@ -81,22 +125,22 @@ SELECT
     p.partner, p.from_file_id, p.from_file_name, p.from_extraction_date,
     p.to_file_id, p.to_file_name, p.to_extraction_date, p.to_is_current,
     c.change, c.operation_id,
-    CASE WHEN c.in_both THEN c.differences END AS changed_columns,
-    c.old_amount_eur, c.new_amount_eur, c.engaged_delta_eur,
+    CASE WHEN c.change = 'revised' THEN c.differences END AS changed_columns,
+    c.old_amount_eur, c.new_amount_eur, c.amount_delta_eur, c.engaged_delta_eur, c.quarantine_rules,
     c.old_axis, c.new_axis, c.old_insee_code, c.new_insee_code, c.old_commune, c.new_commune,
     c.old_year, c.new_year, c.old_instrument, c.new_instrument, c.old_status, c.new_status,
     c.old_source_row, c.new_source_row
 FROM compared AS c
 JOIN pairs AS p USING (from_file_id, to_file_id)
-WHERE NOT c.in_both OR c.differences IS NOT NULL
+WHERE c.change IS NOT NULL AND (c.change <> 'revised' OR c.differences IS NOT NULL)
 ORDER BY p.partner, p.to_extraction_date, p.to_file_id, p.from_file_id, c.change, c.operation_id;
 
-COMMENT ON MACRO TABLE changes_between IS 'changes_between(from_export, to_export), deux file_id : les opérations ajoutées, retirées et révisées d''un export chargé d''un partenaire à un autre, avec les anciennes et nouvelles valeurs (une borne NULL désigne l''export voisin). Mêmes colonnes que v_changes.';
+COMMENT ON MACRO TABLE changes_between IS 'changes_between(from_export, to_export), deux file_id : d''un export chargé d''un partenaire à un autre, les opérations ajoutées, retirées et révisées, et celles qui sont seulement entrées en quarantaine ou en sont sorties, avec les anciennes et nouvelles valeurs et leurs euros (une borne NULL désigne l''export voisin). Mêmes colonnes que v_changes.';
 
 CREATE OR REPLACE VIEW v_changes AS
 SELECT * FROM changes_between(NULL, NULL);
 
-COMMENT ON VIEW v_changes IS 'Pour chaque partenaire et chaque paire d''exports chargés consécutifs (par date d''extraction) : les opérations ajoutées, retirées et révisées (montant, axe, commune, année, type de financement ou statut modifié), avec les anciennes et nouvelles valeurs.';
+COMMENT ON VIEW v_changes IS 'Pour chaque partenaire et chaque paire d''exports chargés consécutifs (par date d''extraction) : les opérations ajoutées, retirées, révisées (montant, axe, commune, année, type de financement ou statut modifié), devenues valides (en quarantaine dans l''ancien export, chargées dans le nouveau) ou mises en quarantaine (l''inverse), avec les anciennes et nouvelles valeurs et leurs euros.';
 
 -- financing_as_of(as_of_date [, hindsight := false]): the engagement lines as they were known
 -- on a day: for each partner, its latest export extracted on or before that day and loaded by
