@@ -17,8 +17,15 @@ from conftest import ANCT_REFERENCE, needs_shared, sample_warehouse, table_snaps
 
 from cdv_etl.config import Settings
 from cdv_etl.errors import CdvError, ReconciliationError
-from cdv_etl.inbox import run_inbox
-from cdv_etl.load.reference import INSEE_REGIONS, SAMPLE_REFERENCE, ReferenceRefused, read_reference, vintage_of
+from cdv_etl.inbox import refresh_reference, run_inbox
+from cdv_etl.load.reference import (
+    INSEE_REGIONS,
+    SAMPLE_REFERENCE,
+    ReferenceRefused,
+    ReferenceResult,
+    read_reference,
+    vintage_of,
+)
 from cdv_etl.pipeline import Pipeline, open_pipeline
 
 AL_HEADER = (
@@ -353,3 +360,22 @@ def test_the_nightly_inbox_refuses_an_undated_reference_before_any_export(settin
         assert con.execute("SELECT count(*) FROM files").fetchone() == (0,)
     finally:
         con.close()
+
+
+def test_the_reference_refresh_flow_core_applies_the_same_rules(settings: Settings, tmp_path: Path) -> None:
+    """What the Prefect flow `reference-refresh` runs (its steps as tasks aside): vintage and force
+    passed through, the older vintage refused, and its artifact's table of what moved."""
+    from flows.reference_refresh import _markdown
+
+    with open_pipeline(sample_warehouse(settings)) as pipe:
+        fid = pipe.ingest(al_export(tmp_path, "2024-10", [("A1", "80001", "10,00")])).file_id
+    newer = vintage_file(tmp_path, "liste.csv", drop=frozenset({"80001"}))
+    result, published = refresh_reference(settings, newer, vintage="2025-01")
+    assert result.vintage == date(2025, 1, 1) and published == settings.published_path
+    row = f"| {fid} AL_ACV_export_2024-10.csv | action_logement | yes | 1 | 10,00 € | 0 | 0,00 € |"
+    assert row in _markdown(result).replace("\u202f", " ")
+    with pytest.raises(ReferenceRefused, match="older than the current reference's"):
+        refresh_reference(settings, SAMPLE_REFERENCE)
+    back, _ = refresh_reference(settings, SAMPLE_REFERENCE, force=True)
+    assert back.forced and back.moves is not None and back.moves.rows_from_quarantine == 1
+    assert ReferenceResult.from_dict(back.as_dict()) == back

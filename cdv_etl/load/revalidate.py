@@ -42,7 +42,17 @@ if TYPE_CHECKING:
     from cdv_etl.specs import PartnerSpec
 
 RULE = RULES["commune_not_acv"]
-_LOADED = ENGAGEMENT_COLUMNS[3:]  # the loaded values, partner excepted (file_id, row_key, source_row, sheet first)
+# SQL fragments, built once from the column constants.
+_LOADED = ", ".join(ENGAGEMENT_COLUMNS[3:])
+"""The loaded values of an engagement row (after file_id, row_key, source_row, sheet, partner)."""
+_RECORD = ", ".join(QUARANTINE_RECORD_COLUMNS)
+_RECORD_OF_LOADED = ", ".join("insee_code" if c == "insee_raw" else c for c in QUARANTINE_RECORD_COLUMNS)
+"""A loaded row's values as ``quarantine_records`` columns: its INSEE cell is the code as loaded."""
+_LOADED_AS_JSON = ", ".join(f"'{c}', CAST({c} AS VARCHAR)" for c in ENGAGEMENT_COLUMNS[3:])
+"""The raw_record of a row moved into quarantine: its loaded values as text, as a partner's cells
+are (and amounts exact: 100.00, not the JSON number 100.0)."""
+_MESSAGE = message_sql("?", "value", "extraction_date")
+_TEMP_TABLES = ("rv_files", "rv_columns", "rv_bad", "rv_out", "rv_in")
 
 
 @dataclass
@@ -187,7 +197,6 @@ def revalidate(
     con.register("rv_bad_frame", _codes_not_acv(con).to_arrow())
     con.execute("CREATE OR REPLACE TEMP TABLE rv_bad AS SELECT insee_code FROM rv_bad_frame")
     con.unregister("rv_bad_frame")
-    message = message_sql("?", "value", "extraction_date")
 
     # Rows whose commune left the list: from engagement_rows to quarantine.
     con.execute(
@@ -195,21 +204,18 @@ def revalidate(
         SELECT e.* FROM engagement_rows AS e
         WHERE e.file_id IN (SELECT file_id FROM rv_files) AND e.insee_code IN (SELECT insee_code FROM rv_bad)"""
     )
-    # As text, as a partner's cells are (and amounts exact: 100.00, not the JSON number 100.0).
-    loaded_json = ", ".join(f"'{c}', CAST({c} AS VARCHAR)" for c in _LOADED)
     con.execute(
         f"""INSERT INTO quarantine_rows (file_id, row_key, source_row, sheet, raw_record)
-        SELECT file_id, row_key, source_row, sheet, json_object({loaded_json}) FROM rv_out"""  # noqa: S608
+        SELECT file_id, row_key, source_row, sheet, json_object({_LOADED_AS_JSON}) FROM rv_out"""  # noqa: S608
     )
     con.execute(
-        f"""INSERT INTO quarantine_records (file_id, row_key, {", ".join(QUARANTINE_RECORD_COLUMNS)})
-        SELECT file_id, row_key, {", ".join("insee_code" if c == "insee_raw" else c for c in QUARANTINE_RECORD_COLUMNS)}
-        FROM rv_out"""  # noqa: S608 - constant column lists
+        f"""INSERT INTO quarantine_records (file_id, row_key, {_RECORD})
+        SELECT file_id, row_key, {_RECORD_OF_LOADED} FROM rv_out"""  # noqa: S608 - constant column lists
     )
     # Rows quarantined for other rules whose commune left the list gain the failure too.
     con.execute(
         f"""INSERT INTO quarantine_failures
-        SELECT m.file_id, m.row_key, ?, ?, c.column_name, m.value, {message}
+        SELECT m.file_id, m.row_key, ?, ?, c.column_name, m.value, {_MESSAGE}
         FROM (
             SELECT file_id, row_key, insee_code AS value FROM rv_out
             UNION ALL
@@ -247,8 +253,8 @@ def revalidate(
                           WHERE x.file_id = q.file_id AND x.row_key = q.row_key)"""
     )
     con.execute(
-        f"""INSERT INTO engagement_rows (file_id, row_key, source_row, sheet, partner, {", ".join(_LOADED)})
-        SELECT file_id, row_key, source_row, sheet, partner, {", ".join(_LOADED)} FROM rv_in"""  # noqa: S608
+        f"""INSERT INTO engagement_rows (file_id, row_key, source_row, sheet, partner, {_LOADED})
+        SELECT file_id, row_key, source_row, sheet, partner, {_LOADED} FROM rv_in"""  # noqa: S608
     )
     for table in ("quarantine_rows", "quarantine_records"):
         con.execute(
@@ -270,8 +276,8 @@ def revalidate(
     moves = Moves([FileMove(*row) for row in moved])
     for f in moves.files:
         _reconcile(con, f.file_id)
-    for name in ("rv_files", "rv_columns", "rv_bad", "rv_out", "rv_in"):
-        con.execute(f"DROP TABLE {name}")
+    for temp in _TEMP_TABLES:
+        con.execute(f"DROP TABLE {temp}")
     return moves
 
 

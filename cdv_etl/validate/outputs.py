@@ -86,6 +86,10 @@ def message_sql(template: str, value: str, extraction_date: str) -> str:
     )
 
 
+_MESSAGE = message_sql("r.template", _VALUE_CASE, "?::DATE")
+"""A failure's message: its rule's template filled with the value and the export's date (bound)."""
+
+
 def _rule_table(con: duckdb.DuckDBPyConnection, spec: PartnerSpec) -> None:
     rows = [(r.id, r.order, r.column, rule_column_name(spec, r), r.message) for r in RULES.values()]
     con.execute(
@@ -106,7 +110,7 @@ def build_outputs(
         con.unregister("failures_frame")
     failure_rows = con.execute(
         f"""SELECT f.row_key, f.rule, r.rule_order, r.column_name, {_VALUE_CASE} AS value,
-                   {message_sql("r.template", _VALUE_CASE, "?::DATE")} AS message
+                   {_MESSAGE} AS message
             FROM stg_failures AS f
             JOIN stg_rules AS r USING (rule)
             JOIN {CANONICAL_TABLE} AS c USING (row_key)
