@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / "bench" / "data"
-REFERENCE = ROOT / "cdv_etl" / "sample" / "acv_communes_sample.csv"
+REFERENCE = ROOT / "cdv_etl" / "sample" / "acv_communes_sample_2024-04.csv"
 
 GENERATOR_VERSION = 3
 SEED = 2026

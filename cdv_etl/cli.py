@@ -13,7 +13,7 @@ from cdv_etl import offline
 from cdv_etl.config import Settings
 from cdv_etl.errors import CdvError
 from cdv_etl.load.loader import LoadResult
-from cdv_etl.load.reference import SAMPLE_REFERENCE
+from cdv_etl.load.reference import SAMPLE_REFERENCE, ReferenceRefused, ReferenceResult
 from cdv_etl.publish.tables import SUMMARY_QUERIES, as_csv, as_json, euros, load_results_table, query_table
 
 if TYPE_CHECKING:
@@ -108,11 +108,21 @@ def init(warehouse: WarehouseOpt = None) -> None:
 def reference_load(
     file: Annotated[Path | None, typer.Argument(help="ANCT GeoJSON, or CSV with its property names.")] = None,
     sample: Annotated[bool, typer.Option("--sample", help="Load the bundled sample reference.")] = False,
+    vintage: Annotated[
+        str | None,
+        typer.Option("--vintage", help="The list's date, YYYY-MM or YYYY-MM-DD (default: the date in its file name)."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Load it even when it is older than the current vintage.")
+    ] = False,
     warehouse: WarehouseOpt = None,
 ) -> None:
-    """Load (or update to a newer vintage) the reference of ACV communes and conventions."""
+    """Load a vintage of the reference of ACV communes and conventions; the loaded exports are
+    validated again against it, and what moved in or out of quarantine is printed.
+
+    Exit 1 when the vintage is refused (no date, or older than the current one without --force)."""
     if (file is None) == (not sample):
-        fail(CdvError("give a FILE or --sample", "e.g. cdv-etl reference load acv_communes.geojson"))
+        fail(CdvError("give a FILE or --sample", "e.g. cdv-etl reference load acv_communes_2024-04.geojson"))
     path = SAMPLE_REFERENCE if sample else file
     assert path is not None
     from cdv_etl.pipeline import open_pipeline
@@ -120,11 +130,25 @@ def reference_load(
     s = settings(warehouse)
     try:
         with open_pipeline(s, need_reference=False) as pipe:
-            r = pipe.load_reference(path)
+            r = pipe.load_reference(path, vintage=vintage, force=force)
+    except ReferenceRefused as exc:
+        err.print(f"error: {exc.message}", style="bold red", markup=False, emoji=False)
+        err.print(f"  → {exc.hint}", style="yellow", markup=False, emoji=False)
+        raise typer.Exit(1) from None
     except CdvError as exc:
         fail(exc)
-    state = "loaded" if r.changed else "unchanged (same file as the current reference)"
-    console.print(f"reference {r.file_name}: {r.communes} communes, {r.conventions} conventions — {state}")
+    print_reference(r)
+
+
+def print_reference(r: ReferenceResult) -> None:
+    """A reference load's line and, when it changed, the table of the rows that moved."""
+    console.print(r.summary(), markup=False, emoji=False)
+    if r.moves is None:
+        return
+    if r.moves.files:
+        console.print(query_table(r.moves.COLUMNS, r.moves.rows(), "rows moved by the new reference"))
+    else:
+        console.print("  no row moved: every loaded row keeps its place", markup=False, emoji=False)
 
 
 def progress_bar() -> Progress:
@@ -322,8 +346,7 @@ def run_nightly(s: Settings) -> list[LoadResult]:
         err.print(f"  → {exc.hint}", style="yellow", markup=False, emoji=False)
         raise typer.Exit(1) from None
     for r in run.references:
-        state = "loaded" if r.changed else "unchanged (same file as the current reference)"
-        console.print(f"reference {r.file_name}: {r.communes} communes, {r.conventions} conventions — {state}")
+        print_reference(r)
     if run.results:
         print_results(run.results)
     elif not run.references:

@@ -53,12 +53,14 @@ def ingest_file(
         return pipe.ingest(path, partner=partner, force=force, progress=progress)
 
 
-def load_reference(settings: Settings, path: Path) -> ReferenceResult:
-    """Load a new ANCT list of ACV communes (replaces the reference; financing stays)."""
+def load_reference(settings: Settings, path: Path, vintage: str | None = None, force: bool = False) -> ReferenceResult:
+    """Load a new vintage of the ANCT list of ACV communes and revalidate the loaded exports against
+    it; refused (ReferenceRefused, nothing changed) when undated, or older than the current one
+    unless ``force``. Its ``vintage`` is given, or the date in its name."""
     from cdv_etl.pipeline import open_pipeline
 
     with open_pipeline(settings, need_reference=False, publish_on_exit=False) as pipe:
-        return pipe.load_reference(path)
+        return pipe.load_reference(path, vintage=vintage, force=force)
 
 
 def publish(settings: Settings) -> Path:
@@ -86,6 +88,12 @@ def move_file(path: Path, folder: Path, reason: str | None = None) -> Path:
     return target
 
 
+class ReferenceStep(Protocol):
+    def __call__(
+        self, settings: Settings, path: Path, vintage: str | None = None, force: bool = False
+    ) -> ReferenceResult: ...
+
+
 class IngestStep(Protocol):
     def __call__(
         self,
@@ -101,7 +109,7 @@ class IngestStep(Protocol):
 class Steps:
     """The units of work of a run: these plain functions, or the flow's Prefect tasks around them."""
 
-    reference: Callable[[Settings, Path], ReferenceResult] = load_reference
+    reference: ReferenceStep = load_reference
     ingest: IngestStep = ingest_file
     move: Callable[[Path, Path, str | None], Path] = move_file
     publish: Callable[[Settings], Path] = publish
@@ -184,7 +192,7 @@ class InboxRun:
     def as_dict(self) -> dict[str, Any]:
         """Plain data: what the nightly flow returns."""
         return {
-            "references": [dataclasses.asdict(r) for r in self.references],
+            "references": [r.as_dict() for r in self.references],
             "files": [f.as_dict() for f in self.files],
             "published": str(self.published),
             "report": str(self.report) if self.report else None,
@@ -194,7 +202,7 @@ class InboxRun:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InboxRun:
         return cls(
-            [ReferenceResult(**r) for r in d["references"]],
+            [ReferenceResult.from_dict(r) for r in d["references"]],
             [FileOutcome.from_dict(f) for f in d["files"]],
             Path(d["published"]),
             Path(d["report"]) if d["report"] else None,
@@ -307,8 +315,7 @@ def run_inbox(settings: Settings, *, steps: Steps = Steps(), progress: RunProgre
             loaded = steps.reference(s, ref)
             references.append(loaded)
             moved = steps.move(ref, s.archive_dir / "reference", None)
-            state = "loaded" if loaded.changed else "unchanged"
-            progress(len(references), total, f"reference {ref.name}: {state}, moved to {moved}")
+            progress(len(references), total, f"{loaded.summary()}; moved to {moved}")
         files: list[FileOutcome] = []
         for path in exports:  # one at a time: one writer; a file that crashes fails alone
             done = len(refs) + len(files)
@@ -350,8 +357,16 @@ def ingest_one(
         return result, steps.publish(settings)
 
 
-def refresh_reference(settings: Settings, path: Path, *, steps: Steps = Steps()) -> tuple[ReferenceResult, Path]:
-    """A new ANCT list of ACV communes (loaded financing stays), then publish."""
+def refresh_reference(
+    settings: Settings,
+    path: Path,
+    *,
+    vintage: str | None = None,
+    force: bool = False,
+    steps: Steps = Steps(),
+) -> tuple[ReferenceResult, Path]:
+    """A new vintage of the ANCT list of ACV communes, the loaded exports revalidated against it
+    (the same rules as ``cdv-etl reference load``), then publish."""
     with writer_lock(settings.warehouse, settings.lock_timeout_s):
-        result = steps.reference(settings, path)
+        result = steps.reference(settings, path, vintage, force)
         return result, steps.publish(settings)

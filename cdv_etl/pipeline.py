@@ -119,8 +119,10 @@ class Pipeline:
         self.changed = False
 
     # -- reference ---------------------------------------------------------------------
-    def load_reference(self, path: Path) -> ReferenceResult:
-        result = load_reference(self.con, path)
+    def load_reference(self, path: Path, *, vintage: str | date | None = None, force: bool = False) -> ReferenceResult:
+        """Make ``path`` the current reference and revalidate the loaded exports against it
+        (``cdv_etl.load.reference.load_reference``: refused when undated, or older unless ``force``)."""
+        result = load_reference(self.con, path, self.specs, vintage=vintage, force=force)
         self.changed |= result.changed
         return result
 

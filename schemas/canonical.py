@@ -336,6 +336,27 @@ def file_failures(frame: pl.DataFrame, ctx: RuleContext) -> pl.DataFrame:
     return _failures(CanonicalFile, frame, ctx)
 
 
+def one_rule_failures(rule_id: str, frame: pl.DataFrame, ctx: RuleContext) -> pl.DataFrame:
+    """(row_key, rule) of the rows of ``frame`` that break the one row rule ``rule_id``: the same
+    check ``record_failures`` runs, alone (a reference change revalidates the stored rows' INSEE
+    codes against the new list with ``commune_not_acv`` only). ``frame`` holds ``row_key`` and
+    the columns that rule reads."""
+    rule = RULES[rule_id]
+    column = CanonicalRecord.to_schema().columns[rule.column]
+    schema = pa.DataFrameSchema(
+        {"row_key": pa.Column(int), rule.column: column.set_checks([c for c in column.checks if c.name == rule_id])},
+        name=f"canonical.{rule_id}",
+    )
+    try:
+        with _context(ctx):
+            schema.validate(frame, lazy=True)
+    except SchemaErrors as exc:
+        cases = exc.failure_cases.filter(pl.col("check") == rule_id)
+        keys = frame.get_column("row_key").gather(cases.get_column("index"))
+        return pl.DataFrame({"row_key": keys, "rule": cases.get_column("check")})
+    return pl.DataFrame(schema={"row_key": pl.Int64, "rule": pl.String})
+
+
 def rules_markdown() -> str:
     """The README's table of the rules (between its ``rules:start`` and ``rules:end`` markers)."""
     lines = [

@@ -242,9 +242,9 @@ def test_a_reference_that_fails_to_load_stops_the_run_before_any_export(tmp_path
     s = settings_in(tmp_path)
     exports = fill(s.inbox)
     (s.inbox / SAMPLE_REFERENCE.name).unlink()
-    bad = s.inbox / "acv_communes_2026.csv"
-    bad.write_text("not;a;reference\n", encoding="utf-8")
-    with pytest.raises(CdvError, match="acv_communes_2026.csv: reference columns missing"):
+    bad = s.inbox / "acv_communes_2026-01.csv"
+    bad.write_text("not;a;reference\n1;2;3\n", encoding="utf-8")
+    with pytest.raises(CdvError, match="acv_communes_2026-01.csv: reference columns missing"):
         run_inbox(s)
     assert sorted(s.inbox.iterdir()) == sorted([*exports, bad])
     assert not s.archive_dir.exists()

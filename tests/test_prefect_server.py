@@ -23,6 +23,7 @@ from conftest import ANCT_REFERENCE, SPECIMENS, expected, needs_shared
 from prefect_server import BIN, PrefectServer
 
 from cdv_etl.demo_data import generate_demo_exports
+from cdv_etl.load.reference import SAMPLE_REFERENCE
 from flows.artifacts import FILE_PARTNER, LOADED, QUARANTINED, READ, STATUS, STATUS_COL
 
 
@@ -113,8 +114,8 @@ def test_two_nightly_runs_at_once(served: tuple[PrefectServer, Path]) -> None:
     server, work = served
     inbox = work / "night2" / "inbox"
     shutil.copy(
-        Path(__file__).resolve().parent.parent / "cdv_etl" / "sample" / "acv_communes_sample.csv",
-        generate_demo_exports(inbox)[0].parent / "acv_communes_sample.csv",
+        SAMPLE_REFERENCE,
+        generate_demo_exports(inbox)[0].parent / SAMPLE_REFERENCE.name,
     )
     wh = work / "night2" / "cdv.duckdb"
     params = {"inbox": str(inbox), "warehouse": str(wh)}

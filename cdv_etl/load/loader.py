@@ -149,7 +149,13 @@ def record_stat(con: duckdb.DuckDBPyConnection, file_id: int, stat: FileStat | N
 
 
 def _delete_rows(con: duckdb.DuckDBPyConnection, file_id: int) -> None:
-    for table in ("engagement_rows", "financing_totals", "quarantine_rows", "quarantine_failures"):
+    for table in (
+        "engagement_rows",
+        "financing_totals",
+        "quarantine_rows",
+        "quarantine_records",
+        "quarantine_failures",
+    ):
         con.execute(f"DELETE FROM {table} WHERE file_id = ?", [file_id])  # noqa: S608
 
 
@@ -171,7 +177,7 @@ def load_export(
 
     ``replace_file_id``: the ledger row this file had, updated in place (``forced``: with --force).
     """
-    from cdv_etl.validate.outputs import ENGAGEMENT_COLUMNS
+    from cdv_etl.validate.outputs import ENGAGEMENT_COLUMNS, QUARANTINE_RECORD_COLUMNS
 
     con.register("out_failures", outputs.failures)
     con.register("out_quarantined", outputs.quarantined)
@@ -205,6 +211,13 @@ def load_export(
             "INSERT INTO quarantine_rows (file_id, row_key, source_row, sheet, raw_record, operation_id, amount_eur) "
             "SELECT ?, row_key, source_row, sheet, raw_record, operation_id, amount_eur FROM out_quarantined",
             [file_id],
+        )
+        # The quarantined rows' typed values too: a reference change revalidates them.
+        con.execute(
+            f"""INSERT INTO quarantine_records (file_id, row_key, {", ".join(QUARANTINE_RECORD_COLUMNS)})
+            SELECT ?, row_key, {", ".join(QUARANTINE_RECORD_COLUMNS)} FROM read_parquet(?)
+            WHERE row_key IN (SELECT row_key FROM out_quarantined)""",  # noqa: S608 - constant column list
+            [file_id, str(outputs.rows)],
         )
         checkpoint("load.quarantine")
         con.execute(

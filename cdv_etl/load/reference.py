@@ -1,4 +1,4 @@
-"""The ANCT reference of ACV communes (GeoJSON, or CSV with the same property names).
+"""The ANCT reference of ACV communes (GeoJSON, or CSV with the same property names), by vintage.
 
 Each commune's position (longitude and latitude in degrees, for the report's map) is the
 feature's Point geometry in GeoJSON, the ``longitude`` and ``latitude`` columns in CSV; a
@@ -6,17 +6,26 @@ reference without positions loads, and the map shows what it has. ANCT's cartogr
 the overseas communes in insets off the Atlantic coast, their relative positions kept.
 
 Real data, real quirks: codes given as numbers lose their leading zero (1004 is 01004),
-Corsica is 2A/2B, overseas codes are 97xxx, department codes may be numbers, and several
-communes share one convention (ACV113 = Lens + Liévin). A newer vintage replaces the
-reference; loaded financing and its history stay as they are.
+Corsica is 2A/2B, overseas codes are 97xxx, department codes may be numbers, several
+communes share one convention (ACV113 = Lens + Liévin), and the 2018 list names its regions
+by INSEE code only (``insee_reg``, no ``lib_reg``).
+
+Vintages. Each list is dated (``--vintage`` or its file name) and every vintage loaded is
+kept (``reference_communes``); ``communes`` is the current one. An older vintage than the
+current one is refused unless forced. After the change, every loaded export is revalidated
+against the new list in the same transaction (``cdv_etl.load.revalidate``): rows move in or
+out of quarantine, and the reference load records what moved.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cdv_etl.errors import CdvError
 from cdv_etl.read import sha256_of
@@ -25,8 +34,45 @@ if TYPE_CHECKING:
     import duckdb
     import pandas as pd
 
-SAMPLE_REFERENCE = Path(__file__).resolve().parent.parent / "sample" / "acv_communes_sample.csv"
+    from cdv_etl.load.revalidate import Moves
+    from cdv_etl.specs import PartnerSpec
+
+SAMPLE_REFERENCE = Path(__file__).resolve().parent.parent / "sample" / "acv_communes_sample_2024-04.csv"
+"""A few communes of the April 2024 ANCT list (its vintage in its name, as ANCT's files have)."""
 REQUIRED = ("insee_com", "id_acv", "lib_com", "insee_dep")
+FORMATS = {".geojson": "GeoJSON", ".json": "GeoJSON", ".csv": "CSV"}
+"""The reference's formats, by file suffix."""
+VINTAGE_IN_NAME = re.compile(r"(?<!\d)(\d{4})-(\d{2})(?:-(\d{2}))?(?!\d)")
+"""A vintage in a file name: ``acv_communes_2024-04.geojson``, ``…_2024-04-15.csv``."""
+
+INSEE_REGIONS = {
+    "01": "Guadeloupe",
+    "02": "Martinique",
+    "03": "Guyane",
+    "04": "La Réunion",
+    "06": "Mayotte",
+    "11": "Île-de-France",
+    "24": "Centre-Val de Loire",
+    "27": "Bourgogne-Franche-Comté",
+    "28": "Normandie",
+    "32": "Hauts-de-France",
+    "44": "Grand Est",
+    "52": "Pays de la Loire",
+    "53": "Bretagne",
+    "75": "Nouvelle-Aquitaine",
+    "76": "Occitanie",
+    "84": "Auvergne-Rhône-Alpes",
+    "93": "Provence-Alpes-Côte d'Azur",
+    "94": "Corse",
+}
+"""The 18 regions by official INSEE code (since 2016): a reference's region names when it gives
+``insee_reg`` without ``lib_reg``."""
+
+_HINT = "use the ANCT list of ACV communes (GeoJSON or CSV with its property names)"
+
+
+class ReferenceRefused(CdvError):
+    """A reference refused for its vintage (none found, or older than the current one): nothing changed."""
 
 
 @dataclass
@@ -35,6 +81,81 @@ class ReferenceResult:
     communes: int
     conventions: int
     changed: bool
+    vintage: date | None = None
+    previous_vintage: date | None = None
+    forced: bool = False
+    communes_added: int = 0
+    communes_removed: int = 0
+    moves: Moves | None = None
+    """What revalidating the loaded exports moved (None when nothing changed)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data (dates and euros as text): for flow results and artifacts."""
+        d: dict[str, Any] = {
+            "file_name": self.file_name,
+            "communes": self.communes,
+            "conventions": self.conventions,
+            "changed": self.changed,
+            "vintage": self.vintage.isoformat() if self.vintage else None,
+            "previous_vintage": self.previous_vintage.isoformat() if self.previous_vintage else None,
+            "forced": self.forced,
+            "communes_added": self.communes_added,
+            "communes_removed": self.communes_removed,
+            "moves": self.moves.as_dict() if self.moves is not None else None,
+        }
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ReferenceResult:
+        from cdv_etl.load.revalidate import Moves
+
+        values = dict(d)
+        for k in ("vintage", "previous_vintage"):
+            if isinstance(values.get(k), str):
+                values[k] = date.fromisoformat(values[k])
+        if values.get("moves") is not None:
+            values["moves"] = Moves.from_dict(values["moves"])
+        return cls(**values)
+
+    def summary(self) -> str:
+        """One line: what the load did."""
+        if not self.changed:
+            return (
+                f"reference {self.file_name}: {self.communes} communes, {self.conventions} conventions — "
+                "unchanged (same file as the current reference)"
+            )
+        since = f" (was {self.previous_vintage})" if self.previous_vintage else ""
+        forced = ", forced over a newer vintage" if self.forced else ""
+        return (
+            f"reference {self.file_name}: vintage {self.vintage}{since}{forced}, {self.communes} communes "
+            f"(+{self.communes_added} −{self.communes_removed}), {self.conventions} conventions — loaded"
+        )
+
+
+def vintage_of(path: Path, given: str | date | None = None) -> date:
+    """The reference's vintage: ``given`` (``YYYY-MM`` or ``YYYY-MM-DD``), else the date in its
+    file name; a month stands for its first day. A ReferenceRefused when there is none."""
+    if isinstance(given, date):
+        return given
+    hint = (
+        "give its date: --vintage YYYY-MM (or YYYY-MM-DD), or name the file after it as ANCT does "
+        "(acv_communes_2024-04.geojson)"
+    )
+    text = given if given is not None else None
+    if text is None:
+        m = VINTAGE_IN_NAME.search(path.name)
+        if m is None:
+            raise ReferenceRefused(f"{path.name}: the reference has no date (vintage); nothing was changed", hint)
+    else:
+        m = re.fullmatch(r"\s*(\d{4})-(\d{2})(?:-(\d{2}))?\s*", text)
+        if m is None:
+            raise ReferenceRefused(f"vintage {text!r} is not a date YYYY-MM or YYYY-MM-DD; nothing was changed", hint)
+    try:
+        return date(int(m.group(1)), int(m.group(2)), int(m.group(3) or 1))
+    except ValueError:
+        raise ReferenceRefused(
+            f"{path.name}: vintage {m.group(0)!r} is not a real date; nothing was changed", hint
+        ) from None
 
 
 def _code(series: pd.Series, width: int) -> pd.Series:
@@ -73,15 +194,42 @@ def _degrees(frame: pd.DataFrame, column: str, limit: int, path: Path, hint: str
     return degrees
 
 
+def _regions(frame: pd.DataFrame, region_code: pd.Series | None, path: Path) -> pd.Series | None:
+    """``lib_reg`` where given, else the name of the INSEE region code; a CdvError for a code
+    that is none of the 18 regions' where a name is needed."""
+    named = frame["lib_reg"].astype("string").str.strip().replace("", None) if "lib_reg" in frame else None
+    if region_code is None:
+        return named
+    from_code = region_code.map(INSEE_REGIONS, na_action="ignore").astype("string")
+    needed = region_code.notna() & from_code.isna() & (named.isna() if named is not None else True)
+    if needed.any():
+        at = int(needed.to_numpy().nonzero()[0][0])
+        raise CdvError(
+            f"{path.name}: insee_reg {region_code.iloc[at]!r} of commune {frame['insee_com'].iloc[at]} "
+            f"(feature {at + 1}) is not one of the 18 INSEE region codes, and no lib_reg names it; "
+            "the reference was not loaded",
+            f"the region codes: {', '.join(f'{k} {v}' for k, v in INSEE_REGIONS.items())}",
+        )
+    return named.fillna(from_code) if named is not None else from_code
+
+
 def read_reference(path: Path) -> pd.DataFrame:
+    """The reference as a frame of normalised text columns, or a CdvError naming the problem."""
     import pandas as pd
 
-    """The reference as a frame of normalised text columns, or a CdvError naming the problem."""
-    hint = "use the ANCT list of ACV communes (GeoJSON or CSV with its property names)"
+    hint = _HINT
+    kind = FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise CdvError(
+            f"{path.name}: unknown reference format {path.suffix or '(no suffix)'!r}; the reference was not loaded",
+            f"give the ANCT list as {', '.join(sorted(FORMATS))} (GeoJSON, or CSV with its property names)",
+        )
     try:
-        if path.suffix.lower() in (".geojson", ".json"):
+        if kind == "GeoJSON":
             doc = json.loads(path.read_text(encoding="utf-8"))
-            features = doc.get("features", [])
+            if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
+                raise CdvError(f"{path.name}: not a GeoJSON FeatureCollection; the reference was not loaded", hint)
+            features = doc.get("features") or []
             frame = pd.DataFrame([f.get("properties") or {} for f in features], dtype=object)
             points = [_point(f.get("geometry")) for f in features]
             frame["longitude"] = [p[0] for p in points]
@@ -89,18 +237,23 @@ def read_reference(path: Path) -> pd.DataFrame:
         else:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig", sep=None, engine="python")
     except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise CdvError(f"{path.name}: cannot read the reference: {exc}", hint) from exc
+        raise CdvError(f"{path.name}: cannot read the reference ({exc}); the reference was not loaded", hint) from exc
+    if len(frame) == 0:
+        raise CdvError(f"{path.name}: the reference has no communes; the reference was not loaded", hint)
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
-        raise CdvError(f"{path.name}: reference columns missing: {', '.join(missing)}", hint)
+        raise CdvError(
+            f"{path.name}: reference columns missing: {', '.join(missing)}; the reference was not loaded", hint
+        )
+    region_code = _code(frame["insee_reg"], 2) if "insee_reg" in frame else None
     out = pd.DataFrame(
         {
             "insee_code": _code(frame["insee_com"], 5),
             "convention_id": frame["id_acv"].astype("string").str.strip(),
             "name": frame["lib_com"].astype("string").str.strip(),
             "department": _code(frame["insee_dep"], 2),
-            "region_code": _code(frame["insee_reg"], 2) if "insee_reg" in frame else None,
-            "region": frame["lib_reg"].astype("string").str.strip() if "lib_reg" in frame else None,
+            "region_code": region_code,
+            "region": _regions(frame, region_code, path),
             "epci_siren": _code(frame["siren_epci"], 9) if "siren_epci" in frame else None,
             "population": (pd.to_numeric(frame["pop"], errors="coerce").astype("Int64") if "pop" in frame else None),
             "longitude": _degrees(frame, "longitude", 180, path, hint),
@@ -117,37 +270,76 @@ def read_reference(path: Path) -> pd.DataFrame:
     dupes = out[out["insee_code"].duplicated()]
     if len(dupes):
         raise CdvError(
-            f"{path.name}: INSEE code {dupes['insee_code'].iloc[0]} appears twice; the reference was not loaded", hint
+            f"{path.name}: INSEE code {dupes['insee_code'].iloc[0]} appears twice "
+            f"(features {int(out.index[out['insee_code'] == dupes['insee_code'].iloc[0]][0]) + 1} and "
+            f"{int(dupes.index[0]) + 1}); the reference was not loaded",
+            hint,
         )
     if out["convention_id"].isna().any() or out["name"].isna().any():
-        raise CdvError(f"{path.name}: a commune has no id_acv or no name; not loaded", hint)
+        raise CdvError(f"{path.name}: a commune has no id_acv or no name; the reference was not loaded", hint)
     return out
 
 
-def load_reference(con: duckdb.DuckDBPyConnection, path: Path) -> ReferenceResult:
-    """Replace the reference communes and conventions, in one transaction."""
-    sha = sha256_of(path)
-    last = con.execute("SELECT sha256 FROM reference_loads ORDER BY reference_load_id DESC LIMIT 1").fetchone()
+def load_reference(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    specs: Mapping[str, PartnerSpec],
+    *,
+    vintage: str | date | None = None,
+    force: bool = False,
+) -> ReferenceResult:
+    """Make ``path`` the current reference, keep it as a vintage, and revalidate every loaded
+    export against it: one transaction (a failure leaves everything as it was).
+
+    Refused (ReferenceRefused, nothing changed) without a vintage, or when it is older than the
+    current one unless ``force``. The same bytes as the current reference change nothing.
+    """
+    from cdv_etl.load.revalidate import revalidate
+
+    dated = vintage_of(path, vintage)
     frame = read_reference(path)
+    sha = sha256_of(path)
     n_conv = int(frame["convention_id"].nunique())
+    last = con.execute(
+        "SELECT sha256, vintage, file_name FROM reference_loads ORDER BY reference_load_id DESC LIMIT 1"
+    ).fetchone()
     if last and last[0] == sha:
-        return ReferenceResult(path.name, len(frame), n_conv, changed=False)
+        return ReferenceResult(path.name, len(frame), n_conv, changed=False, vintage=last[1], previous_vintage=last[1])
+    previous, previous_name = (last[1], last[2]) if last else (None, None)
+    older = previous is not None and dated < previous
+    if older and not force:
+        raise ReferenceRefused(
+            f"{path.name}: vintage {dated} is older than the current reference's ({previous}, {previous_name}); "
+            "nothing was changed",
+            "load the newer list, or pass --force to go back to this vintage on purpose",
+        )
     con.execute("BEGIN TRANSACTION")
     try:
         row = con.execute(
-            "INSERT INTO reference_loads (file_name, sha256, communes, conventions) "
-            "VALUES (?, ?, ?, ?) RETURNING reference_load_id",
-            [path.name, sha, len(frame), n_conv],
+            "INSERT INTO reference_loads (file_name, sha256, communes, conventions, vintage, forced) "
+            "VALUES (?, ?, ?, ?, ?, ?) RETURNING reference_load_id",
+            [path.name, sha, len(frame), n_conv, dated, older],
         ).fetchone()
         assert row is not None
+        load_id = int(row[0])
         con.register("ref_frame", frame)
+        changes = con.execute(
+            """SELECT
+                 (SELECT count(*) FROM ref_frame WHERE insee_code NOT IN (SELECT insee_code FROM communes)),
+                 (SELECT count(*) FROM communes WHERE insee_code NOT IN (SELECT insee_code FROM ref_frame))"""
+        ).fetchone()
+        assert changes is not None
+        columns = "insee_code, name, convention_id, department, region_code, region, epci_siren, population, "
+        columns += "longitude, latitude"
+        con.execute(
+            f"INSERT INTO reference_communes (reference_load_id, {columns}) SELECT ?, {columns} FROM ref_frame",  # noqa: S608
+            [load_id],
+        )
         con.execute("DELETE FROM communes")
         con.execute(
-            "INSERT INTO communes (insee_code, name, convention_id, department, region_code, region, "
-            "epci_siren, population, longitude, latitude, reference_load_id) "
-            "SELECT insee_code, name, convention_id, department, region_code, region, epci_siren, "
-            "population, longitude, latitude, ? FROM ref_frame",
-            [row[0]],
+            f"INSERT INTO communes ({columns}, reference_load_id) "  # noqa: S608 - constant column list
+            f"SELECT {columns}, reference_load_id FROM reference_communes WHERE reference_load_id = ?",
+            [load_id],
         )
         con.execute("DELETE FROM conventions")
         con.execute(
@@ -155,11 +347,48 @@ def load_reference(con: duckdb.DuckDBPyConnection, path: Path) -> ReferenceResul
             "FROM ref_frame GROUP BY convention_id"
         )
         con.unregister("ref_frame")
+        moves = revalidate(con, specs)
+        for f in moves.files:
+            con.execute(
+                "INSERT INTO reference_moves VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    load_id,
+                    f.file_id,
+                    f.rows_to_quarantine,
+                    f.eur_to_quarantine,
+                    f.rows_from_quarantine,
+                    f.eur_from_quarantine,
+                ],
+            )
+        con.execute(
+            "UPDATE reference_loads SET communes_added = ?, communes_removed = ?, rows_to_quarantine = ?, "
+            "eur_to_quarantine = ?, rows_from_quarantine = ?, eur_from_quarantine = ? WHERE reference_load_id = ?",
+            [
+                changes[0],
+                changes[1],
+                moves.rows_to_quarantine,
+                moves.eur_to_quarantine,
+                moves.rows_from_quarantine,
+                moves.eur_from_quarantine,
+                load_id,
+            ],
+        )
         con.execute("COMMIT")
-    except Exception:
+    except BaseException:
         con.execute("ROLLBACK")
         raise
-    return ReferenceResult(path.name, len(frame), n_conv, changed=True)
+    return ReferenceResult(
+        path.name,
+        len(frame),
+        n_conv,
+        changed=True,
+        vintage=dated,
+        previous_vintage=previous,
+        forced=older,
+        communes_added=int(changes[0]),
+        communes_removed=int(changes[1]),
+        moves=moves,
+    )
 
 
 def reference_codes(con: duckdb.DuckDBPyConnection) -> frozenset[str]:

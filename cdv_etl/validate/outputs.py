@@ -19,7 +19,7 @@ import pyarrow as pa
 from cdv_etl.read import STAGING_TABLE
 from cdv_etl.specs import SHEET_COLUMN, PartnerSpec
 from cdv_etl.validate.parse import CANONICAL_TABLE
-from schemas.canonical import RULES
+from schemas.canonical import RULES, Rule
 
 _VALUE_CASE = (
     "CASE r.value_column "
@@ -46,6 +46,9 @@ ENGAGEMENT_COLUMNS = (
     "status",
     "counts_as_engaged",
 )
+QUARANTINE_RECORD_COLUMNS = ("operation_id", "insee_raw", *ENGAGEMENT_COLUMNS[4:])
+"""What ``quarantine_records`` keeps of a quarantined row: its typed values (a row whose commune
+joins the reference moves to engagement_rows) and its INSEE cell as written (a failure's value)."""
 
 
 @dataclass
@@ -68,13 +71,28 @@ class Outputs:
     """Sum of every amount read (loaded and quarantined): compared with a control total."""
 
 
+def rule_column_name(spec: PartnerSpec, rule: Rule) -> str | None:
+    """The partner's column(s) a failure of ``rule`` names (``quarantine.column``)."""
+    f = spec.fields.get(rule.field)
+    cols = f.source_columns if f else []
+    return " | ".join("sheet" if c == SHEET_COLUMN else c for c in cols) or None
+
+
+def message_sql(template: str, value: str, extraction_date: str) -> str:
+    """SQL of a failure's message: the rule's template with ``{value}`` and ``{extraction_date}``
+    replaced (each argument an SQL expression)."""
+    return (
+        f"replace(replace({template}, '{{value}}', coalesce({value}, '')), "
+        f"'{{extraction_date}}', CAST({extraction_date} AS VARCHAR))"
+    )
+
+
+_MESSAGE = message_sql("r.template", _VALUE_CASE, "?::DATE")
+"""A failure's message: its rule's template filled with the value and the export's date (bound)."""
+
+
 def _rule_table(con: duckdb.DuckDBPyConnection, spec: PartnerSpec) -> None:
-    rows = []
-    for r in RULES.values():
-        f = spec.fields.get(r.field)
-        cols = f.source_columns if f else []
-        column = " | ".join("sheet" if c == SHEET_COLUMN else c for c in cols) or None
-        rows.append((r.id, r.order, r.column, column, r.message))
+    rows = [(r.id, r.order, r.column, rule_column_name(spec, r), r.message) for r in RULES.values()]
     con.execute(
         "CREATE OR REPLACE TEMP TABLE stg_rules (rule VARCHAR, rule_order TINYINT, "
         "value_column VARCHAR, column_name VARCHAR, template VARCHAR)"
@@ -93,8 +111,7 @@ def build_outputs(
         con.unregister("failures_frame")
     failure_rows = con.execute(
         f"""SELECT f.row_key, f.rule, r.rule_order, r.column_name, {_VALUE_CASE} AS value,
-                   replace(replace(r.template, '{{value}}', coalesce({_VALUE_CASE}, '')),
-                           '{{extraction_date}}', CAST(?::DATE AS VARCHAR)) AS message
+                   {_MESSAGE} AS message
             FROM stg_failures AS f
             JOIN stg_rules AS r USING (rule)
             JOIN {CANONICAL_TABLE} AS c USING (row_key)
