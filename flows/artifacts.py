@@ -286,7 +286,8 @@ def feedback_markdown(feedback: dict[str, Path], published: Path, urls: dict[str
         counts = {
             str(p): (n, Decimal(e or 0))
             for p, n, e in con.execute(
-                "SELECT c.partner, count(*), sum(q.amount_eur) FROM quarantine_rows AS q "
+                "SELECT c.partner, count(*), sum(t.amount_eur) FROM quarantine_rows AS q "
+                "LEFT JOIN quarantine_records AS t USING (file_id, row_key) "
                 "JOIN current_files AS c USING (file_id) GROUP BY ALL"
             ).fetchall()
         }

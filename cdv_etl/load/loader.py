@@ -208,8 +208,7 @@ def load_export(
             [file_id],
         )
         con.execute(
-            "INSERT INTO quarantine_rows (file_id, row_key, source_row, sheet, raw_record, operation_id, amount_eur) "
-            "SELECT ?, row_key, source_row, sheet, raw_record, operation_id, amount_eur FROM out_quarantined",
+            "INSERT INTO quarantine_rows SELECT ?, row_key, source_row, sheet, raw_record FROM out_quarantined",
             [file_id],
         )
         # The quarantined rows' typed values too: a reference change revalidates them.

@@ -183,12 +183,13 @@ WHERE p.partner = ?
 """
 
 _ROWS_SQL = """
-SELECT r.source_row, r.sheet, r.raw_record, r.amount_eur,
+SELECT r.source_row, r.sheet, r.raw_record, t.amount_eur,
        list((q.rule, q.column_name, q.value, q.message) ORDER BY q.rule_order, q.column_name) AS failures
 FROM quarantine_rows AS r
+LEFT JOIN quarantine_records AS t USING (file_id, row_key)
 JOIN quarantine_failures AS q USING (file_id, row_key)
 WHERE r.file_id = ?
-GROUP BY r.row_key, r.source_row, r.sheet, r.raw_record, r.amount_eur
+GROUP BY r.row_key, r.source_row, r.sheet, r.raw_record, t.amount_eur
 ORDER BY r.row_key
 """
 

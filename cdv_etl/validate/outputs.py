@@ -65,8 +65,8 @@ class Outputs:
     failures: pa.Table
     """Every failure: row_key, rule, rule_order, column_name, value, message."""
     quarantined: pa.Table
-    """One row per rejected row: row_key, source_row, sheet, raw_record (JSON text), and the
-    operation_id and amount_eur the parse read (NULL when absent or unreadable)."""
+    """One row per rejected row: row_key, source_row, sheet, raw_record (JSON text). Its typed
+    values go to ``quarantine_records`` from ``rows``."""
     amount_read: Decimal
     """Sum of every amount read (loaded and quarantined): compared with a control total."""
 
@@ -121,10 +121,8 @@ def build_outputs(
     quarantined = con.execute(
         f"""SELECT s._row_key AS row_key, s._source_row AS source_row, s._sheet AS sheet,
                    CAST(json_merge_patch(to_json(s),
-                        '{{"_row_key": null, "_source_row": null, "_sheet": null}}') AS VARCHAR) AS raw_record,
-                   c.operation_id, c.amount_eur
+                        '{{"_row_key": null, "_source_row": null, "_sheet": null}}') AS VARCHAR) AS raw_record
             FROM {STAGING_TABLE} AS s
-            JOIN {CANONICAL_TABLE} AS c ON c.row_key = s._row_key
             WHERE s._row_key IN (SELECT row_key FROM stg_failures)
             ORDER BY s._row_key"""  # noqa: S608 - constant SQL
     ).to_arrow_table()

@@ -51,7 +51,7 @@ compared_files AS (
 ),
 rejected_rules AS (
     SELECT r.file_id, r.operation_id, string_agg(DISTINCT q.rule, ', ' ORDER BY q.rule) AS rules
-    FROM quarantine_rows AS r
+    FROM quarantine_records AS r
     JOIN quarantine_failures AS q USING (file_id, row_key)
     WHERE r.operation_id IS NOT NULL AND r.file_id IN (SELECT file_id FROM compared_files)
     GROUP BY ALL
@@ -59,8 +59,9 @@ rejected_rules AS (
 quarantined AS (
     SELECT
         r.file_id, r.operation_id, sum(r.amount_eur)::DECIMAL(18, 2) AS amount_eur,
-        min(r.source_row) AS source_row, qr.rules
-    FROM quarantine_rows AS r
+        min(s.source_row) AS source_row, qr.rules
+    FROM quarantine_records AS r
+    JOIN quarantine_rows AS s USING (file_id, row_key)
     JOIN rejected_rules AS qr USING (file_id, operation_id)
     GROUP BY r.file_id, r.operation_id, qr.rules
 ),
