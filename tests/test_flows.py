@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 from collections.abc import Iterator
@@ -14,14 +15,18 @@ import pytest
 from conftest import ANCT_REFERENCE, SPECIMENS, expected, needs_shared
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import StateType
 from prefect.testing.utilities import prefect_test_harness
 
+from cdv_etl.inbox import NEXT_STEP, NOT_GREEN, FileOutcome, InboxRun, NeedsAttention
+from cdv_etl.load.loader import LoadResult
 from cdv_etl.load.reference import SAMPLE_REFERENCE
 from cdv_etl.publish.tables import euros
 from cdv_etl.specs import load_specs
 from flows.artifacts import count
 from flows.ingest_export import ingest_export
 from flows.nightly import nightly
+from flows.outcome import LEVEL, file_line
 from flows.reference_refresh import reference_refresh
 from flows.report_server import URL_ENV
 
@@ -60,7 +65,12 @@ def fill_inbox(inbox: Path) -> list[str]:
 def test_nightly_over_the_specimens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     inbox, wh = tmp_path / "inbox", tmp_path / "wh" / "cdv.duckdb"
     names = fill_inbox(inbox)
-    summary = nightly(inbox=str(inbox), warehouse=str(wh))
+    with pytest.raises(NeedsAttention) as caught:  # notes_partenaire.csv was rejected: the run is not green
+        nightly(inbox=str(inbox), warehouse=str(wh))
+    assert caught.value.run is not None and [f.file_name for f in caught.value.run.attention] == [
+        "notes_partenaire.csv"
+    ]
+    summary = caught.value.run.as_dict()
     assert list(inbox.iterdir()) == []
     for name in names:
         partner = expected()[name]["partner"]
@@ -160,6 +170,7 @@ def test_nightly_over_the_specimens(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     # A night with nothing new is cheap, changes nothing, and says so (no progress bar at 0 %).
     state = nightly(inbox=str(inbox), warehouse=str(wh), return_state=True)
+    assert (state.type, state.name) == (StateType.COMPLETED, "Completed")  # a clean night is green
     again = state.result()
     assert again["files"] == []
     with get_client(sync_client=True) as client:
@@ -207,6 +218,45 @@ def test_ingest_export_and_reference_refresh_flows(tmp_path: Path) -> None:
     assert con.execute("SELECT count(*) FROM financing").fetchone()[0] == result["rows_loaded"]
     again = ingest_export(path=str(exports[0]), warehouse=str(wh), force=True)
     assert again["file_id"] == result["file_id"] and again["status"] == "loaded"
+
+
+def test_a_held_rejected_or_failed_export_is_not_green_and_says_what_to_do() -> None:
+    """One rule for the run's end: held and rejected (``NOT_GREEN``) and failed files need
+    attention, each with its reason and the next step; loaded and duplicate files do not."""
+    loaded = LoadResult(
+        "BDT.xlsx",
+        "bdt",
+        "loaded",
+        1,
+        rows_read=1200,
+        rows_loaded=1190,
+        rows_quarantined=10,
+        engaged_amount_eur=Decimal("1234567.5"),
+    )
+    held = LoadResult("AL_ACV_export_2026-12.csv", "action_logement", "held", 7, message="withdraws 40 %\n  → accept")
+    dup = LoadResult("BDT copy.xlsx", "bdt", "duplicate", 8, message="same bytes as file 1 (BDT.xlsx)")
+    files = [
+        FileOutcome("BDT.xlsx", loaded, Path("archive/bdt/BDT.xlsx")),
+        FileOutcome(held.file_name, held, Path("archive/action_logement") / held.file_name),
+        FileOutcome("BDT copy.xlsx", dup, Path("archive/bdt/BDT copy.xlsx")),
+        FileOutcome("x.csv", None, None, "CdvError: the warehouse is busy"),
+    ]
+    run = InboxRun([], files, Path("cdv.published.duckdb"), None)
+    assert str(NeedsAttention.of_run(run)) == (
+        "2 of 4 exports need attention (they changed no figure; the others went through):\n"
+        "- AL_ACV_export_2026-12.csv (file 7) — held: withdraws 40 % → accept\n"
+        "- x.csv — failed: CdvError: the warehouse is busy\n"
+        f"  → {NEXT_STEP['failed']}; {NEXT_STEP['held']}"
+    )
+    clean = InboxRun([], [files[0], files[2]], Path("cdv.published.duckdb"), None)
+    assert clean.attention == []
+    assert set(LEVEL) == set(NEXT_STEP) == NOT_GREEN | {"failed"}
+    assert [file_line(f)[0] for f in files] == [logging.INFO, logging.WARNING, logging.INFO, logging.ERROR]
+    assert file_line(files[0])[1] == (
+        "BDT.xlsx (bdt, file 1): loaded — 1\u202f200 rows read, 1\u202f190 loaded, 10 quarantined, "
+        "1\u202f234\u202f567,50 € engaged, moved to archive/bdt/BDT.xlsx"
+    )
+    assert file_line(files[3])[1] == "x.csv: failed — CdvError: the warehouse is busy (left in the inbox)"
 
 
 def test_flow_parameters_render_a_proper_form() -> None:
