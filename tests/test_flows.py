@@ -9,15 +9,27 @@ import shutil
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
 from conftest import ANCT_REFERENCE, SPECIMENS, expected, needs_shared
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
 from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.sorting import LogSort
+from prefect.logging.handlers import APILogWorker
+from prefect.states import State
 from prefect.testing.utilities import prefect_test_harness
 
+from cdv_etl.errors import CdvError
 from cdv_etl.inbox import NEXT_STEP, NOT_GREEN, FileOutcome, InboxRun, NeedsAttention
 from cdv_etl.load.loader import LoadResult
 from cdv_etl.load.reference import SAMPLE_REFERENCE
@@ -219,6 +231,30 @@ def test_ingest_export_and_reference_refresh_flows(tmp_path: Path) -> None:
     again = ingest_export(path=str(exports[0]), warehouse=str(wh), force=True)
     assert again["file_id"] == result["file_id"] and again["status"] == "loaded"
 
+    # Not a green Completed: Failed, its message the reason and what to do (no traceback), its artifacts made.
+    notes = tmp_path / "notes_partenaire.csv"
+    notes.write_text("bonjour;\n1;2\n", encoding="utf-8")  # matches no partner
+    rejected = ingest_export(path=str(notes), warehouse=str(wh), return_state=True)
+    assert (rejected.type, rejected.name) == (StateType.FAILED, "Failed")
+    message = rejected.message or ""
+    assert message.startswith("notes_partenaire.csv (file ") and " — rejected: notes_partenaire.csv: " in message
+    assert "no partner spec recognises" in message and message.endswith(f"\n  → {NEXT_STEP['rejected']}")
+    lines = [(level, m) for level, m in run_logs(rejected) if m.startswith("notes_partenaire.csv")]
+    assert [level for level, _ in lines] == [logging.ERROR] and "no partner spec recognises" in lines[0][1]
+    with get_client(sync_client=True) as client:
+        run_filter = FlowRunFilter(id=FlowRunFilterId(any_=[rejected.state_details.flow_run_id]))
+        assert {a.type for a in client.read_artifacts(flow_run_filter=run_filter)} == {"table", "markdown"}
+
+    missing = tmp_path / "late" / "AL_ACV_export_2026-11.csv"
+    absent = ingest_export(path=str(missing), warehouse=str(wh), return_state=True)
+    assert (absent.type, absent.name) == (StateType.FAILED, "Failed")
+    error = CdvError(
+        f"the export {missing} does not exist on the machine that runs this",
+        "check the path (an absolute path on that machine, with the file's extension), then start the run again",
+    )
+    assert absent.message == str(error)  # what was wrong, then what to do
+    assert (logging.ERROR, " ".join(str(error).split())) in run_logs(absent)
+
 
 def test_a_held_rejected_or_failed_export_is_not_green_and_says_what_to_do() -> None:
     """One rule for the run's end: held and rejected (``NOT_GREEN``) and failed files need
@@ -257,6 +293,14 @@ def test_a_held_rejected_or_failed_export_is_not_green_and_says_what_to_do() -> 
         "1\u202f234\u202f567,50 € engaged, moved to archive/bdt/BDT.xlsx"
     )
     assert file_line(files[3])[1] == "x.csv: failed — CdvError: the warehouse is busy (left in the inbox)"
+
+
+def run_logs(state: State[Any]) -> list[tuple[int, str]]:
+    """(level, message) of the logs of the flow run that ended in ``state``, its tasks' included."""
+    APILogWorker.drain_all()  # logs are sent in batches: send what waits, and wait for it
+    run = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+    with get_client(sync_client=True) as client:
+        return [(log.level, log.message) for log in client.read_logs(log_filter=run, sort=LogSort.TIMESTAMP_ASC)]
 
 
 def test_flow_parameters_render_a_proper_form() -> None:

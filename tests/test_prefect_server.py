@@ -25,12 +25,10 @@ import duckdb
 import pytest
 import yaml
 from analyst_helpers import run_cli
-from conftest import ANCT_REFERENCE, ROOT, SPECIMENS, expected, needs_shared, sample_warehouse
+from conftest import ANCT_REFERENCE, ROOT, SPECIMENS, expected, needs_shared
 from prefect_server import BIN, PrefectServer
 
-from cdv_etl.config import Settings
 from cdv_etl.demo_data import generate_demo_exports
-from cdv_etl.errors import CdvError
 from cdv_etl.inbox import NEXT_STEP
 from cdv_etl.publish.tables import euros
 from flows.artifacts import FILE_PARTNER, LOADED, QUARANTINED, READ, STATUS, STATUS_COL, count
@@ -205,39 +203,6 @@ def test_nightly_deployment_over_the_specimens(served: tuple[PrefectServer, Path
     total_rejected = sum(number(r[QUARANTINED]) for r in quarantine)
     assert total_rejected == sum(e["quarantined_rows"] for e in expected().values())
     assert any(a["type"] == "progress" for a in server.artifacts(run_id))
-
-
-def test_ingest_export_of_a_rejected_file_or_a_missing_path_fails_with_the_reason(
-    served: tuple[PrefectServer, Path],
-) -> None:
-    """Not a green Completed: Failed, the state's message the reason and what to do (no traceback)."""
-    server, work = served
-    wh = sample_warehouse(Settings(warehouse=work / "cdv.duckdb")).warehouse
-    notes = work / "notes_partenaire.csv"
-    notes.write_text("bonjour;\n1;2\n", encoding="utf-8")  # matches no partner
-    missing = work / "late" / "AL_ACV_export_2026-11.csv"
-    runs = [
-        server.run_deployment("ingest-export/ingest-export", {"path": str(p), "warehouse": str(wh)})
-        for p in (notes, missing)
-    ]
-    rejected, absent = (server.wait(r) for r in runs)
-
-    assert (rejected["state_type"], rejected["state_name"]) == ("FAILED", "Failed")
-    message = rejected["state"]["message"]
-    assert message.startswith("notes_partenaire.csv (file ") and " — rejected: notes_partenaire.csv: " in message
-    assert "no partner spec recognises" in message and message.endswith(f"\n  → {NEXT_STEP['rejected']}")
-    line = [(level, m) for level, m in run_logs(server, runs[0]) if m.startswith("notes_partenaire.csv")]
-    assert [level for level, _ in line] == [logging.ERROR] and "no partner spec recognises" in line[0][1]
-    assert {a["key"] for a in server.artifacts(runs[0]) if a["type"] == "table"} == {None}  # still made, unkeyed
-
-    assert (absent["state_type"], absent["state_name"]) == ("FAILED", "Failed")
-    error = CdvError(
-        f"the export {missing} does not exist on the machine that runs this",
-        "check the path (an absolute path on that machine, with the file's extension), then start the run again",
-    )
-    assert absent["state"]["message"] == str(error)  # what was wrong, then what to do; no traceback
-    assert (logging.ERROR, " ".join(str(error).split())) in run_logs(server, runs[1])
-    assert not missing.parent.exists()
 
 
 def test_two_nightly_runs_at_once(served: tuple[PrefectServer, Path]) -> None:
