@@ -13,7 +13,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from conftest import ANCT_REFERENCE, SPECIMENS, expected, needs_shared
+from conftest import ANCT_REFERENCE, SPECIMENS, expected, needs_shared, sample_warehouse
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -29,6 +29,7 @@ from prefect.logging.handlers import APILogWorker
 from prefect.states import State
 from prefect.testing.utilities import prefect_test_harness
 
+from cdv_etl.config import Settings
 from cdv_etl.errors import CdvError
 from cdv_etl.inbox import NEXT_STEP, NOT_GREEN, FileOutcome, InboxRun, NeedsAttention
 from cdv_etl.load.loader import LoadResult
@@ -359,6 +360,18 @@ def test_command_line_nightly_with_prefect_api_url_runs_the_flow_on_that_server(
     details = latest_artifact("nightly-file-details")
     moved = [(r["fichier"], r["déplacé vers"]) for r in details]  # type: ignore[union-attr]
     assert moved == [(export.name, "laissé dans la boîte de dépôt")]
+
+    # A rejected export: the flow run fails, naming it; the command still prints the files, exits 1.
+    export.unlink()
+    (inbox / "notes_partenaire.csv").write_text("bonjour;\n1;2\n", encoding="utf-8")  # matches no partner
+    sample_warehouse(Settings(warehouse=wh))  # now with the reference
+    result = CliRunner().invoke(app, ["nightly", "--inbox", str(inbox), "-w", str(wh)])
+    assert result.exit_code == 1, result.output
+    assert "notes_partenaire.csv" in result.stdout and "no partner spec recognises" in " ".join(result.stderr.split())
+    with get_client(sync_client=True) as client:
+        [run] = [r for r in client.read_flow_runs(flow_run_filter=top_level) if r.id not in before | {runs[0].id}]
+        assert run.state_type is StateType.FAILED and run.state is not None
+        assert (run.state.message or "").startswith("notes_partenaire.csv (file ")
 
 
 def test_the_nightly_schedule_shows_its_time_zone() -> None:
