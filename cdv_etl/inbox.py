@@ -153,13 +153,13 @@ class FileOutcome:
         return self.status in NOT_GREEN or self.result is None
 
     @property
-    def file_id(self) -> str:
+    def ledger_tag(self) -> str:
         """« (file 12) », its id in the ledger (``cdv-etl files``), or nothing when it has none."""
         return f" (file {self.result.file_id})" if self.result and self.result.file_id else ""
 
     @property
     def reason(self) -> str:
-        """Why it needs attention, on one line: the load's message, or the ingest's error."""
+        """Its message on one line: the load's (why it was rejected or held), or the ingest's error."""
         text = self.result.message if self.result else self.error
         return " ".join((text or "").split())
 
@@ -238,7 +238,7 @@ class NeedsAttention(CdvError):
     process, the command line, still gets the run's results)."""
 
     def __init__(self, files: list[FileOutcome], *, of: int, run: InboxRun | None = None) -> None:
-        lines = [f"{f.file_name}{f.file_id} — {f.status}: {f.reason}" for f in files]
+        lines = [f"{f.file_name}{f.ledger_tag} — {f.status}: {f.reason}" for f in files]
         if of > 1:
             others = "; the others went through" if len(files) < of else ""
             head = f"{len(files)} of {of} exports need attention (they changed no figure{others}):"
@@ -390,7 +390,7 @@ def existing_file(path: Path, what: str) -> Path:
     if not path.is_file():
         found = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise CdvError(
-            f"{what} {path} {found} on the machine that runs this",
+            f"{what} {path} {found} (on the machine that runs the flow)",
             "check the path (an absolute path on that machine, with the file's extension), then start the run again",
         )
     return path

@@ -7,7 +7,7 @@ ingest that raised) does not end green: it ends ``Failed``, its state message na
 such file, its status and reason, and what to do next. So does a run stopped by an error a
 person can fix (a path that does not exist, a busy warehouse): its message is that error's
 message and advice, not a traceback. Prefect emits ``prefect.flow-run.Failed`` for both, the
-event an automation matches (README, "When a run fails").
+event an automation matches (README, "Be told when a night fails").
 """
 
 from __future__ import annotations

@@ -250,7 +250,7 @@ def test_ingest_export_and_reference_refresh_flows(tmp_path: Path) -> None:
     absent = ingest_export(path=str(missing), warehouse=str(wh), return_state=True)
     assert (absent.type, absent.name) == (StateType.FAILED, "Failed")
     error = CdvError(
-        f"the export {missing} does not exist on the machine that runs this",
+        f"the export {missing} does not exist (on the machine that runs the flow)",
         "check the path (an absolute path on that machine, with the file's extension), then start the run again",
     )
     assert absent.message == str(error)  # what was wrong, then what to do
