@@ -24,14 +24,6 @@ from cdv_etl.publish.tables import euros
 from flows.artifacts import count
 
 
-class QuietCompletedTasks(logging.Filter):
-    """Drops the tasks' own « Finished in state Completed() » lines (one per ingest, move and publish):
-    each file's line says more. A task that retries, fails or crashes still logs it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno == logging.INFO and record.getMessage().startswith("Finished in state Completed"))
-
-
 LEVEL = {"held": logging.WARNING, "rejected": logging.ERROR, "failed": logging.ERROR}
 """The level of the log line of a file that needs attention (each status of ``NEXT_STEP``); INFO otherwise."""
 

@@ -6,7 +6,6 @@ Retries only where they help: the warehouse lock and file moves — never a vali
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from prefect import task
@@ -14,9 +13,6 @@ from prefect.cache_policies import NO_CACHE
 
 from cdv_etl import inbox
 from cdv_etl.errors import WarehouseBusy
-from flows.outcome import QuietCompletedTasks
-
-logging.getLogger("prefect.task_runs").addFilter(QuietCompletedTasks())  # the task runs' logger (Prefect's)
 
 
 def _lock_busy(task: Any, task_run: Any, state: Any) -> bool:
