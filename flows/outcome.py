@@ -23,7 +23,6 @@ from cdv_etl.load.reference import ReferenceResult
 from cdv_etl.publish.tables import euros
 from flows.artifacts import count
 
-
 LEVEL = {"held": logging.WARNING, "rejected": logging.ERROR, "failed": logging.ERROR}
 """The level of the log line of a file that needs attention (each status of ``NEXT_STEP``); INFO otherwise."""
 
