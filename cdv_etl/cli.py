@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -318,7 +318,7 @@ def run_nightly(s: Settings) -> list[LoadResult]:
     error after the other files' results and exits with 1."""
     import os
 
-    from cdv_etl.inbox import InboxFailed, InboxRun, run_inbox
+    from cdv_etl.inbox import InboxFailed, InboxRun, NeedsAttention, run_inbox
 
     api = os.environ.get("PREFECT_API_URL")
     try:
@@ -326,14 +326,17 @@ def run_nightly(s: Settings) -> list[LoadResult]:
             err.print(f"running the nightly flow on the Prefect server {api}: the run shows in its UI")
             from flows.nightly import nightly as nightly_flow
 
-            run = InboxRun.from_dict(
-                nightly_flow(
+            try:
+                ran = nightly_flow(
                     inbox=str(s.inbox),
                     warehouse=str(s.warehouse),
                     archive=str(s.archive_dir),
                     rejected=str(s.rejected_dir),
                 )
-            )
+                run = InboxRun.from_dict(cast(dict[str, Any], ran))  # its plain data, as the flow returns it
+            except NeedsAttention as exc:  # the flow run failed on a rejected or held export: the results say which
+                assert exc.run is not None
+                run = exc.run
         else:
             with progress_bar() as bar:
                 task = bar.add_task("nightly", total=None)

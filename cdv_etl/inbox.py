@@ -38,6 +38,18 @@ REFERENCE_FILE = re.compile(r"acv_communes.*\.(geojson|json|csv)$", re.IGNORECAS
 LEFT_IN_INBOX = "left in the inbox"
 """Where a file whose ingest raised stays (``moved_to`` in plain data)."""
 
+NOT_GREEN = frozenset({"rejected", "held"})
+"""Load statuses that change no current figure and wait for someone: a Prefect run with such a
+file does not end green (Completed) but Failed, its message naming the files."""
+
+NEXT_STEP = {
+    "rejected": "fix the file with its partner (or fix its partner spec), then ingest it again",
+    "held": "check what it withdraws with the partner, then make it current with `cdv-etl accept FILE_ID` "
+    "(its file id is shown beside its name) or the accept-export deployment",
+    "failed": "fix the cause named, then run the nightly again (the file is still in the inbox)",
+}
+"""What to do about a file that needs attention: one of NOT_GREEN, or failed (its ingest raised)."""
+
 RunProgress = Callable[[int, int, str], None]
 """Called with (files done, files in all, what is happening): a progress bar, a progress artifact."""
 
@@ -141,8 +153,24 @@ class FileOutcome:
 
     @property
     def status(self) -> str:
-        """loaded, duplicate, rejected, or failed (the ingest raised)."""
+        """A load status (loaded, duplicate, rejected, held), or failed (the ingest raised)."""
         return self.result.status if self.result else "failed"
+
+    @property
+    def needs_attention(self) -> bool:
+        """Rejected or held (it changed no figure), or failed: someone must act."""
+        return self.status in NOT_GREEN or self.result is None
+
+    @property
+    def ledger_tag(self) -> str:
+        """« (file 12) », its id in the ledger (``cdv-etl files``), or nothing when it has none."""
+        return f" (file {self.result.file_id})" if self.result and self.result.file_id else ""
+
+    @property
+    def reason(self) -> str:
+        """Its message on one line: the load's (why it was rejected or held), or the ingest's error."""
+        text = self.result.message if self.result else self.error
+        return " ".join((text or "").split())
 
     def as_dict(self) -> dict[str, Any]:
         if self.result is None:
@@ -182,6 +210,11 @@ class InboxRun:
     def failures(self) -> list[FileOutcome]:
         return [f for f in self.files if f.result is None]
 
+    @property
+    def attention(self) -> list[FileOutcome]:
+        """The exports someone must look at (``FileOutcome.needs_attention``)."""
+        return [f for f in self.files if f.needs_attention]
+
     def summary_line(self) -> str:
         c = self.counts
         return (
@@ -208,6 +241,27 @@ class InboxRun:
             Path(d["report"]) if d["report"] else None,
             {p: Path(path) for p, path in d.get("feedback", {}).items()},
         )
+
+
+class NeedsAttention(CdvError):
+    """Exports that were rejected or held, or failed: each with its reason, then what to do.
+
+    The message of a Prefect run that does not end green. ``run``: the nightly run they belong
+    to (what the nightly flow fails with when no ingest raised, so that a caller in the same
+    process, the command line, still gets the run's results)."""
+
+    def __init__(self, files: list[FileOutcome], *, of: int, run: InboxRun | None = None) -> None:
+        lines = [f"{f.file_name}{f.ledger_tag} — {f.status}: {f.reason}" for f in files]
+        if of > 1:
+            others = "; the others went through" if len(files) < of else ""
+            head = f"{len(files)} of {of} exports need attention (they changed no figure{others}):"
+            lines = [head, *(f"- {line}" for line in lines)]
+        super().__init__("\n".join(lines), "; ".join(NEXT_STEP[s] for s in sorted({f.status for f in files})))
+        self.run = run
+
+    @classmethod
+    def of_run(cls, run: InboxRun) -> NeedsAttention:
+        return cls(run.attention, of=len(run.files), run=run)
 
 
 class InboxFailed(CdvError):
@@ -291,14 +345,25 @@ def _ignore(done: int, total: int, message: str) -> None:
     pass
 
 
-def run_inbox(settings: Settings, *, steps: Steps = Steps(), progress: RunProgress = _ignore) -> InboxRun:
+def _skip(step: ReferenceResult | FileOutcome) -> None:
+    pass
+
+
+def run_inbox(
+    settings: Settings,
+    *,
+    steps: Steps = Steps(),
+    progress: RunProgress = _ignore,
+    finished: Callable[[ReferenceResult | FileOutcome], None] = _skip,
+) -> InboxRun:
     """Run the inbox once, holding the writer lock throughout.
 
     A new ANCT reference first (a reference that fails to load stops the run: the exports would
     be judged against the old one). Then each export, oldest first: a rejected file goes to
     ``rejected/`` with ``<file>.reason.txt`` beside it, a loaded or duplicate one to
     ``archive/<partner>/``; a file whose ingest raised stays in the inbox, and the run goes on,
-    then raises ``InboxFailed`` at the end (after publishing what was done). When a file was
+    then raises ``InboxFailed`` at the end (after publishing what was done). ``finished`` is
+    called with each reference's and each export's outcome as soon as it is known. When a file was
     processed or the published copy lags, the warehouse is published and the report written,
     with a feedback workbook beside it for each partner with a file loaded this run (every
     partner, after a new reference) whose current export has rejected rows; a night with
@@ -314,6 +379,7 @@ def run_inbox(settings: Settings, *, steps: Steps = Steps(), progress: RunProgre
             progress(len(references), total, f"reference {ref.name}")
             loaded = steps.reference(s, ref)
             references.append(loaded)
+            finished(loaded)
             moved = steps.move(ref, s.archive_dir / "reference", None)
             progress(len(references), total, f"{loaded.summary()}; moved to {moved}")
         files: list[FileOutcome] = []
@@ -323,6 +389,7 @@ def run_inbox(settings: Settings, *, steps: Steps = Steps(), progress: RunProgre
                 r = steps.ingest(s, path, progress=partial(progress, done, total))
             except Exception as exc:
                 files.append(FileOutcome(path.name, None, None, f"{type(exc).__name__}: {exc}"))
+                finished(files[-1])
                 progress(done + 1, total, f"{path.name}: failed, {LEFT_IN_INBOX}")
                 continue
             if r.status == "rejected":
@@ -330,6 +397,7 @@ def run_inbox(settings: Settings, *, steps: Steps = Steps(), progress: RunProgre
             else:
                 moved = steps.move(path, s.archive_dir / (r.partner or "unknown"), None)
             files.append(FileOutcome(path.name, r, moved))
+            finished(files[-1])
             progress(done + 1, total, f"{path.name}: {r.status}, moved to {moved}")
         report, feedback = None, {}
         if total or published_is_stale(s):
@@ -348,10 +416,22 @@ def run_inbox(settings: Settings, *, steps: Steps = Steps(), progress: RunProgre
     return run
 
 
+def existing_file(path: Path, what: str) -> Path:
+    """``path``, when it is a file; otherwise a ``CdvError`` saying so (a path typed by hand in a form)."""
+    if not path.is_file():
+        found = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise CdvError(
+            f"{what} {path} {found} (on the machine that runs the flow)",
+            "check the path (an absolute path on that machine, with the file's extension), then start the run again",
+        )
+    return path
+
+
 def ingest_one(
     settings: Settings, path: Path, *, partner: str | None = None, force: bool = False, steps: Steps = Steps()
 ) -> tuple[LoadResult, Path]:
     """One export given by hand (left where it is), then publish: (its result, the published copy)."""
+    existing_file(path, "the export")
     with writer_lock(settings.warehouse, settings.lock_timeout_s):
         result = steps.ingest(settings, path, partner, force)
         return result, steps.publish(settings)
@@ -367,6 +447,7 @@ def refresh_reference(
 ) -> tuple[ReferenceResult, Path]:
     """A new vintage of the ANCT list of ACV communes, the loaded exports revalidated against it
     (the same rules as ``cdv-etl reference load``), then publish."""
+    existing_file(path, "the ANCT reference")
     with writer_lock(settings.warehouse, settings.lock_timeout_s):
         result = steps.reference(settings, path, vintage, force)
         return result, steps.publish(settings)

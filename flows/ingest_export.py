@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from prefect import flow
+from prefect import flow, get_run_logger
+from prefect.states import State
 from pydantic import Field, WithJsonSchema
 
-from cdv_etl.inbox import ingest_one, result_dict
+from cdv_etl.errors import CdvError
+from cdv_etl.inbox import FileOutcome, NeedsAttention, ingest_one, result_dict
 from cdv_etl.specs import load_specs
-from flows import tasks
+from flows import outcome, tasks
 from flows.artifacts import publish_artifacts
 from flows.nightly import flow_settings, writer_slot
 
@@ -39,11 +41,20 @@ def ingest_export(
         default=False, description="Re-ingest a file already loaded (after a spec fix), replacing its rows."
     ),
     warehouse: str | None = Field(default=None, description="Warehouse file (default: CDV_WAREHOUSE)."),
-) -> dict[str, Any]:
-    """Ingest one export file."""
+) -> dict[str, Any] | State[Any]:
+    """Ingest one export file; Failed, with the reason and what to do, when it was rejected or held,
+    or when the path is not a file."""
+    log = get_run_logger()
     s = flow_settings(warehouse=warehouse)
-    with writer_slot(s):
-        result, published = ingest_one(s, Path(path), partner=partner or None, force=force, steps=tasks.STEPS)
+    try:
+        with writer_slot(s):
+            result, published = ingest_one(s, Path(path), partner=partner or None, force=force, steps=tasks.STEPS)
+    except CdvError as exc:
+        return outcome.failed(log, exc)
+    done = FileOutcome(result.file_name, result, None)  # a hand-started ingest leaves the file where it is
+    log.log(*outcome.file_line(done))
     plain = result_dict(result)
     publish_artifacts(published, [plain], prefix=None, title=f"Import de {Path(path).name}")
+    if done.needs_attention:
+        return outcome.failed(log, NeedsAttention([done], of=1), logged=True)
     return plain

@@ -1,10 +1,12 @@
 """The nightly run: the core's inbox run (``cdv_etl.inbox``) with each step a task, a progress
-artifact (when there are files), the run's artifacts and the writers' concurrency slot."""
+artifact (when there are files), the run's artifacts and the writers' concurrency slot; one log
+line per file, and Failed when a file needs attention (``flows.outcome``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
@@ -12,10 +14,12 @@ from uuid import UUID
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.concurrency.sync import concurrency
+from prefect.states import State
 
 from cdv_etl.config import Settings
-from cdv_etl.inbox import InboxFailed, reports_dir, run_inbox
-from flows import tasks
+from cdv_etl.errors import CdvError
+from cdv_etl.inbox import InboxFailed, NeedsAttention, reports_dir, run_inbox
+from flows import outcome, tasks
 from flows.artifacts import link_feedback, link_report, publish_artifacts
 from flows.report_server import report_url
 
@@ -49,8 +53,8 @@ def writer_slot(settings: Settings) -> Iterator[None]:
 )
 def nightly(
     inbox: str | None = None, warehouse: str | None = None, archive: str | None = None, rejected: str | None = None
-) -> dict[str, Any]:
-    """The scheduled nightly run.
+) -> dict[str, Any] | State[Any]:
+    """The scheduled nightly run; Failed, naming the files, when an export was rejected or held or failed.
 
     Args:
         inbox: Folder where partners' exports arrive (default: CDV_INBOX, or ./inbox).
@@ -63,10 +67,11 @@ def nightly(
     shown = [-1]
     artifact: list[UUID] = []  # created at the first file: an empty night has no progress to show
 
-    def progress(done: int, total: int, message: str) -> None:  # one log line and update per file
+    def progress(done: int, total: int, message: str) -> None:  # one update per file
         if done != shown[0]:
+            if shown[0] < 0:
+                log.info(message)  # what the inbox holds; then each file's line (``finished``)
             shown[0] = done
-            log.info(message)
             if not total:
                 return
             if not artifact:
@@ -76,9 +81,11 @@ def nightly(
     failed: InboxFailed | None = None
     with writer_slot(s):
         try:
-            run = run_inbox(s, steps=tasks.STEPS, progress=progress)
+            run = run_inbox(s, steps=tasks.STEPS, progress=progress, finished=partial(outcome.log_step, log))
         except InboxFailed as exc:
             run, failed = exc.run, exc
+        except CdvError as exc:  # stopped before its files (a reference that does not load, a busy warehouse)
+            return outcome.failed(log, exc)
     publish_artifacts(run.published, [f.as_dict() for f in run.files], prefix="nightly", title="Nuit")
     if run.report:
         url = report_url(run.report, reports_dir(Settings.from_env()))
@@ -87,6 +94,6 @@ def nightly(
         urls = {p: report_url(path, reports_dir(Settings.from_env())) for p, path in run.feedback.items()}
         link_feedback(run.feedback, run.published, urls=urls, key="nightly-feedback")
     log.info("night done: %s", run.summary_line())
-    if failed:
-        raise failed
+    if run.attention:  # its files' lines are logged: the state's message lists them again, with what to do
+        return outcome.failed(log, NeedsAttention.of_run(run), data=failed, logged=True)
     return run.as_dict()

@@ -6,14 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.states import State
 from pydantic import Field
 
+from cdv_etl.errors import CdvError
 from cdv_etl.inbox import refresh_reference
 from cdv_etl.load.reference import ReferenceResult
 from cdv_etl.publish.tables import euros
-from flows import tasks
+from flows import outcome, tasks
 from flows.nightly import flow_settings, writer_slot
 
 
@@ -50,11 +52,16 @@ def reference_refresh(
     ),
     force: bool = Field(default=False, description="Load it even when it is older than the current vintage."),
     warehouse: str | None = Field(default=None, description="Warehouse file (default: CDV_WAREHOUSE)."),
-) -> dict[str, Any]:
-    """Load a new ANCT reference: refused (the run fails, nothing changed) when it has no date, or
-    is older than the current vintage without ``force``."""
+) -> dict[str, Any] | State[Any]:
+    """Load a new ANCT reference: Failed, with the error and what to do, when it cannot be loaded
+    (no date, older than the current vintage without ``force``, a file that does not read)."""
+    log = get_run_logger()
     s = flow_settings(warehouse=warehouse)
-    with writer_slot(s):
-        result, _ = refresh_reference(s, Path(path), vintage=vintage, force=force, steps=tasks.STEPS)
+    try:
+        with writer_slot(s):
+            result, _ = refresh_reference(s, Path(path), vintage=vintage, force=force, steps=tasks.STEPS)
+    except CdvError as exc:
+        return outcome.failed(log, exc)
+    log.info(result.summary())
     create_markdown_artifact(_markdown(result), description="ANCT reference refresh")
     return result.as_dict()

@@ -3,25 +3,43 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
-from conftest import ANCT_REFERENCE, SPECIMENS, expected, needs_shared
+from conftest import ANCT_REFERENCE, SPECIMENS, expected, needs_shared, sample_warehouse
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.sorting import LogSort
+from prefect.logging.handlers import APILogWorker
+from prefect.states import State
 from prefect.testing.utilities import prefect_test_harness
 
+from cdv_etl.config import Settings
+from cdv_etl.errors import CdvError
+from cdv_etl.inbox import NEXT_STEP, NOT_GREEN, FileOutcome, InboxRun, NeedsAttention
+from cdv_etl.load.loader import LoadResult
 from cdv_etl.load.reference import SAMPLE_REFERENCE
 from cdv_etl.publish.tables import euros
 from cdv_etl.specs import load_specs
 from flows.artifacts import count
 from flows.ingest_export import ingest_export
 from flows.nightly import nightly
+from flows.outcome import LEVEL, file_line
 from flows.reference_refresh import reference_refresh
 from flows.report_server import URL_ENV
 
@@ -60,7 +78,12 @@ def fill_inbox(inbox: Path) -> list[str]:
 def test_nightly_over_the_specimens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     inbox, wh = tmp_path / "inbox", tmp_path / "wh" / "cdv.duckdb"
     names = fill_inbox(inbox)
-    summary = nightly(inbox=str(inbox), warehouse=str(wh))
+    with pytest.raises(NeedsAttention) as caught:  # notes_partenaire.csv was rejected: the run is not green
+        nightly(inbox=str(inbox), warehouse=str(wh))
+    assert caught.value.run is not None and [f.file_name for f in caught.value.run.attention] == [
+        "notes_partenaire.csv"
+    ]
+    summary = caught.value.run.as_dict()
     assert list(inbox.iterdir()) == []
     for name in names:
         partner = expected()[name]["partner"]
@@ -166,6 +189,7 @@ def test_nightly_over_the_specimens(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     # A night with nothing new is cheap, changes nothing, and says so (no progress bar at 0 %).
     state = nightly(inbox=str(inbox), warehouse=str(wh), return_state=True)
+    assert (state.type, state.name) == (StateType.COMPLETED, "Completed")  # a clean night is green
     again = state.result()
     assert again["files"] == []
     with get_client(sync_client=True) as client:
@@ -213,6 +237,77 @@ def test_ingest_export_and_reference_refresh_flows(tmp_path: Path) -> None:
     assert con.execute("SELECT count(*) FROM financing").fetchone()[0] == result["rows_loaded"]
     again = ingest_export(path=str(exports[0]), warehouse=str(wh), force=True)
     assert again["file_id"] == result["file_id"] and again["status"] == "loaded"
+
+    # Not a green Completed: Failed, its message the reason and what to do (no traceback), its artifacts made.
+    notes = tmp_path / "notes_partenaire.csv"
+    notes.write_text("bonjour;\n1;2\n", encoding="utf-8")  # matches no partner
+    rejected = ingest_export(path=str(notes), warehouse=str(wh), return_state=True)
+    assert (rejected.type, rejected.name) == (StateType.FAILED, "Failed")
+    message = rejected.message or ""
+    assert message.startswith("notes_partenaire.csv (file ") and " — rejected: notes_partenaire.csv: " in message
+    assert "no partner spec recognises" in message and message.endswith(f"\n  → {NEXT_STEP['rejected']}")
+    lines = [(level, m) for level, m in run_logs(rejected) if m.startswith("notes_partenaire.csv")]
+    assert [level for level, _ in lines] == [logging.ERROR] and "no partner spec recognises" in lines[0][1]
+    with get_client(sync_client=True) as client:
+        run_filter = FlowRunFilter(id=FlowRunFilterId(any_=[rejected.state_details.flow_run_id]))
+        assert {a.type for a in client.read_artifacts(flow_run_filter=run_filter)} == {"table", "markdown"}
+
+    missing = tmp_path / "late" / "AL_ACV_export_2026-11.csv"
+    absent = ingest_export(path=str(missing), warehouse=str(wh), return_state=True)
+    assert (absent.type, absent.name) == (StateType.FAILED, "Failed")
+    error = CdvError(
+        f"the export {missing} does not exist (on the machine that runs the flow)",
+        "check the path (an absolute path on that machine, with the file's extension), then start the run again",
+    )
+    assert absent.message == str(error)  # what was wrong, then what to do
+    assert (logging.ERROR, " ".join(str(error).split())) in run_logs(absent)
+
+
+def test_a_held_rejected_or_failed_export_is_not_green_and_says_what_to_do() -> None:
+    """One rule for the run's end: held and rejected (``NOT_GREEN``) and failed files need
+    attention, each with its reason and the next step; loaded and duplicate files do not."""
+    loaded = LoadResult(
+        "BDT.xlsx",
+        "bdt",
+        "loaded",
+        1,
+        rows_read=1200,
+        rows_loaded=1190,
+        rows_quarantined=10,
+        engaged_amount_eur=Decimal("1234567.5"),
+    )
+    held = LoadResult("AL_ACV_export_2026-12.csv", "action_logement", "held", 7, message="withdraws 40 %\n  → accept")
+    dup = LoadResult("BDT copy.xlsx", "bdt", "duplicate", 8, message="same bytes as file 1 (BDT.xlsx)")
+    files = [
+        FileOutcome("BDT.xlsx", loaded, Path("archive/bdt/BDT.xlsx")),
+        FileOutcome(held.file_name, held, Path("archive/action_logement") / held.file_name),
+        FileOutcome("BDT copy.xlsx", dup, Path("archive/bdt/BDT copy.xlsx")),
+        FileOutcome("x.csv", None, None, "CdvError: the warehouse is busy"),
+    ]
+    run = InboxRun([], files, Path("cdv.published.duckdb"), None)
+    assert str(NeedsAttention.of_run(run)) == (
+        "2 of 4 exports need attention (they changed no figure; the others went through):\n"
+        "- AL_ACV_export_2026-12.csv (file 7) — held: withdraws 40 % → accept\n"
+        "- x.csv — failed: CdvError: the warehouse is busy\n"
+        f"  → {NEXT_STEP['failed']}; {NEXT_STEP['held']}"
+    )
+    clean = InboxRun([], [files[0], files[2]], Path("cdv.published.duckdb"), None)
+    assert clean.attention == []
+    assert set(LEVEL) == set(NEXT_STEP) == NOT_GREEN | {"failed"}
+    assert [file_line(f)[0] for f in files] == [logging.INFO, logging.WARNING, logging.INFO, logging.ERROR]
+    assert file_line(files[0])[1] == (
+        "BDT.xlsx (bdt, file 1): loaded — 1\u202f200 rows read, 1\u202f190 loaded, 10 quarantined, "
+        "1\u202f234\u202f567,50 € engaged, moved to archive/bdt/BDT.xlsx"
+    )
+    assert file_line(files[3])[1] == "x.csv: failed — CdvError: the warehouse is busy (left in the inbox)"
+
+
+def run_logs(state: State[Any]) -> list[tuple[int, str]]:
+    """(level, message) of the logs of the flow run that ended in ``state``, its tasks' included."""
+    APILogWorker.drain_all()  # logs are sent in batches: send what waits, and wait for it
+    run = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+    with get_client(sync_client=True) as client:
+        return [(log.level, log.message) for log in client.read_logs(log_filter=run, sort=LogSort.TIMESTAMP_ASC)]
 
 
 def test_flow_parameters_render_a_proper_form() -> None:
@@ -271,6 +366,18 @@ def test_command_line_nightly_with_prefect_api_url_runs_the_flow_on_that_server(
     details = latest_artifact("nightly-file-details")
     moved = [(r["fichier"], r["déplacé vers"]) for r in details]  # type: ignore[union-attr]
     assert moved == [(export.name, "laissé dans la boîte de dépôt")]
+
+    # A rejected export: the flow run fails, naming it; the command still prints the files, exits 1.
+    export.unlink()
+    (inbox / "notes_partenaire.csv").write_text("bonjour;\n1;2\n", encoding="utf-8")  # matches no partner
+    sample_warehouse(Settings(warehouse=wh))  # now with the reference
+    result = CliRunner().invoke(app, ["nightly", "--inbox", str(inbox), "-w", str(wh)])
+    assert result.exit_code == 1, result.output
+    assert "notes_partenaire.csv" in result.stdout and "no partner spec recognises" in " ".join(result.stderr.split())
+    with get_client(sync_client=True) as client:
+        [run] = [r for r in client.read_flow_runs(flow_run_filter=top_level) if r.id not in before | {runs[0].id}]
+        assert run.state_type is StateType.FAILED and run.state is not None
+        assert (run.state.message or "").startswith("notes_partenaire.csv (file ")
 
 
 def test_the_nightly_schedule_shows_its_time_zone() -> None:

@@ -7,29 +7,97 @@ Each test passes its own inbox and warehouse to the runs it starts.
 
 from __future__ import annotations
 
+import http.server
 import json
+import logging
+import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
 import duckdb
 import pytest
+import yaml
 from analyst_helpers import run_cli
-from conftest import ANCT_REFERENCE, SPECIMENS, expected, needs_shared
+from conftest import ANCT_REFERENCE, ROOT, SPECIMENS, expected, needs_shared
 from prefect_server import BIN, PrefectServer
 
 from cdv_etl.demo_data import generate_demo_exports
+from cdv_etl.inbox import NEXT_STEP
 from cdv_etl.load.reference import SAMPLE_REFERENCE
-from flows.artifacts import FILE_PARTNER, LOADED, QUARANTINED, READ, STATUS, STATUS_COL
+from cdv_etl.publish.tables import euros
+from flows.artifacts import FILE_PARTNER, LOADED, QUARANTINED, READ, STATUS, STATUS_COL, count
 
 
 def number(shown: str) -> int:
     """A count as the artifacts show it (French thousands separator) back to an int."""
     return int(shown.replace("\u202f", ""))
+
+
+def run_logs(server: PrefectServer, flow_run_id: str) -> list[tuple[int, str]]:
+    """(level, message) of a run's logs, its tasks' included, oldest first: once the run's last
+    line (the engine's « Finished in state … ») has reached the server (logs are sent in batches)."""
+
+    def logs() -> list[dict]:
+        body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "sort": "TIMESTAMP_ASC", "limit": 200}
+        return list(server.request("POST", "/logs/filter", json=body))
+
+    wait_for(
+        lambda: any(r["task_run_id"] is None and r["message"].startswith("Finished in state") for r in logs()),
+        f"the last log line of flow run {flow_run_id}",
+    )
+    return [(r["level"], r["message"]) for r in logs()]
+
+
+@contextmanager
+def readme_automation(server: PrefectServer) -> Iterator[list[dict[str, str]]]:
+    """The README's automation, created on ``server`` as `prefect automation create --from-file`
+    does, its notification block a custom webhook to a local sink: yields the notifications
+    received (subject, body); the automation is deleted at the end."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.client.orchestration import get_client
+    from prefect.events.schemas.automations import AutomationCore
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = re.search(r"```yaml\n(# nightly-failed\.yaml\n.*?)```", text, re.DOTALL)
+    assert found, "no nightly-failed.yaml in the README"
+    spec = yaml.safe_load(found.group(1))
+    received: list[dict[str, str]] = []
+
+    class Sink(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    with temporary_settings({PREFECT_API_URL: server.api}):
+        block = CustomWebhookNotificationBlock(
+            name="cdv-etl test sink",
+            url=f"http://127.0.0.1:{sink.server_address[1]}/",
+            json_data={"subject": "{{subject}}", "body": "{{body}}"},
+            allow_private_urls=True,
+        )
+        spec["actions"][0]["block_document_id"] = str(block.save("nightly-failed-sink", overwrite=True))
+        with get_client(sync_client=True) as client:
+            automation = client.create_automation(AutomationCore.model_validate(spec))
+    try:
+        yield received
+    finally:
+        server.request("DELETE", f"/automations/{automation}")
+        sink.shutdown()
+        sink.server_close()
 
 
 @pytest.fixture
@@ -63,9 +131,36 @@ def test_nightly_deployment_over_the_specimens(served: tuple[PrefectServer, Path
     shutil.copy(ANCT_REFERENCE, inbox)
     (inbox / "virus.csv").write_bytes(b"MZ\x90\x00\x03" * 50)
     wh = work / "night1" / "cdv.duckdb"
-    run_id = server.run_deployment("nightly/nightly", {"inbox": str(inbox), "warehouse": str(wh)})
-    run = server.wait(run_id)
-    assert run["state_type"] == "COMPLETED", (work.parent / "serve.log").read_text(errors="replace")[-4000:]
+    with readme_automation(server) as notifications:
+        run_id = server.run_deployment("nightly/nightly", {"inbox": str(inbox), "warehouse": str(wh)})
+        run = server.wait(run_id)
+        wait_for(lambda: bool(notifications), "the automation's notification of the failed night")
+    # not green: virus.csv was rejected; the state's message names it, its reason, what to do
+    assert (run["state_type"], run["state_name"]) == ("FAILED", "Failed"), (work.parent / "serve.log").read_text(
+        errors="replace"
+    )[-4000:]
+    message = run["state"]["message"]
+    virus_id = (
+        duckdb.connect(str(wh), read_only=True)
+        .execute("SELECT file_id FROM files WHERE file_name = 'virus.csv'")
+        .fetchone()[0]
+    )
+    assert message.startswith(f"1 of {len(expected()) + 1} exports need attention"), message
+    assert f"\n- virus.csv (file {virus_id}) — rejected: virus.csv: " in message
+    assert message.endswith(f"\n  → {NEXT_STEP['rejected']}") and "Traceback" not in message
+    [notification] = notifications  # the README's automation: this night's message, by a webhook block
+    assert notification["subject"] == f"cdv-etl: nightly run {run['name']} ended Failed"
+    assert notification["body"].startswith(message + "\n")
+
+    # one line per file: INFO with its counts, ERROR with its reason
+    logs = run_logs(server, run_id)
+    for name, exp in expected().items():
+        line = next(m for _, m in logs if m.startswith(f"{Path(name).name} ({exp['partner']}, file "))
+        assert (logging.INFO, line) in logs
+        assert f": loaded — {count(exp['data_rows'])} rows read, {count(exp['loaded_rows'])} loaded, " in line
+        assert f"{euros(Decimal(exp['engaged_amount_eur']))} engaged, moved to " in line
+    rejected = [(level, m) for level, m in logs if m.startswith("virus.csv")]
+    assert [level for level, _ in rejected] == [logging.ERROR] and ": rejected — virus.csv: " in rejected[0][1]
 
     assert list(inbox.iterdir()) == []
     for name, exp in expected().items():
