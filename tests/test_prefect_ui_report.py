@@ -1,12 +1,13 @@
 """A real browser on a real Prefect server: the nightly run's artifacts, read at 1400 px, and its report link.
 
 The session's one server (``conftest.prefect_served``): `cdv-etl serve` serves the deployments
-and the served warehouse's reports folder (on a free port, through CDV_REPORTS_PORT). The nightly
-deployment runs once over an inbox holding the sample ANCT reference and one demo export per partner. Headless Chromium (Debian's, driven by Playwright)
-then opens the run's Artifacts tab, checks the files table fits 1400 px without a horizontal
-scroll, clicks the report link and checks the steering committee's report opens. It also looks
-at the nightly deployment's schedule (its time zone) and at the `ingest-export` form (the
-partner is a choice list). Screenshots go to test-artifacts/.
+and the served warehouse's reports folder (on a free port, through CDV_REPORTS_PORT). The
+nightly deployment runs once over an inbox holding the sample ANCT reference and one demo
+export per partner. Headless Chromium (Debian's, driven by Playwright) then opens the run's
+Artifacts tab, checks the files table fits 1400 px without a horizontal scroll, clicks the
+report link and checks the steering committee's report opens. It also looks at the nightly
+deployment's schedule (its time zone) and at the `ingest-export` form (the partner is a
+choice list). Screenshots go to test-artifacts/.
 """
 
 from __future__ import annotations
