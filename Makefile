@@ -24,8 +24,8 @@ install: $(STAMP)
 demo: install  ## generate demo exports for the five partners and load them
 	$(BIN)/cdv-etl demo
 
-test: install  ## the whole test suite
-	$(BIN)/pytest
+test: install  ## the whole test suite, a worker per core (pytest-xdist; the Prefect tests share one worker)
+	$(BIN)/pytest -n auto
 
 lint: install  ## ruff (lint and format) and mypy; each one fails the target
 	$(BIN)/ruff check .

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import settings as hypothesis_settings
-from prefect_server import BIN, DEPLOYMENTS, PrefectServer, start_server
+from prefect_server import BIN, DEPLOYMENTS, PrefectServer, free_port, start_server
 
 from cdv_etl.config import Settings
 from cdv_etl.load.reference import SAMPLE_REFERENCE
@@ -90,16 +90,34 @@ def table_snapshot(con) -> dict[str, list]:  # type: ignore[no-untyped-def]
     return {n: sorted(map(repr, con.execute(f'SELECT * FROM "{n}"').fetchall())) for n in names}
 
 
+PREFECT_GROUP = pytest.mark.xdist_group("prefect")
+"""The mark of the tests that use the session's Prefect server: ``--dist loadgroup`` (pytest-xdist)
+runs them all in one worker, so a session starts one server, not one per worker. A test that
+names ``prefect_served`` (or a fixture that does) gets it here; one that reaches the server
+through ``request.getfixturevalue`` marks its module (``pytestmark = PREFECT_GROUP``)."""
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "prefect_served" in getattr(item, "fixturenames", ()):
+            item.add_marker(PREFECT_GROUP)
+
+
 @pytest.fixture(scope="session")
 def prefect_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrefectServer, Path]]:
     """One real Prefect server for the session (a free port, its own PREFECT_HOME on the embedded
     SQLite) and ``cdv-etl serve`` serving the deployments to it, as in production; stopped at the end.
+    Every test that needs a Prefect server uses this one (mark its module ``PREFECT_GROUP``, so
+    that under pytest-xdist all of them run in the one worker that starts it).
 
-    Runs that name no warehouse write to ``<work>/wh/cdv.duckdb``; a test that needs its own
+    Runs that name no warehouse write to ``<work>/wh/cdv.duckdb``, whose ``reports/`` folder
+    ``cdv-etl serve`` serves on ``server.reports_port`` (a free port); a test that needs its own
     state passes its own warehouse and inbox as the run's parameters.
     """
     work = tmp_path_factory.mktemp("prefect")
     server = start_server(work / "prefect-home")
+    server.reports_port = free_port()  # chosen once the server holds its own port, so that the two differ
     try:
         server.start_child(
             [str(BIN / "cdv-etl"), "serve"],
@@ -107,6 +125,7 @@ def prefect_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[P
             log=work / "serve.log",
             CDV_WAREHOUSE=str(work / "wh" / "cdv.duckdb"),
             CDV_LOCK_TIMEOUT="120",
+            CDV_REPORTS_PORT=str(server.reports_port),
         )
         for name in DEPLOYMENTS:
             server.deployment_id(name)

@@ -39,6 +39,8 @@ class PrefectServer:
     proc: subprocess.Popen[bytes]
     log: Path
     children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    reports_port: int | None = None
+    """The port ``cdv-etl serve`` serves the reports folder on, once the fixture has started it."""
 
     @property
     def url(self) -> str:
@@ -57,6 +59,9 @@ class PrefectServer:
                 "PREFECT_UI_API_URL": self.api,
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+                # No scheduled runs: the nightly deployment's 02:00 schedule must not start a run
+                # in the middle of the tests (nor add runs to what a test counts).
+                "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
                 "DO_NOT_TRACK": "1",
                 "PREFECT_LOGGING_LEVEL": "INFO",
             }

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import re
+from collections.abc import Iterator
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -166,12 +167,18 @@ FRAGMENTS = st.sampled_from(
 PARTNER_TEXT = st.lists(st.one_of(FRAGMENTS, st.text(max_size=8)), max_size=12).map("".join)
 
 
+@pytest.fixture(scope="module")
+def memory() -> Iterator[duckdb.DuckDBPyConnection]:
+    """One in-memory DuckDB for every example (opening one costs more than the example itself)."""
+    con = duckdb.connect()
+    yield con
+    con.close()
+
+
 @settings(max_examples=300, deadline=None)
 @given(PARTNER_TEXT)
-def test_any_text_from_the_warehouse_is_printed_as_written(text: str) -> None:
-    con = duckdb.connect()
-    (value,) = con.execute("SELECT ?::VARCHAR", [text]).fetchone()  # as DuckDB returns it
-    con.close()
+def test_any_text_from_the_warehouse_is_printed_as_written(memory: duckdb.DuckDBPyConnection, text: str) -> None:
+    (value,) = memory.execute("SELECT ?::VARCHAR", [text]).fetchone()  # as DuckDB returns it
     lines = shown(value).split("\n")
     width = max(1, *(cell_len(line) for line in lines))
     assert render_cell(value) == [line + " " * (width - cell_len(line)) for line in lines]

@@ -1,4 +1,4 @@
-"""The Prefect flows end to end, in-process on Prefect's test harness (a real local API)."""
+"""The Prefect flows end to end, in this process, on the session's real Prefect server (``conftest.prefect_served``)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import LogSort
 from prefect.logging.handlers import APILogWorker
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import State
-from prefect.testing.utilities import prefect_test_harness
+from prefect_server import PrefectServer
 
 from cdv_etl.config import Settings
 from cdv_etl.errors import CdvError
@@ -45,8 +46,10 @@ from flows.report_server import URL_ENV
 
 
 @pytest.fixture(scope="module", autouse=True)
-def harness() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=120):
+def harness(prefect_served: tuple[PrefectServer, Path]) -> Iterator[None]:
+    """The flows run in this process against the session's Prefect server (one server per session)."""
+    server, _ = prefect_served
+    with temporary_settings(updates={PREFECT_API_URL: server.api}):
         yield
 
 

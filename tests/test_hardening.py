@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
 import pytest
+from analyst_helpers import run_cli
 
 from cdv_etl.demo_data import generate_demo_exports
 from cdv_etl.load.reference import SAMPLE_REFERENCE
@@ -47,22 +45,15 @@ def test_the_reader_touches_only_its_file_and_workdir(tmp_path: Path) -> None:
 def test_a_crash_between_commit_and_archive_never_loads_twice(tmp_path: Path) -> None:
     """The file was loaded (committed) but the run died before moving it: the next nightly run
     recognises its bytes in the ledger, archives it as a duplicate, and loads nothing again."""
-    env = {**os.environ, "DO_NOT_TRACK": "1", "PREFECT_HOME": str(tmp_path / "ph")}
-    cli = [str(Path(sys.executable).parent / "cdv-etl")]
     wh = tmp_path / "cdv.duckdb"
     inbox = tmp_path / "inbox"
     export = generate_demo_exports(inbox)[0]
     for f in inbox.iterdir():
         if f != export:
             f.unlink()
-    subprocess.run(
-        [*cli, "reference", "load", str(SAMPLE_REFERENCE), "-w", str(wh)], env=env, check=True, capture_output=True
-    )
-    subprocess.run([*cli, "ingest", str(export), "-w", str(wh)], env=env, check=True, capture_output=True)
-    night = subprocess.run(
-        [*cli, "nightly", "--inbox", str(inbox), "-w", str(wh)], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert night.returncode == 0, night.stdout + night.stderr
+    run_cli(["reference", "load", str(SAMPLE_REFERENCE), "-w", str(wh)], tmp_path)
+    run_cli(["ingest", str(export), "-w", str(wh)], tmp_path)
+    night = run_cli(["nightly", "--inbox", str(inbox), "-w", str(wh)], tmp_path)
     assert "duplicate" in night.stdout
     assert (tmp_path / "archive" / "bdt" / export.name).exists() and not export.exists()
     con = duckdb.connect(str(tmp_path / "cdv.published.duckdb"), read_only=True)

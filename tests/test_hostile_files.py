@@ -333,10 +333,8 @@ def ledger(warehouse: Path) -> dict[str, tuple[str, str | None, str | None]]:
 
 @pytest.fixture
 def cli_warehouse(tmp_path: Path) -> Path:
-    """A warehouse holding the sample reference, for the command line to load into."""
-    warehouse = tmp_path / "wh" / "cdv.duckdb"
-    run_cli(["reference", "load", "--sample", "-w", str(warehouse)], tmp_path)
-    return warehouse
+    """A warehouse holding the sample reference (the session's, copied), for the command line to load into."""
+    return sample_warehouse(Settings(warehouse=tmp_path / "wh" / "cdv.duckdb")).warehouse
 
 
 # -- 1. workbooks that are not what they claim ---------------------------------------------------

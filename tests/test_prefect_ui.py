@@ -24,11 +24,13 @@ from urllib.parse import urlsplit
 
 import duckdb
 import pytest
-from conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, skip_or_fail
+from conftest import CHROMIUM, CHROMIUM_ARGS, PREFECT_GROUP, ROOT, skip_or_fail
 from prefect_server import POLL_S, PrefectServer
 
 from cdv_etl.demo_data import generate_demo_exports
 from cdv_etl.load.reference import SAMPLE_REFERENCE
+
+pytestmark = PREFECT_GROUP  # the session's server, reached through request.getfixturevalue
 
 SCREENSHOT = ROOT / "test-artifacts" / "prefect-ui-run.png"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
@@ -50,7 +52,7 @@ def _need_browser() -> None:
 @pytest.fixture(scope="module")
 def ui_served(request: pytest.FixtureRequest) -> tuple[PrefectServer, Path]:
     """The session's Prefect server and `cdv-etl serve`; the served warehouse holding the sample
-    reference (this is the only test whose runs name no warehouse: the served default)."""
+    reference (this test's runs, and the report test's night, name no warehouse: the served default)."""
     _need_browser()
     server, work = request.getfixturevalue("prefect_served")
     run = server.wait(

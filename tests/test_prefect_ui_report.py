@@ -1,12 +1,13 @@
 """A real browser on a real Prefect server: the nightly run's artifacts, read at 1400 px, and its report link.
 
-`cdv-etl serve` serves the deployments and the reports folder (on a free port, through
-CDV_REPORTS_PORT). The nightly deployment runs once over an inbox holding the sample ANCT
-reference and one demo export per partner. Headless Chromium (Debian's, driven by Playwright)
-then opens the run's Artifacts tab, checks the files table fits 1400 px without a horizontal
-scroll, clicks the report link and checks the steering committee's report opens. It also looks
-at the nightly deployment's schedule (its time zone) and at the `ingest-export` form (the
-partner is a choice list). Screenshots go to test-artifacts/.
+The session's one server (``conftest.prefect_served``): `cdv-etl serve` serves the deployments
+and the served warehouse's reports folder (on a free port, through CDV_REPORTS_PORT). The
+nightly deployment runs once over an inbox holding the sample ANCT reference and one demo
+export per partner. Headless Chromium (Debian's, driven by Playwright) then opens the run's
+Artifacts tab, checks the files table fits 1400 px without a horizontal scroll, clicks the
+report link and checks the steering committee's report opens. It also looks at the nightly
+deployment's schedule (its time zone) and at the `ingest-export` form (the partner is a
+choice list). Screenshots go to test-artifacts/.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
-from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT
-from prefect_server import BIN, PrefectServer, free_port, start_server
+from conftest import PREFECT_GROUP, ROOT
+from prefect_server import PrefectServer
 from test_prefect_ui import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS, _need_browser
 
 from cdv_etl.demo_data import generate_demo_exports
@@ -29,6 +30,8 @@ from cdv_etl.specs import load_specs
 from flows.artifacts import REPORT_TITLE
 from flows.deployments import NIGHTLY_SLUG
 
+pytestmark = PREFECT_GROUP  # the session's server, reached through request.getfixturevalue
+
 SHOTS = ROOT / "test-artifacts"
 RUN_TIMEOUT_S = 300
 REPORT_HEADING = "Action Cœur de Ville — financements des partenaires"
@@ -36,31 +39,21 @@ REPORT_HEADING = "Action Cœur de Ville — financements des partenaires"
 
 
 @pytest.fixture(scope="module")
-def night(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrefectServer, Path, str, int]]:
-    """A Prefect server, `cdv-etl serve`, and one nightly run of the served deployment, completed."""
+def night(request: pytest.FixtureRequest) -> tuple[PrefectServer, Path, str, int]:
+    """The session's Prefect server and `cdv-etl serve`, and one nightly run of the served
+    deployment over an inbox of this test's own into the served warehouse (the one whose
+    reports folder `serve` serves), completed. The exports are dated 2025-03-15: other runs on
+    the served warehouse (the UI test's, today's demo export) are never the same file."""
     _need_browser()
-    work = tmp_path_factory.mktemp("prefect-ui-report")
-    inbox, wh = work / "inbox", work / "wh" / "cdv.duckdb"
-    generate_demo_exports(inbox)
+    server, work = request.getfixturevalue("prefect_served")
+    assert server.reports_port is not None
+    inbox = work / "ui-report" / "inbox"
+    generate_demo_exports(inbox, today=date(2025, 3, 15))
     shutil.copy(SAMPLE_REFERENCE, inbox / SAMPLE_REFERENCE.name)
-    server = start_server(work / "prefect-home")
-    port = free_port()  # chosen once the server holds its own port, so that the two differ
-    try:
-        server.start_child(
-            [str(BIN / "cdv-etl"), "serve"],
-            cwd=work,
-            log=work / "serve.log",
-            CDV_WAREHOUSE=str(wh),
-            CDV_INBOX=str(inbox),
-            CDV_LOCK_TIMEOUT="120",
-            CDV_REPORTS_PORT=str(port),
-        )
-        run_id = server.run_deployment("nightly/nightly", {})
-        run = server.wait(run_id, timeout=RUN_TIMEOUT_S)
-        assert run["state_type"] == "COMPLETED", _serve_log(work)
-        yield server, work, run_id, port
-    finally:
-        server.stop()
+    run_id = server.run_deployment("nightly/nightly", {"inbox": str(inbox)})
+    run = server.wait(run_id, timeout=RUN_TIMEOUT_S)
+    assert run["state_type"] == "COMPLETED", _serve_log(work)
+    return server, work, run_id, server.reports_port
 
 
 def _serve_log(work: Path) -> str:

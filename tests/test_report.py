@@ -6,6 +6,7 @@ import html
 import os
 import re
 import shutil
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -45,9 +46,13 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return demo_warehouse(tmp_path_factory.mktemp("report"), loads=2)
 
 
+GENERATED_AT = datetime(2026, 1, 15, 9, 30)
+
+
 @pytest.fixture(scope="module")
 def page(warehouse: Settings) -> str:
-    return build_report(warehouse.published_path)
+    """The report of the published copy (opened by its path), dated GENERATED_AT."""
+    return build_report(warehouse.published_path, generated_at=GENERATED_AT)
 
 
 def test_report_shows_the_figures_of_the_views(page: str, warehouse: Settings) -> None:
@@ -142,14 +147,12 @@ def test_report_of_an_empty_warehouse(tmp_path: Path) -> None:
     assert "aucun export chargé" in text and "Aucune donnée" in text and euros(Decimal("0.00")) in text
 
 
-def test_same_data_same_page(warehouse: Settings) -> None:
-    from datetime import datetime
-
-    when = datetime(2026, 1, 15, 9, 30)
+def test_same_data_same_page(page: str, warehouse: Settings) -> None:
+    """Built again, from an open connection this time, at the same date: the same page."""
     con = duckdb.connect(str(warehouse.published_path), read_only=True)
-    first = build_report(con, generated_at=when)
+    first = build_report(con, generated_at=GENERATED_AT)
     con.close()
-    assert build_report(warehouse.published_path, generated_at=when) == first
+    assert page == first
     assert "15/01/2026 09:30" in first and str(warehouse.published_path) in first
 
 
