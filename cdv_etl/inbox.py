@@ -132,7 +132,7 @@ class FileOutcome:
 
     @property
     def status(self) -> str:
-        """loaded, duplicate, rejected, or failed (the ingest raised)."""
+        """loaded, duplicate, held, rejected, or failed (the ingest raised)."""
         return self.result.status if self.result else "failed"
 
     def as_dict(self) -> dict[str, Any]:
@@ -157,7 +157,7 @@ class InboxRun:
     report: Path | None
     """The HTML report written by this run; None when nothing was published."""
     counts: Counter[str] = field(init=False)
-    """Exports per status (loaded, duplicate, rejected, failed)."""
+    """Exports per status (loaded, duplicate, held, rejected, failed)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "counts", Counter(f.status for f in self.files))
@@ -175,7 +175,8 @@ class InboxRun:
         c = self.counts
         return (
             f"{len(self.references)} reference(s), {c['loaded']} file(s) loaded, {c['duplicate']} duplicate, "
-            f"{c['rejected']} rejected, {c['failed']} failed"
+            + (f"{c['held']} held, " if c["held"] else "")
+            + f"{c['rejected']} rejected, {c['failed']} failed"
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -269,8 +270,9 @@ def run_inbox(settings: Settings, *, steps: Steps = Steps(), progress: RunProgre
 
     A new ANCT reference first (a reference that fails to load stops the run: the exports would
     be judged against the old one). Then each export, oldest first: a rejected file goes to
-    ``rejected/`` with ``<file>.reason.txt`` beside it, a loaded or duplicate one to
-    ``archive/<partner>/``; a file whose ingest raised stays in the inbox, and the run goes on,
+    ``rejected/`` with ``<file>.reason.txt`` beside it, a loaded, held or duplicate one to
+    ``archive/<partner>/`` (a held export is in the ledger, rows and all: ``cdv-etl accept``
+    takes it from there, not from the file); a file whose ingest raised stays in the inbox, and the run goes on,
     then raises ``InboxFailed`` at the end (after publishing what was done). When a file was
     processed or the published copy lags, the warehouse is published and the report written;
     a night with nothing new changes nothing.
