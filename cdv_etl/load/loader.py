@@ -563,7 +563,9 @@ def accept_export(con: duckdb.DuckDBPyConnection, file_id: int) -> AcceptResult:
             f"of file {row[3]}" + _control_note(row[6], row[7])
         )
         con.execute(
-            "UPDATE files SET status = 'loaded', accepted_at = current_timestamp, message = ? WHERE file_id = ?",
+            # From now on it is in the figures: loaded_at is when (financing_as_of reads it).
+            "UPDATE files SET status = 'loaded', accepted_at = current_timestamp, loaded_at = current_timestamp, "
+            "message = ? WHERE file_id = ?",
             [message, file_id],
         )
         after = _partner_figures(con, partner)
