@@ -300,3 +300,52 @@ def test_a_first_export_is_never_held(tmp_path: Path) -> None:
     with open_pipeline(s) as pipe:
         r: LoadResult = pipe.ingest(export(tmp_path, "2024-09", stock(1)))
     assert (r.status, r.became_current, r.withdrawn_operations) == ("loaded", True, None)
+
+
+def test_migration_007_keeps_every_file_its_columns_and_the_id_sequence(tmp_path: Path) -> None:
+    from cdv_etl.load.warehouse import applied_versions, migrate, migrations
+
+    con = duckdb.connect(str(tmp_path / "old.duckdb"))
+    applied_versions(con)
+    for m in migrations():
+        if m.version < 7:  # a warehouse as it was before held exports
+            con.execute(m.sql)
+            con.execute(
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES (?, ?, ?)",
+                [m.version, m.name, m.checksum],
+            )
+    con.execute(
+        "INSERT INTO files (partner, file_name, sha256, size_bytes, extraction_date, status, rows_read, "
+        "engaged_amount_eur, stat_inode) VALUES ('anah', 'a.csv', 's1', 10, DATE '2024-12-31', 'loaded', 3, 12.34, 7), "
+        "('anah', 'b.csv', 's2', 20, NULL, 'rejected', 0, NULL, NULL)"
+    )
+    columns_before = con.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'files'"
+    ).fetchall()
+    rows_before = con.execute("SELECT * FROM files ORDER BY file_id").fetchall()
+    assert "007_held_exports" in migrate(con)
+    columns_after = con.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'files'"
+    ).fetchall()
+    assert columns_after[: len(columns_before)] == columns_before
+    assert [c for c, _ in columns_after[len(columns_before) :]] == [
+        "compared_file_id",
+        "withdrawn_operations",
+        "withdrawn_absent",
+        "withdrawn_quarantined",
+        "withdrawn_eur",
+        "accepted_at",
+    ]
+    assert [
+        r[: len(columns_before)] for r in con.execute("SELECT * FROM files ORDER BY file_id").fetchall()
+    ] == rows_before
+    new = con.execute(
+        "INSERT INTO files (partner, file_name, sha256, size_bytes, status) VALUES ('anah', 'c.csv', 's3', 1, 'held') "
+        "RETURNING file_id"
+    ).fetchone()
+    assert new == (3,)  # the ids go on from the same sequence
+    with pytest.raises(duckdb.ConstraintException):
+        con.execute(
+            "INSERT INTO files (partner, file_name, sha256, size_bytes, status) VALUES ('x', 'd', 's4', 1, 'odd')"
+        )
+    con.close()

@@ -430,8 +430,9 @@ class Withdrawal:
             or self.eur * 100 > threshold_pct * self.current_eur
         )
 
-    def pct(self, part: Decimal | int, whole: Decimal | int) -> str:
-        return f"{Decimal(100) * part / whole:.1f} %" if whole else "0.0 %"
+
+def _pct(part: Decimal | int, whole: Decimal | int) -> str:
+    return f"{Decimal(100) * part / whole:.1f} %" if whole else "0.0 %"
 
 
 def _withdrawn(con: duckdb.DuckDBPyConnection, file_id: int, canonical: Path) -> Withdrawal:
@@ -464,9 +465,9 @@ def _withdrawn(con: duckdb.DuckDBPyConnection, file_id: int, canonical: Path) ->
 def _held_message(file_id: int, current: CurrentFile, w: Withdrawal, threshold_pct: Decimal) -> str:
     return (
         f"held, not current: it would withdraw {w.operations} of the {w.current_operations} operations "
-        f"({w.pct(w.operations, w.current_operations)}: {w.absent} absent from this file, {w.quarantined} in it "
+        f"({_pct(w.operations, w.current_operations)}: {w.absent} absent from this file, {w.quarantined} in it "
         f"but quarantined) and {euros(w.eur)} of the {euros(w.current_eur)} engaged "
-        f"({w.pct(w.eur, w.current_eur)}) of the current export, file {current[0]} ({current[1]}, extracted "
+        f"({_pct(w.eur, w.current_eur)}) of the current export, file {current[0]} ({current[1]}, extracted "
         f"{current[2].isoformat()}): over the partner's {threshold_pct} % threshold. The figures are unchanged. "
         f"Check the export with the partner; to make it current: cdv-etl accept {file_id}"
     )
@@ -534,29 +535,30 @@ def accept_export(con: duckdb.DuckDBPyConnection, file_id: int) -> AcceptResult:
     """Make a held export ``loaded``, in one transaction: it becomes current when its extraction
     date is its partner's latest. Raises CdvError (nothing changed) for an unknown id, or a file
     that is not held."""
-    row = con.execute(
-        "SELECT partner, file_name, status, compared_file_id, withdrawn_operations, withdrawn_eur, "
-        "control_total_eur, control_total_diff_eur FROM files WHERE file_id = ?",
-        [file_id],
-    ).fetchone()
-    if row is None:
-        raise CdvError(
-            f"there is no file {file_id} in the ledger; nothing was changed",
-            "list the held exports with `cdv-etl files` (status held) and accept one by its file_id",
-        )
-    partner, name, status = str(row[0]), str(row[1]), str(row[2])
-    if status != "held":
-        what = {
-            "loaded": "it is already loaded",
-            "rejected": "it was rejected whole and nothing of it is loaded: fix the file and ingest it again",
-            "duplicate": "it has the bytes of an earlier file: nothing of it is loaded",
-        }.get(status, status)
-        raise CdvError(
-            f"file {file_id} ({name}) is {status}, not held: there is nothing to accept ({what}); nothing was changed",
-            "only a held export can be accepted: `cdv-etl files` lists them (status held)",
-        )
     con.execute("BEGIN TRANSACTION")
     try:
+        row = con.execute(
+            "SELECT partner, file_name, status, compared_file_id, withdrawn_operations, withdrawn_eur, "
+            "control_total_eur, control_total_diff_eur FROM files WHERE file_id = ?",
+            [file_id],
+        ).fetchone()
+        if row is None:
+            raise CdvError(
+                f"there is no file {file_id} in the ledger; nothing was changed",
+                "list the held exports with `cdv-etl files` (status held) and accept one by its file_id",
+            )
+        partner, name, status = str(row[0]), str(row[1]), str(row[2])
+        if status != "held":
+            what = {
+                "loaded": "it is already loaded",
+                "rejected": "it was rejected whole and nothing of it is loaded: fix the file and ingest it again",
+                "duplicate": "it has the bytes of an earlier file: nothing of it is loaded",
+            }.get(status, status)
+            raise CdvError(
+                f"file {file_id} ({name}) is {status}, not held: there is nothing to accept ({what}); "
+                "nothing was changed",
+                "only a held export can be accepted: `cdv-etl files` lists them (status held)",
+            )
         before = _partner_figures(con, partner)
         message = (
             f"loaded: accepted after being held — it withdrew {row[4]} operations and {euros(row[5])} engaged "
