@@ -127,6 +127,18 @@ def accepting_held(settings: Settings, results: list[LoadResult]) -> list[LoadRe
     return results
 
 
+def never_holding_specs(folder: Path) -> Path:
+    """The project's partner specs, copied into ``folder`` with ``hold_threshold_pct: 100``: for
+    tests whose next exports are drawn afresh (each would withdraw most of the one before)."""
+    from conftest import ROOT
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for spec in (ROOT / "schemas" / "partners").glob("*.yaml"):
+        text = spec.read_text(encoding="utf-8").rstrip("\n")
+        (folder / spec.name).write_text(text + "\nhold_threshold_pct: 100\n", encoding="utf-8")
+    return folder
+
+
 def run_cli(args: list[str], cwd: Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
     """``cdv-etl ARGS`` in this process (Typer's runner on the command line's own app), from
     the folder ``cwd``: its exit code, standard output and standard error, as a child's."""
