@@ -312,7 +312,7 @@ def load_export(
                 f"before the partner's current export, file {current[0]} ({current[1]}, "
                 f"extracted {current[2].isoformat()})"
             )
-        con.execute("DROP TABLE IF EXISTS stock_before")
+        con.execute("DROP TABLE IF EXISTS temp.stock_before")
         message = _message(head, raw, diff)
         con.execute(
             """UPDATE files SET rows_read = ?, rows_loaded = ?, rows_quarantined = ?,
