@@ -12,7 +12,7 @@ import typer
 from cdv_etl import offline
 from cdv_etl.config import Settings
 from cdv_etl.errors import CdvError
-from cdv_etl.load.loader import LoadResult
+from cdv_etl.load.loader import NEEDS_ATTENTION, LoadResult
 from cdv_etl.load.reference import SAMPLE_REFERENCE, ReferenceRefused, ReferenceResult
 from cdv_etl.publish.tables import SUMMARY_QUERIES, as_csv, as_json, euros, load_results_table, query_table
 
@@ -181,11 +181,19 @@ def run_ingest(s: Settings, files: list[Path], partner: str | None, force: bool)
     return results
 
 
-def print_results(results: list[LoadResult]) -> None:
+def print_results(results: list[LoadResult], warehouse: Path | None = None) -> None:
+    """The files table, then what a person must know of each file (``warehouse``: the one named
+    on the command line, repeated in the commands it suggests)."""
     console.print(load_results_table(results))
     for r in results:
         if r.status == "rejected":
             err.print(f"✗ {r.message}", style="red", markup=False, emoji=False)
+        elif r.status == "held":
+            err.print(f"⏸ {r.file_name}: {r.message}", style="yellow", markup=False, emoji=False)
+            where = f" -w {warehouse}" if warehouse else ""
+            err.print(f"  → to make it current: cdv-etl accept {r.file_id}{where}", markup=False, emoji=False)
+        elif r.status == "loaded" and r.became_current is False:
+            console.print(f"  {r.file_name}: {r.message}", markup=False, emoji=False)
         elif r.quarantine_by_rule:
             rules = ", ".join(f"{k} {v}" for k, v in r.quarantine_by_rule.items())
             console.print(f"  {r.file_name}: quarantined by rule — {rules}", markup=False, emoji=False)
@@ -205,17 +213,48 @@ def ingest(
     """Read, validate and load partner exports; each file in one transaction.
 
     Prints per file the rows read, loaded and quarantined, the engaged amount and the
-    control total check. Exit code 1 when a file was rejected whole.
+    control total check. Exit code 1 when a file was rejected whole, or held: an export that
+    would withdraw too much of its partner's current one is kept out of the figures until
+    `cdv-etl accept FILE_ID`.
     """
     s = settings(warehouse)
     try:
         results = run_ingest(s, files, partner, force)
     except CdvError as exc:
         fail(exc)
-    print_results(results)
+    print_results(results, warehouse)
     console.print(f"published for analysts: [bold]{s.published_path}[/bold]")
-    if any(r.status == "rejected" for r in results):
+    if any(r.status in NEEDS_ATTENTION for r in results):
         raise typer.Exit(1)
+
+
+@app.command()
+def accept(
+    file_id: Annotated[int, typer.Argument(help="The held export's file_id (see `cdv-etl files`, status held).")],
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Accept a held export: it is loaded, and current when its extraction date is its partner's latest.
+
+    Prints the partner's current export and figures (operations, engaged euros) before and
+    after. Exit code 2 when the file is unknown or not held (nothing changed)."""
+    from cdv_etl.pipeline import accept_held
+
+    s = settings(warehouse)
+    try:
+        r = accept_held(s, file_id)
+    except CdvError as exc:
+        fail(exc)
+    columns, rows = r.table()
+    console.print(query_table(columns, rows, f"{r.partner}: file {r.file_id} accepted"))
+    if r.became_current:
+        state = f"file {r.file_id} ({r.file_name}) is now the current export of {r.partner}"
+    else:
+        state = (
+            f"file {r.file_id} ({r.file_name}) is loaded into history; the current export of {r.partner} "
+            f"stays file {r.after.file_id} ({r.after.file_name}), extracted later"
+        )
+    console.print(state, markup=False, emoji=False)
+    console.print(f"published for analysts: [bold]{s.published_path}[/bold]")
 
 
 def _query(
@@ -251,12 +290,12 @@ def sql(
 
 @app.command()
 def files(warehouse: WarehouseOpt = None, fmt: FormatOpt = "table") -> None:
-    """The file ledger: every file seen, loaded, duplicate or rejected."""
+    """The file ledger: every file seen, loaded, held, duplicate or rejected, and why."""
     s = settings(warehouse)
     try:
         columns, rows = _query(
             s,
-            "SELECT file_id, partner, file_name, status, extraction_date, rows_read, "
+            "SELECT file_id, partner, file_name, status, reason, extraction_date, rows_read, "
             "rows_loaded, rows_quarantined, engaged_amount_eur, control_total_ok, "
             "is_current, message FROM file_loads ORDER BY file_id",
         )
@@ -344,14 +383,14 @@ def run_nightly(s: Settings) -> list[LoadResult]:
                     s, progress=lambda done, total, m: bar.update(task, completed=done, total=total, description=m)
                 )
     except InboxFailed as exc:
-        print_results(exc.run.results)
+        print_results(exc.run.results, s.warehouse)
         err.print(f"error: {exc.message}", style="bold red", markup=False, emoji=False)
         err.print(f"  → {exc.hint}", style="yellow", markup=False, emoji=False)
         raise typer.Exit(1) from None
     for r in run.references:
         print_reference(r)
     if run.results:
-        print_results(run.results)
+        print_results(run.results, s.warehouse)
     elif not run.references:
         console.print(f"nothing new in {s.inbox}")
     console.print(f"published for analysts: [bold]{run.published}[/bold]")
@@ -370,13 +409,13 @@ def nightly(
     """Run the inbox once, now: a new ANCT reference first, then every new export, files moved to
     archive/<partner>/ or rejected/, publish, report, summary. With PREFECT_API_URL set, as the
     nightly flow on that server (each file its own task, the run in its UI). Exit code 1 when a
-    file was rejected or could not be processed."""
+    file was rejected, held or could not be processed."""
     s = settings(warehouse, inbox=inbox, archive=archive, rejected=rejected)
     try:
         results = run_nightly(s)
     except CdvError as exc:
         fail(exc)
-    if any(r.status == "rejected" for r in results):
+    if any(r.status in NEEDS_ATTENTION for r in results):
         raise typer.Exit(1)
 
 

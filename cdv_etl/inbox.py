@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from cdv_etl.config import Settings
 from cdv_etl.errors import CdvError
-from cdv_etl.load.loader import LoadResult
+from cdv_etl.load.loader import NEEDS_ATTENTION, LoadResult
 from cdv_etl.load.reference import ReferenceResult
 from cdv_etl.load.warehouse import writer_lock
 
@@ -38,9 +38,9 @@ REFERENCE_FILE = re.compile(r"acv_communes.*\.(geojson|json|csv)$", re.IGNORECAS
 LEFT_IN_INBOX = "left in the inbox"
 """Where a file whose ingest raised stays (``moved_to`` in plain data)."""
 
-NOT_GREEN = frozenset({"rejected", "held"})
-"""Load statuses that change no current figure and wait for someone: a Prefect run with such a
-file does not end green (Completed) but Failed, its message naming the files."""
+NOT_GREEN = frozenset(NEEDS_ATTENTION)
+"""Load statuses that change no current figure and wait for someone (``loader.NEEDS_ATTENTION``):
+a Prefect run with such a file does not end green (Completed) but Failed, its message naming the files."""
 
 NEXT_STEP = {
     "rejected": "fix the file with its partner (or fix its partner spec), then ingest it again",
@@ -153,7 +153,7 @@ class FileOutcome:
 
     @property
     def status(self) -> str:
-        """A load status (loaded, duplicate, rejected, held), or failed (the ingest raised)."""
+        """A load status (loaded, duplicate, held, rejected), or failed (the ingest raised)."""
         return self.result.status if self.result else "failed"
 
     @property
@@ -196,7 +196,7 @@ class InboxRun:
     feedback: dict[str, Path] = field(default_factory=dict)
     """Partner → the feedback workbook written beside the report (``write_feedback``)."""
     counts: Counter[str] = field(init=False)
-    """Exports per status (loaded, duplicate, rejected, failed)."""
+    """Exports per status (loaded, duplicate, held, rejected, failed)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "counts", Counter(f.status for f in self.files))
@@ -219,7 +219,8 @@ class InboxRun:
         c = self.counts
         return (
             f"{len(self.references)} reference(s), {c['loaded']} file(s) loaded, {c['duplicate']} duplicate, "
-            f"{c['rejected']} rejected, {c['failed']} failed"
+            + (f"{c['held']} held, " if c["held"] else "")
+            + f"{c['rejected']} rejected, {c['failed']} failed"
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -360,14 +361,15 @@ def run_inbox(
 
     A new ANCT reference first (a reference that fails to load stops the run: the exports would
     be judged against the old one). Then each export, oldest first: a rejected file goes to
-    ``rejected/`` with ``<file>.reason.txt`` beside it, a loaded or duplicate one to
-    ``archive/<partner>/``; a file whose ingest raised stays in the inbox, and the run goes on,
-    then raises ``InboxFailed`` at the end (after publishing what was done). ``finished`` is
-    called with each reference's and each export's outcome as soon as it is known. When a file was
-    processed or the published copy lags, the warehouse is published and the report written,
-    with a feedback workbook beside it for each partner with a file loaded this run (every
-    partner, after a new reference) whose current export has rejected rows; a night with
-    nothing new changes nothing.
+    ``rejected/`` with ``<file>.reason.txt`` beside it, a loaded, held or duplicate one to
+    ``archive/<partner>/`` (a held export is in the ledger, rows and all: ``cdv-etl accept``
+    takes it from there, not from the file); a file whose ingest raised stays in the inbox, and
+    the run goes on, then raises ``InboxFailed`` at the end (after publishing what was done).
+    ``finished`` is called with each reference's and each export's outcome as soon as it is
+    known. When a file was processed or the published copy lags, the warehouse is published and
+    the report written, with a feedback workbook beside it for each partner with a file loaded
+    this run (every partner, after a new reference) whose current export has rejected rows; a
+    night with nothing new changes nothing.
     """
     s = settings
     with writer_lock(s.warehouse, s.lock_timeout_s):

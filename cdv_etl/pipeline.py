@@ -18,7 +18,7 @@ import duckdb
 from cdv_etl.config import Settings
 from cdv_etl.errors import CdvError, FileRejected, SpecError
 from cdv_etl.faults import checkpoint
-from cdv_etl.load.loader import LoadResult, load_export, record_duplicate, record_rejected
+from cdv_etl.load.loader import AcceptResult, LoadResult, accept_export, load_export, record_duplicate, record_rejected
 from cdv_etl.load.reference import ReferenceResult, load_reference, reference_codes
 from cdv_etl.load.warehouse import connect, migrate, sync_partners, writer_lock
 from cdv_etl.publish.snapshot import is_stale, publish
@@ -142,7 +142,7 @@ class Pipeline:
         """The first ledger row with these bytes: (file_id, file_name, status, partner)."""
         row = self.con.execute(
             "SELECT file_id, file_name, status, partner FROM files WHERE sha256 = ? "
-            "ORDER BY (status = 'loaded') DESC, file_id LIMIT 1",
+            "ORDER BY (status IN ('loaded', 'held')) DESC, file_id LIMIT 1",
             [sha],
         ).fetchone()
         return (int(row[0]), str(row[1]), str(row[2]), row[3]) if row else None
@@ -202,7 +202,7 @@ class Pipeline:
         if known and not force:
             if same_name and not retry:
                 return self._already(path, int(same_name[0]))
-            if known[2] == "loaded":
+            if known[2] in ("loaded", "held"):  # its rows are in the ledger: the same bytes load nothing new
                 fid = record_duplicate(
                     self.con,
                     partner=spec.partner if spec else known[3],
@@ -316,6 +316,11 @@ class Pipeline:
         status = "duplicate" if already and row[1] == "loaded" else str(row[1])
         if not already:
             message = str(row[11])
+        elif row[1] == "held":
+            message = (
+                f"already held as file {file_id}; nothing changed (the current figures stay as they are): "
+                f"check the export with the partner; to make it current: cdv-etl accept {file_id}"
+            )
         elif row[1] == "rejected" and row[10] in SPEC_REJECTIONS:
             message = (
                 f"already rejected as file {file_id} ({row[10]}); nothing changed "
@@ -372,6 +377,13 @@ class Pipeline:
             file_name=path.name, partner=partner, status="rejected", file_id=file_id, reason=exc.reason, message=message
         )
 
+    # -- held exports ------------------------------------------------------------------
+    def accept(self, file_id: int) -> AcceptResult:
+        """Make a held export loaded (current when it is its partner's latest): ``accept_export``."""
+        result = accept_export(self.con, file_id)
+        self.changed = True
+        return result
+
     # -- publish -----------------------------------------------------------------------
     def publish(self) -> Path:
         return publish(self.con, self.settings.warehouse, self.settings.published_path)
@@ -421,6 +433,12 @@ def _run(
     yield pipe
     if publish_on_exit and (pipe.changed or is_stale(con, settings.published_path)):
         pipe.publish()
+
+
+def accept_held(settings: Settings, file_id: int) -> AcceptResult:
+    """``cdv-etl accept`` and the ``accept-export`` flow: accept a held export, then publish."""
+    with open_pipeline(settings, need_reference=False) as pipe:
+        return pipe.accept(file_id)
 
 
 def ingest_files(

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from types import UnionType
@@ -144,12 +145,14 @@ class ExtractionDateSpec(_Model):
     """How the export's extraction date is known.
 
     ``filename``: a regex group of the file name, parsed with ``format``; a month or a year
-    stands for its last day. ``cell``: a regex over the first rows of a spreadsheet.
+    stands for its last day (the month or year under way: the day the file is ingested).
+    ``cell``: a regex over the first rows of a spreadsheet.
     ``field``: a JSON file's field, top-level or nested (``extraction``, ``meta.extraction``),
     parsed with ``parser``. ``column``: a CSV or XLSX column that holds the same date on every
     row (``Date d'extraction``), parsed with ``parser``; a file whose rows give different dates
     is rejected. ``received``: the day the file is ingested (for partners that date nothing).
-    In every case the date is never later than the day the file is ingested.
+    In every case an export dated after the day it is ingested (a day, month or year still to
+    come) is rejected whole (``extraction_date_in_future``): a date is never moved.
     """
 
     source: Literal["filename", "cell", "field", "column", "received"] = Field(
@@ -204,6 +207,11 @@ class StatusSpec(_Model):
     )
 
 
+HOLD_THRESHOLD_PCT = Decimal(10)
+"""How much of a partner's current export (% of its operations, or of its engaged euros) a new
+export may withdraw before it is held rather than made current (a spec may set its own)."""
+
+
 class PartnerSpec(_Model):
     """One partner: how its files are recognised and read, and how their columns map."""
 
@@ -244,6 +252,13 @@ class PartnerSpec(_Model):
         description="Statuses the partner uses, and whether each counts as engaged.",
     )
     default_status: str | None = Field("engagé", description="Status of rows when the file has no status column.")
+    hold_threshold_pct: Decimal = Field(
+        HOLD_THRESHOLD_PCT,
+        ge=0,
+        le=100,
+        description="A new export that withdraws more than this share (%) of the current export's operations, or "
+        "of its engaged euros, is held (loaded into history, not current) until accepted: cdv-etl accept FILE_ID.",
+    )
 
     @field_validator("fields")
     @classmethod

@@ -28,7 +28,7 @@ from cdv_etl.publish.tables import SUMMARY_LABELS, SUMMARY_QUERIES, euros
 
 NOTHING_NEW = "rien de nouveau"
 
-STATUS = {"loaded": "chargé", "duplicate": "doublon", "rejected": "rejeté", "failed": "échec"}
+STATUS = {"loaded": "chargé", "duplicate": "doublon", "held": "retenu", "rejected": "rejeté", "failed": "échec"}
 """A file's status as the artifacts show it."""
 
 FILE_PARTNER = "fichier · partenaire"

@@ -14,6 +14,7 @@ from prefect.schedules import Cron
 from cdv_etl.config import Settings
 from cdv_etl.inbox import reports_dir
 from flows import report_server
+from flows.accept_export import accept_export
 from flows.ingest_export import ingest_export
 from flows.nightly import WRITER_LIMIT, nightly
 from flows.reference_refresh import reference_refresh
@@ -45,6 +46,12 @@ def deployments() -> list[Any]:
             concurrency_limit=1,
             tags=tags,
             description="Started by hand: a new ANCT list of ACV communes.",
+        ),
+        accept_export.to_deployment(
+            name="accept-export",
+            concurrency_limit=1,
+            tags=tags,
+            description="Started by hand: accept a held export (by its file_id), making it current.",
         ),
     ]
 

@@ -15,7 +15,8 @@ from conftest import copy_warehouse, sample_warehouse
 
 from cdv_etl.config import Settings
 from cdv_etl.demo_data import generate_demo_exports
-from cdv_etl.pipeline import ingest_files
+from cdv_etl.load.loader import LoadResult
+from cdv_etl.pipeline import accept_held, ingest_files
 
 AL_HEADER = [
     "Référence opération",
@@ -109,10 +110,33 @@ def demo_warehouse(folder: Path, loads: int = 1) -> Settings:
         s = fresh_settings(build)
         for i in range(loads):
             exports = generate_demo_exports(build / f"inbox{i}", today=date(2025, 3 + 3 * i, 15), seed=2026 + i)
-            results = ingest_files(s, exports)
+            results = accepting_held(s, ingest_files(s, exports))
             assert all(r.status == "loaded" for r in results), [(r.file_name, r.message) for r in results]
         _DEMO_WAREHOUSES[loads] = s
     return copy_warehouse(_DEMO_WAREHOUSES[loads], _settings_in(folder))
+
+
+def accepting_held(settings: Settings, results: list[LoadResult]) -> list[LoadResult]:
+    """``results``, each held export accepted (the demo's rounds are drawn afresh: each withdraws
+    most of the one before, as a truncated export would)."""
+    for r in results:
+        if r.status == "held":
+            assert r.file_id is not None
+            accept_held(settings, r.file_id)
+            r.status = "loaded"
+    return results
+
+
+def never_holding_specs(folder: Path) -> Path:
+    """The project's partner specs, copied into ``folder`` with ``hold_threshold_pct: 100``: for
+    tests whose next exports are drawn afresh (each would withdraw most of the one before)."""
+    from conftest import ROOT
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for spec in (ROOT / "schemas" / "partners").glob("*.yaml"):
+        text = spec.read_text(encoding="utf-8").rstrip("\n")
+        (folder / spec.name).write_text(text + "\nhold_threshold_pct: 100\n", encoding="utf-8")
+    return folder
 
 
 def run_cli(args: list[str], cwd: Path, ok: bool = True) -> subprocess.CompletedProcess[str]:

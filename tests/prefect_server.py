@@ -20,7 +20,12 @@ import httpx
 
 BIN = Path(sys.executable).parent
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-DEPLOYMENTS = ("nightly/nightly", "ingest-export/ingest-export", "reference-refresh/reference-refresh")
+DEPLOYMENTS = (
+    "nightly/nightly",
+    "ingest-export/ingest-export",
+    "reference-refresh/reference-refresh",
+    "accept-export/accept-export",
+)
 """What ``cdv-etl serve`` serves."""
 POLL_S = 0.25
 RETRY_503_S = 300

@@ -65,6 +65,8 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         assert pipe.ingest(al_export(folder, "2024-09", september)).rows_loaded == 2
         result = pipe.ingest(al_export(folder, "2024-10", october))
         assert (result.rows_loaded, result.rows_quarantined) == (3, 2), result.message
+        assert result.status == "held" and result.file_id is not None  # AL1 withdrawn: half the stock
+        pipe.accept(result.file_id)
     return s
 
 

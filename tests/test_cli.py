@@ -22,6 +22,7 @@ COMMANDS = [
     "reference load",
     "ingest",
     "files",
+    "accept",
     "quarantine",
     "sql",
     "publish",
@@ -115,7 +116,7 @@ def test_readme_flows_and_deployments_exist() -> None:
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     served = {d.name: d for d in deployments()}
-    for name in ("nightly", "ingest-export", "reference-refresh"):
+    for name in ("nightly", "ingest-export", "reference-refresh", "accept-export"):
         assert f"`{name}`" in readme, name
         assert name in served and served[name].flow_name == name
     cron = served["nightly"].schedules[0].schedule

@@ -55,14 +55,16 @@ def state(path: Path) -> tuple:
 
 
 def al_export(folder: Path, rows: int) -> Path:
-    """An Action Logement export of ``rows`` lines (some quarantined), built from the demo export's lines."""
+    """An Action Logement export of ``rows`` lines (some quarantined), built from the demo export's lines:
+    the demo's own, then copies under new ids (the demo's stock grown, not withdrawn: not held)."""
     demo = next(p for p in generate_demo_exports(folder / "demo") if p.name.startswith("AL_"))
     header, *lines = demo.read_bytes().decode("cp1252").split("\r\n")
     lines = [ln for ln in lines if ln]
     out = [header]
     for i in range(rows):
         fields = lines[i % len(lines)].split(";")
-        fields[0] = f"ALX{i:08d}"
+        if i >= len(lines):
+            fields[0] = f"ALX{i:08d}"
         out.append(";".join(fields))
     path = folder / demo.name.replace(demo.name[14:21], "2026-11")
     path.write_bytes(("\r\n".join(out) + "\r\n").encode("cp1252"))

@@ -33,8 +33,8 @@ from typing import Any
 
 import duckdb
 import pytest
-from analyst_helpers import run_cli
-from conftest import ROOT, sample_warehouse, table_snapshot
+from analyst_helpers import never_holding_specs, run_cli
+from conftest import sample_warehouse, table_snapshot
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -99,11 +99,9 @@ EPF_HEADER = ["id_intervention", "insee", "commune", "vocation", "date_acte", "m
 def open_warehouse(tmp_path: Path, **changes: Any) -> Iterator[Pipeline]:
     """A fresh warehouse with the sample reference, the five partners and ``hostile_test``,
     holding one export already loaded (whose rows must never change)."""
-    specs = tmp_path / "specs"
-    specs.mkdir(exist_ok=True)
-    for f in (ROOT / "schemas" / "partners").glob("*.yaml"):
-        (specs / f.name).write_text(f.read_text(encoding="utf-8"), encoding="utf-8")
-    (specs / "hostile_test.yaml").write_text(HOSTILE_SPEC, encoding="utf-8")
+    # Each hostile file is a case of its own, not its partner's next stock: none is held.
+    specs = never_holding_specs(tmp_path / "specs")
+    (specs / "hostile_test.yaml").write_text(HOSTILE_SPEC.rstrip("\n") + "\nhold_threshold_pct: 100\n", "utf-8")
     s = Settings(warehouse=tmp_path / "wh" / "cdv.duckdb", specs_dir=specs, lock_timeout_s=5, **changes)
     with open_pipeline(sample_warehouse(s), publish_on_exit=False) as pipe:
         first = write_al(
@@ -670,7 +668,9 @@ def _sparse_variants() -> dict[str, bytes]:
     }
 
 
-def test_sparse_sheet_bombs_cost_neither_memory_nor_a_crash(tmp_path: Path, cli_warehouse: Path) -> None:
+def test_sparse_sheet_bombs_cost_neither_memory_nor_a_crash(
+    tmp_path: Path, cli_warehouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each workbook is a few kB whose cells span a huge rectangle (a stray cell at XFD1048576
     made the previous reader, python-calamine, allocate 512 GB and abort the process). read_xlsx
     streams the sheet within the columns the header sets: each is read in flat memory and either
@@ -686,6 +686,7 @@ def test_sparse_sheet_bombs_cost_neither_memory_nor_a_crash(tmp_path: Path, cli_
         paths.append(path)
     good = inbox / "BDT_ACV_engagements_20261101.xlsx"
     good.write_bytes(bdt_workbook(bdt_rows(20)))
+    monkeypatch.setenv("CDV_SPECS", str(never_holding_specs(tmp_path / "specs")))  # each variant: 5 of the 20 rows
     code, out, peak_mb = run_child(["ingest", "--partner", "bdt", str(good), *map(str, paths)], cli_warehouse, tmp_path)
     assert code in (0, 1), f"exit {code}: {out}"
     assert peak_mb < 600, f"peak memory {peak_mb} MB"

@@ -185,8 +185,10 @@ FILE_NUMBER = itertools.count(1)
 
 @pytest.fixture(scope="module")
 def region(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    """One warehouse for the axis codes: each case ingests a file of its own."""
-    with partner_pipeline(tmp_path_factory.mktemp("region"), "region_ge", region_spec()) as pipe:
+    """One warehouse for the axis codes: each case ingests a file of its own (not a stock that
+    shrinks: no case is held)."""
+    spec = region_spec() + "hold_threshold_pct: 100\n"
+    with partner_pipeline(tmp_path_factory.mktemp("region"), "region_ge", spec) as pipe:
         yield pipe
 
 

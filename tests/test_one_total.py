@@ -1,6 +1,7 @@
-"""One total everywhere: after any sequence of loads, forced reloads and reference changes (in
-either direction), every consolidated view sums to the same engaged total, and each file holds
-exactly what its rows give under the current reference.
+"""One total everywhere: after any sequence of loads (some held: they withdraw too much of their
+partner's stock), held exports accepted, forced reloads and reference changes (in either
+direction), every consolidated view sums to the same engaged total, and each file holds exactly
+what its rows give under the current reference.
 
 A Hypothesis state machine drives random sequences on a real DuckDB file: small generated
 exports of two partners (Action Logement's monthly CSV, Anah's yearly CSV with its withdrawn
@@ -150,8 +151,17 @@ class OneTotal(RuleBasedStateMachine):
         self.pipe.load_reference(path, force=force)
         self.vintage = vintage
 
-    # After the merge with the held exports: a rule `accept_held` goes here (accept a held export
-    # by its id with the accept command's core function), drawing from the files held so far.
+    def held(self) -> list[int]:
+        return [int(r[0]) for r in self.pipe.con.execute("SELECT file_id FROM files WHERE status = 'held'").fetchall()]
+
+    @precondition(lambda self: bool(self.held()))
+    @rule(data=st.data())
+    def accept_held(self, data: st.DataObject) -> None:
+        """A held export (one that withdrew too much of its partner's stock) accepted: loaded,
+        and current when it is its partner's latest."""
+        file_id = data.draw(st.sampled_from(self.held()))
+        self.pipe.accept(file_id)
+        assert self.pipe.con.execute("SELECT status FROM files WHERE file_id = ?", [file_id]).fetchone() == ("loaded",)
 
     @invariant()
     def every_view_sums_to_the_same_total(self) -> None:

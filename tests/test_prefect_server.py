@@ -24,13 +24,14 @@ from pathlib import Path
 import duckdb
 import pytest
 import yaml
-from analyst_helpers import run_cli
+from analyst_helpers import al_export, fresh_settings, run_cli
 from conftest import ANCT_REFERENCE, ROOT, SPECIMENS, expected, needs_shared
 from prefect_server import PrefectServer
 
 from cdv_etl.demo_data import generate_demo_exports
 from cdv_etl.inbox import NEXT_STEP
 from cdv_etl.load.reference import SAMPLE_REFERENCE
+from cdv_etl.pipeline import open_pipeline
 from cdv_etl.publish.tables import euros
 from flows.artifacts import FILE_PARTNER, LOADED, QUARANTINED, READ, STATUS, STATUS_COL, count
 
@@ -303,6 +304,30 @@ def test_nightly_ui_ingest_and_adhoc_sql_at_the_same_time(served: tuple[PrefectS
         con.execute("SELECT count(*) FROM financing").fetchone()[0]
         == con.execute("SELECT sum(rows_loaded) FROM file_loads").fetchone()[0]
     )
+
+
+def test_accept_export_from_the_ui(served: tuple[PrefectServer, Path]) -> None:
+    """The form's one field, the file id; a file that is not held fails the run and says why."""
+    server, work = served
+    form = server.request("GET", "/deployments/name/accept-export/accept-export")["parameter_openapi_schema"]
+    assert form["required"] == ["file_id"] and "held" in form["properties"]["file_id"]["description"]
+    s = fresh_settings(work)
+    rows = [{"ref": f"AL{i}", "insee": "47001", "amount": "100,00", "day": "01/02/2021"} for i in range(10)]
+    (work / "oct").mkdir()
+    with open_pipeline(s) as pipe:
+        assert pipe.ingest(al_export(work, "2024-09", rows)).status == "loaded"
+        held = pipe.ingest(al_export(work / "oct", "2024-10", rows[:5]))
+    assert held.status == "held"
+    params = {"file_id": held.file_id, "warehouse": str(s.warehouse)}
+    accepted = server.wait(server.run_deployment("accept-export/accept-export", params))
+    again = server.wait(server.run_deployment("accept-export/accept-export", params))
+    assert accepted["state_type"] == "COMPLETED"
+    assert again["state_type"] == "FAILED" and "is loaded, not held" in again["state"]["message"]
+    con = duckdb.connect(str(s.published_path), read_only=True)
+    assert con.execute("SELECT file_id, operations FROM v_financing_by_partner WHERE operations > 0").fetchall() == [
+        (held.file_id, 5)
+    ]
+    con.close()
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 600) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from analyst_helpers import demo_warehouse, run_cli
+import pytest
+from analyst_helpers import demo_warehouse, never_holding_specs, run_cli
 
 from cdv_etl.demo_data import generate_demo_exports
 from cdv_etl.pipeline import open_pipeline
@@ -65,8 +66,12 @@ def wait_for(condition: Any, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def test_readers_see_the_state_before_or_after_a_load_never_between(tmp_path: Path) -> None:
+def test_readers_see_the_state_before_or_after_a_load_never_between(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     s = demo_warehouse(tmp_path, loads=1)
+    # The next round is drawn afresh: the ingest below takes it whole (none held), in one run.
+    monkeypatch.setenv("CDV_SPECS", str(never_holding_specs(tmp_path / "specs")))
     before = ask(s.published_path)
     exports = generate_demo_exports(tmp_path / "next", today=date(2025, 6, 15), seed=7)
     out, stop = tmp_path / "answers.jsonl", tmp_path / "stop"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from analyst_helpers import fresh_settings
+from analyst_helpers import accepting_held, fresh_settings
 from conftest import ANCT_REFERENCE, CHROMIUM, CHROMIUM_ARGS, ROOT, SPECIMENS, expected, skip_or_fail
 
 from cdv_etl.demo_data import generate_demo_exports
@@ -58,11 +58,11 @@ def report_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     settings = fresh_settings(work)
     for i in range(2):
         exports = generate_demo_exports(work / f"inbox{i}", today=date(2025, 3 + 3 * i, 15), seed=2026 + i)
-        assert all(r.status == "loaded" for r in ingest_files(settings, exports))
+        assert all(r.status == "loaded" for r in accepting_held(settings, ingest_files(settings, exports)))
     if (SPECIMENS / "expected.json").exists() and ANCT_REFERENCE.exists():
         with open_pipeline(settings) as pipe:
             pipe.load_reference(ANCT_REFERENCE)
-        results = ingest_files(settings, [SPECIMENS / name for name in expected()])
+        results = accepting_held(settings, ingest_files(settings, [SPECIMENS / name for name in expected()]))
         assert all(r.status == "loaded" for r in results), [(r.file_name, r.message) for r in results]
     path = work / "report.html"
     path.write_text(build_report(settings.published_path, generated_at=datetime(2026, 11, 16, 6, 0)), "utf-8")

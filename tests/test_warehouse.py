@@ -104,7 +104,9 @@ def test_latest_export_by_extraction_date_not_arrival(pipe: Pipeline, tmp_path: 
     ).fetchall()
     assert hist == [("2024-09-30", 1, False), ("2024-10-31", 2, True)]
     november = al_export(tmp_path, "2024-11", [("AL2", "62498", "250,00", "01/02/2021")])
-    pipe.ingest(november)
+    held = pipe.ingest(november)  # AL1 withdrawn, half the stock: held until accepted
+    assert held.status == "held" and held.file_id is not None
+    pipe.accept(held.file_id)
     assert pipe.con.execute("SELECT operation_id, amount_eur FROM financing").fetchall() == [("AL2", Decimal("250.00"))]
 
 

@@ -2,6 +2,11 @@
 
 The file's ledger row, its loaded rows and its quarantined rows commit together or not at
 all, and only once the loader has checked that every row read ends in exactly one place.
+
+Each export is its partner's full stock. One that would become current is compared with the
+partner's current export first: when it withdraws more than the partner's threshold of the
+current operations or engaged euros, it is written all the same but held (``held``: in
+history, not current) until a person accepts it (``accept_export``).
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cdv_etl.errors import ReconciliationError
+from cdv_etl.errors import CdvError, ReconciliationError
 from cdv_etl.faults import checkpoint
+from cdv_etl.publish.tables import euros
 
 if TYPE_CHECKING:
     import duckdb
@@ -23,13 +29,20 @@ if TYPE_CHECKING:
     from cdv_etl.validate.outputs import Outputs
 
 
+NEEDS_ATTENTION = ("rejected", "held")
+"""A file's statuses that leave the figures as they were: the command exits 1, the run is not green."""
+
+STOCK_SHRANK = "stock_shrank"
+"""The reason of a held export."""
+
+
 @dataclass
 class LoadResult:
     """What happened to one file; printed by the CLI, shown in Prefect artifacts."""
 
     file_name: str
     partner: str | None
-    status: str  # loaded | duplicate | rejected
+    status: str  # loaded | duplicate | rejected | held
     file_id: int | None = None
     rows_read: int = 0
     rows_loaded: int = 0
@@ -44,13 +57,27 @@ class LoadResult:
     already_recorded: bool = False
     """True when nothing was written: these bytes were already in the ledger."""
     quarantine_by_rule: dict[str, int] = field(default_factory=dict)
+    became_current: bool | None = None
+    """For a file written (loaded or held): whether it is now its partner's current export."""
+    compared_file_id: int | None = None
+    """The partner's current export this one was compared with (None: its first, or an older one)."""
+    withdrawn_operations: int | None = None
+    withdrawn_absent: int | None = None
+    withdrawn_quarantined: int | None = None
+    withdrawn_eur: Decimal | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LoadResult:
         """Back from the plain dict a Prefect task returned (amounts as strings)."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in d.items() if k in known}
-        for k in ("loaded_amount_eur", "engaged_amount_eur", "control_total_eur", "control_total_diff_eur"):
+        for k in (
+            "loaded_amount_eur",
+            "engaged_amount_eur",
+            "control_total_eur",
+            "control_total_diff_eur",
+            "withdrawn_eur",
+        ):
             if values.get(k) is not None:
                 values[k] = Decimal(values[k])
         if isinstance(values.get("extraction_date"), str):
@@ -62,6 +89,15 @@ class LoadResult:
         if self.control_total_eur is None or self.control_total_diff_eur is None:
             return None
         return self.control_total_diff_eur == 0
+
+
+def _forget_comparison(con: duckdb.DuckDBPyConnection, file_id: int) -> None:
+    """A ledger row written again (--force, or a spec fixed) forgets its earlier comparison."""
+    con.execute(
+        "UPDATE files SET compared_file_id = NULL, withdrawn_operations = NULL, withdrawn_absent = NULL, "
+        "withdrawn_quarantined = NULL, withdrawn_eur = NULL, accepted_at = NULL WHERE file_id = ?",
+        [file_id],
+    )
 
 
 def record_rejected(
@@ -93,6 +129,7 @@ def record_rejected(
                 "forced_reloads = forced_reloads + ? WHERE file_id = ?",
                 [partner, reason, message, int(forced), replace_file_id],
             )
+            _forget_comparison(con, replace_file_id)
             file_id = replace_file_id
         else:
             row = con.execute(
@@ -183,6 +220,7 @@ def load_export(
     con.register("out_quarantined", outputs.quarantined)
     con.execute("BEGIN TRANSACTION")
     try:
+        compared = _stock_before(con, spec.partner, extraction_date, replace_file_id)
         if replace_file_id is not None:
             _delete_rows(con, replace_file_id)
             con.execute(
@@ -191,6 +229,7 @@ def load_export(
                 "forced_reloads = forced_reloads + ? WHERE file_id = ?",
                 [spec.partner, extraction_date, int(forced), replace_file_id],
             )
+            _forget_comparison(con, replace_file_id)
             file_id = replace_file_id
         else:
             row = con.execute(
@@ -262,7 +301,32 @@ def load_export(
         diff = None
         if raw.control_total is not None:
             diff = (raw.control_total - outputs.amount_read).quantize(Decimal("0.01"))
-        message = _message(raw, diff)
+        current = _current_file(con, spec.partner)
+        became_current = current is not None and current[0] == file_id
+        shrink = _withdrawn(con, file_id, outputs.rows) if compared is not None and became_current else None
+        held = shrink is not None and shrink.over(spec.hold_threshold_pct)
+        if shrink is not None:
+            assert compared is not None
+            con.execute(
+                "UPDATE files SET compared_file_id = ?, withdrawn_operations = ?, withdrawn_absent = ?, "
+                "withdrawn_quarantined = ?, withdrawn_eur = ? WHERE file_id = ?",
+                [compared[0], shrink.operations, shrink.absent, shrink.quarantined, shrink.eur, file_id],
+            )
+        if held:
+            assert compared is not None and shrink is not None
+            head = _held_message(file_id, compared, shrink, spec.hold_threshold_pct)
+            con.execute("UPDATE files SET status = 'held', reason = ? WHERE file_id = ?", [STOCK_SHRANK, file_id])
+            became_current = False
+        elif became_current or current is None:
+            head = "loaded"
+        else:
+            head = (
+                f"loaded into history only, not current: this export is dated {extraction_date.isoformat()}, "
+                f"before the partner's current export, file {current[0]} ({current[1]}, "
+                f"extracted {current[2].isoformat()})"
+            )
+        con.execute("DROP TABLE IF EXISTS temp.stock_before")
+        message = _message(head, raw, diff)
         con.execute(
             """UPDATE files SET rows_read = ?, rows_loaded = ?, rows_quarantined = ?,
                  loaded_amount_eur = ?, engaged_amount_eur = ?, control_total_eur = ?,
@@ -291,7 +355,7 @@ def load_export(
     return LoadResult(
         file_name=path.name,
         partner=spec.partner,
-        status="loaded",
+        status="held" if held else "loaded",
         file_id=file_id,
         rows_read=raw.rows_read,
         rows_loaded=loaded,
@@ -303,15 +367,229 @@ def load_export(
         extraction_date=extraction_date,
         message=message,
         quarantine_by_rule={str(k): int(v) for k, v in by_rule.items()},
+        became_current=became_current,
+        compared_file_id=compared[0] if shrink is not None and compared is not None else None,
+        withdrawn_operations=shrink.operations if shrink else None,
+        withdrawn_absent=shrink.absent if shrink else None,
+        withdrawn_quarantined=shrink.quarantined if shrink else None,
+        withdrawn_eur=shrink.eur if shrink else None,
     )
 
 
-def _message(raw: RawExport, diff: Decimal | None) -> str:
-    if raw.control_total is None:
-        return "loaded"
+def _message(head: str, raw: RawExport, diff: Decimal | None) -> str:
+    return head + _control_note(raw.control_total, diff)
+
+
+def _control_note(control_total: Decimal | None, diff: Decimal | None) -> str:
+    if control_total is None:
+        return ""
     if diff == 0:
-        return f"loaded; control total {raw.control_total} matches the amounts read"
+        return f"; control total {control_total} matches the amounts read"
     return (
-        f"loaded; control total {raw.control_total} differs from the sum of the amounts "
-        f"read by {diff} €: ask the partner which is right"
+        f"; control total {control_total} differs from the sum of the amounts read by {diff} €: "
+        "ask the partner which is right"
     )
+
+
+# -- the stock rule ----------------------------------------------------------------------------
+CurrentFile = tuple[int, str, date]
+"""A partner's current export: (file_id, file_name, extraction_date)."""
+
+
+def _current_file(con: duckdb.DuckDBPyConnection, partner: str) -> CurrentFile | None:
+    row = con.execute(
+        "SELECT c.file_id, f.file_name, c.extraction_date FROM current_files AS c JOIN files AS f USING (file_id) "
+        "WHERE c.partner = ?",
+        [partner],
+    ).fetchone()
+    return (int(row[0]), str(row[1]), row[2]) if row else None
+
+
+def _stock_before(
+    con: duckdb.DuckDBPyConnection, partner: str, extraction_date: date, replace_file_id: int | None
+) -> CurrentFile | None:
+    """The partner's current export, when the file being loaded may take its place: its
+    operations and their engaged euros kept in ``stock_before`` (a file reloaded with --force
+    may be that export: its rows are about to be replaced). None for a partner's first export,
+    or for an export older than the current one (history only: nothing to protect)."""
+    current = _current_file(con, partner)
+    if current is None or (current[0] != replace_file_id and extraction_date < current[2]):
+        return None
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE stock_before AS SELECT operation_id, "
+        "coalesce(sum(amount_eur) FILTER (WHERE counts_as_engaged), 0) AS engaged_eur "
+        "FROM engagement_rows WHERE file_id = ? GROUP BY operation_id",
+        [current[0]],
+    )
+    return current
+
+
+@dataclass(frozen=True)
+class Withdrawal:
+    """What a new export withdraws from the current one: its operations in none of the new
+    export's loaded rows (absent from the file, or in it but quarantined), and their euros."""
+
+    operations: int
+    absent: int
+    quarantined: int
+    eur: Decimal
+    current_operations: int
+    current_eur: Decimal
+
+    def over(self, threshold_pct: Decimal) -> bool:
+        """More than ``threshold_pct`` % of the current operations, or of its engaged euros."""
+        return (
+            self.operations * 100 > threshold_pct * self.current_operations
+            or self.eur * 100 > threshold_pct * self.current_eur
+        )
+
+
+def _pct(part: Decimal | int, whole: Decimal | int) -> str:
+    return f"{Decimal(100) * part / whole:.1f} %" if whole else "0.0 %"
+
+
+def _withdrawn(con: duckdb.DuckDBPyConnection, file_id: int, canonical: Path) -> Withdrawal:
+    """``stock_before`` against the new export ``file_id`` (its loaded rows, and every record of
+    the file: ``canonical``, quarantined ones included)."""
+    row = con.execute(
+        """WITH loaded AS (SELECT DISTINCT operation_id FROM engagement_rows WHERE file_id = ?),
+        in_file AS (SELECT DISTINCT operation_id FROM read_parquet(?) WHERE operation_id IS NOT NULL)
+        SELECT count(*), coalesce(sum(b.engaged_eur), 0),
+               count(*) FILTER (WHERE l.operation_id IS NULL),
+               count(*) FILTER (WHERE l.operation_id IS NULL AND f.operation_id IS NULL),
+               count(*) FILTER (WHERE l.operation_id IS NULL AND f.operation_id IS NOT NULL),
+               coalesce(sum(b.engaged_eur) FILTER (WHERE l.operation_id IS NULL), 0)
+        FROM stock_before AS b
+        LEFT JOIN loaded AS l ON l.operation_id = b.operation_id
+        LEFT JOIN in_file AS f ON f.operation_id = b.operation_id""",
+        [file_id, str(canonical)],
+    ).fetchone()
+    assert row is not None
+    return Withdrawal(
+        operations=int(row[2]),
+        absent=int(row[3]),
+        quarantined=int(row[4]),
+        eur=Decimal(row[5]),
+        current_operations=int(row[0]),
+        current_eur=Decimal(row[1]),
+    )
+
+
+def _held_message(file_id: int, current: CurrentFile, w: Withdrawal, threshold_pct: Decimal) -> str:
+    return (
+        f"held, not current: it would withdraw {w.operations} of the {w.current_operations} operations "
+        f"({_pct(w.operations, w.current_operations)}: {w.absent} absent from this file, {w.quarantined} in it "
+        f"but quarantined) and {euros(w.eur)} of the {euros(w.current_eur)} engaged "
+        f"({_pct(w.eur, w.current_eur)}) of the current export, file {current[0]} ({current[1]}, extracted "
+        f"{current[2].isoformat()}): over the partner's {threshold_pct} % threshold. The figures are unchanged. "
+        f"Check the export with the partner; to make it current: cdv-etl accept {file_id}"
+    )
+
+
+# -- accepting a held export -------------------------------------------------------------------
+@dataclass(frozen=True)
+class PartnerFigures:
+    """A partner's current export and its figures, as ``v_financing_by_partner`` gives them."""
+
+    file_id: int | None
+    file_name: str | None
+    extraction_date: date | None
+    operations: int
+    engaged_eur: Decimal
+
+
+@dataclass(frozen=True)
+class AcceptResult:
+    """A held export accepted: the partner's figures before and after."""
+
+    file_id: int
+    file_name: str
+    partner: str
+    before: PartnerFigures
+    after: PartnerFigures
+    message: str
+
+    @property
+    def became_current(self) -> bool:
+        return self.after.file_id == self.file_id
+
+    def table(self) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Before, after and the change: (columns, rows) for a readable table."""
+        columns = ["", "file_id", "file_name", "extraction_date", "operations", "engaged_eur"]
+        rows: list[tuple[Any, ...]] = [
+            (label, f.file_id, f.file_name, f.extraction_date, f.operations, f.engaged_eur)
+            for label, f in (("before", self.before), ("after", self.after))
+        ]
+        rows.append(
+            (
+                "change",
+                "",
+                "",
+                "",
+                self.after.operations - self.before.operations,
+                self.after.engaged_eur - self.before.engaged_eur,
+            )
+        )
+        return columns, rows
+
+
+def _partner_figures(con: duckdb.DuckDBPyConnection, partner: str) -> PartnerFigures:
+    row = con.execute(
+        "SELECT p.file_id, f.file_name, p.extraction_date, p.operations, p.engaged_eur "
+        "FROM v_financing_by_partner AS p LEFT JOIN files AS f USING (file_id) WHERE p.partner = ?",
+        [partner],
+    ).fetchone()
+    if row is None:
+        return PartnerFigures(None, None, None, 0, Decimal("0.00"))
+    return PartnerFigures(row[0], row[1], row[2], int(row[3]), Decimal(row[4]))
+
+
+def accept_export(con: duckdb.DuckDBPyConnection, file_id: int) -> AcceptResult:
+    """Make a held export ``loaded``, in one transaction: it becomes current when its extraction
+    date is its partner's latest. Raises CdvError (nothing changed) for an unknown id, or a file
+    that is not held.
+
+    Its rows need no second validation: every reference change revalidates every file that has
+    rows, held ones included (``revalidate.revalidate``), so a held export is already judged
+    against the current list of communes."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        row = con.execute(
+            "SELECT partner, file_name, status, compared_file_id, withdrawn_operations, withdrawn_eur, "
+            "control_total_eur, control_total_diff_eur FROM files WHERE file_id = ?",
+            [file_id],
+        ).fetchone()
+        if row is None:
+            raise CdvError(
+                f"there is no file {file_id} in the ledger; nothing was changed",
+                "list the held exports with `cdv-etl files` (status held) and accept one by its file_id",
+            )
+        partner, name, status = str(row[0]), str(row[1]), str(row[2])
+        if status != "held":
+            what = {
+                "loaded": "it is already loaded",
+                "rejected": "it was rejected whole and nothing of it is loaded: fix the file and ingest it again",
+                "duplicate": "it has the bytes of an earlier file: nothing of it is loaded",
+            }.get(status, status)
+            raise CdvError(
+                f"file {file_id} ({name}) is {status}, not held: there is nothing to accept ({what}); "
+                "nothing was changed",
+                "only a held export can be accepted: `cdv-etl files` lists them (status held)",
+            )
+        before = _partner_figures(con, partner)
+        message = (
+            f"loaded: accepted after being held — it withdrew {row[4]} operations and {euros(row[5])} engaged "
+            f"of file {row[3]}" + _control_note(row[6], row[7])
+        )
+        con.execute(
+            # From now on it is in the figures: loaded_at is when (financing_as_of reads it).
+            "UPDATE files SET status = 'loaded', accepted_at = current_timestamp, loaded_at = current_timestamp, "
+            "message = ? WHERE file_id = ?",
+            [message, file_id],
+        )
+        after = _partner_figures(con, partner)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return AcceptResult(file_id, name, partner, before, after, message)

@@ -152,7 +152,7 @@ def load_results_table(results: Sequence[LoadResult]) -> Table:
     ]:
         table.add_column(name, justify=just, overflow="fold")  # type: ignore[arg-type]
     for r in results:
-        style = {"loaded": "green", "duplicate": "yellow", "rejected": "red"}.get(r.status, "")
+        style = {"loaded": "green", "duplicate": "yellow", "held": "yellow", "rejected": "red"}.get(r.status, "")
         ok = r.control_total_ok
         check = "—" if ok is None else ("✓" if ok else f"✗ {euros(r.control_total_diff_eur)}")
         table.add_row(

@@ -168,41 +168,62 @@ def _dates_seen(con: duckdb.DuckDBPyConnection, rule: ExtractionDateSpec, raw: R
 
 
 def extraction_date(path: Path, spec: PartnerSpec, raw: RawExport, today: date) -> date:
-    """The export's extraction date, as the partner's spec says, never after ``today``."""
+    """The export's extraction date, as the partner's spec says; never moved.
+
+    A month or a year stands for its last day, or for ``today`` while it is under way (an
+    export of the month is extracted on one of its days, at the latest the day it arrives).
+    An export dated after ``today`` is rejected whole (``extraction_date_in_future``).
+    """
     rule = spec.extraction_date
-    found: date | None = None
     if rule.source == "filename":
         assert rule.pattern and rule.format
         m = re.search(rule.pattern, path.name)
-        if m:
-            found = _parse_period(m.group(1) if m.groups() else m.group(0), rule.format)
-        if found is None:
+        text = (m.group(1) if m.groups() else m.group(0)) if m else None
+        period = _parse_period(text, rule.format) if text is not None else None
+        if period is None:
             raise FileRejected(
                 "extraction_date",
                 f"{path.name}: no extraction date in the file name (expected {rule.pattern!r})",
                 "rename the file as the partner's spec expects, or fix extraction_date in it",
             )
+        where = "the file name"
     elif rule.source == "cell":
         assert rule.pattern and rule.format
-        for text in raw.title_rows or []:
-            m = re.search(rule.pattern, text)
+        period, text = None, None
+        for row in raw.title_rows or []:
+            m = re.search(rule.pattern, row)
             if m:
-                found = _parse_period(m.group(1), rule.format)
+                text = m.group(1)
+                period = _parse_period(text, rule.format)
                 break
-        if found is None:
+        if period is None:
             raise FileRejected(
                 "extraction_date",
                 f"{path.name}: no extraction date in the title rows (expected {rule.pattern!r})",
                 "check the file's title rows, or fix extraction_date in the partner's spec",
             )
+        where = "the title rows"
     elif rule.source in ("field", "column"):
-        found = _date_in_data(path, rule, raw.dates_seen)
+        seen = _date_in_data(path, rule, raw.dates_seen)
+        assert seen.parsed is not None
+        text, period = seen.text, (seen.parsed, seen.parsed)
+        where = seen.where if rule.source == "field" else f"column {rule.column!r} ({seen.where})"
     else:
-        found = today
-    return min(found, today)
+        return today
+    first, last = period
+    if first > today:
+        begins = "" if first == last else f", which begins on {first.isoformat()},"
+        raise FileRejected(
+            "extraction_date_in_future",
+            f"{path.name}: the extraction date {text!r} in {where}{begins} is after today "
+            f"({today.isoformat()}); nothing was loaded",
+            "ask the partner for the export's real extraction date and have the file sent (or renamed) with it; "
+            "if this machine's clock is wrong, set it right, then ingest the file again",
+        )
+    return min(last, today)  # a month or a year under way: extracted today at the latest
 
 
-def _date_in_data(path: Path, rule: ExtractionDateSpec, seen: list[DateSeen]) -> date:
+def _date_in_data(path: Path, rule: ExtractionDateSpec, seen: list[DateSeen]) -> DateSeen:
     """The one extraction date of a JSON field or a date column, or a rejection that says why not."""
     where = f"field {rule.field!r}" if rule.source == "field" else f"column {rule.column!r}"
     fix = f"check the file, or fix extraction_date ({rule.source}, parser) in the partner's spec"
@@ -229,13 +250,15 @@ def _date_in_data(path: Path, rule: ExtractionDateSpec, seen: list[DateSeen]) ->
             "ask the partner for an export of one extraction with its date on every row, "
             "or fix extraction_date.column in the partner's spec",
         )
-    return first.parsed
+    return first
 
 
-def _parse_period(text: str, fmt: str) -> date | None:
+def _parse_period(text: str, fmt: str) -> tuple[date, date] | None:
+    """The (first, last) day a date of ``fmt`` stands for: one day, a month or a year."""
     from cdv_etl.specs import last_day
 
     try:
-        return last_day(datetime.strptime(text, fmt).date(), fmt)
+        first = datetime.strptime(text, fmt).date()
     except ValueError:
         return None
+    return first, last_day(first, fmt)

@@ -1,7 +1,9 @@
 -- Staging layer: the current export of each partner, and the file ledger.
 
 -- Exports are full snapshots: a partner's current export is its latest loaded file by
--- extraction date (then load time), whatever the order the files arrived in.
+-- extraction date (then load time), whatever the order the files arrived in. A held export
+-- (status 'held': it would have withdrawn too much of the current one) is never current
+-- until it is accepted (cdv-etl accept FILE_ID makes it 'loaded').
 CREATE OR REPLACE VIEW current_files AS
 WITH ranked AS (
     SELECT
@@ -27,8 +29,10 @@ SELECT
     CASE WHEN f.control_total_eur IS NULL THEN NULL
          ELSE f.control_total_diff_eur = 0 END AS control_total_ok,
     f.duplicate_of, f.forced_reloads,
-    cur.file_id IS NOT NULL AS is_current
+    cur.file_id IS NOT NULL AS is_current,
+    f.compared_file_id, f.withdrawn_operations, f.withdrawn_absent, f.withdrawn_quarantined,
+    f.withdrawn_eur, f.accepted_at
 FROM files AS f
 LEFT JOIN current_files AS cur USING (file_id);
 
-COMMENT ON VIEW file_loads IS 'Une ligne par fichier reçu : chargé, doublon (mêmes octets qu''un fichier antérieur) ou rejeté en entier.';
+COMMENT ON VIEW file_loads IS 'Une ligne par fichier reçu : chargé, doublon (mêmes octets qu''un fichier antérieur), retenu (il aurait retiré trop de l''export courant : à accepter) ou rejeté en entier.';
