@@ -13,6 +13,7 @@ from typing import Any
 
 import duckdb
 import pytest
+from analyst_helpers import al_export
 from conftest import ANCT_REFERENCE, SPECIMENS, expected, needs_shared, sample_warehouse
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -254,6 +255,23 @@ def test_ingest_export_and_reference_refresh_flows(tmp_path: Path) -> None:
     with get_client(sync_client=True) as client:
         run_filter = FlowRunFilter(id=FlowRunFilterId(any_=[rejected.state_details.flow_run_id]))
         assert {a.type for a in client.read_artifacts(flow_run_filter=run_filter)} == {"table", "markdown"}
+
+    # A held export (it withdraws too much of its partner's stock): Failed too, WARNING, the accept command.
+    rows = [{"ref": f"AL{i}", "insee": "47001", "amount": "100,00", "day": "01/02/2021"} for i in range(10)]
+    (tmp_path / "sep").mkdir()
+    (tmp_path / "oct").mkdir()
+    assert (
+        ingest_export(path=str(al_export(tmp_path / "sep", "2024-09", rows)), warehouse=str(wh))["status"] == "loaded"
+    )
+    held = ingest_export(
+        path=str(al_export(tmp_path / "oct", "2024-10", rows[:5])), warehouse=str(wh), return_state=True
+    )
+    assert (held.type, held.name) == (StateType.FAILED, "Failed")
+    message = held.message or ""
+    assert " — held: " in message and "would withdraw 5 of the 10 operations" in message, message
+    assert message.endswith(f"\n  → {NEXT_STEP['held']}")
+    lines = [(level, m) for level, m in run_logs(held) if m.startswith("AL_ACV_export_2024-10.csv")]
+    assert [level for level, _ in lines] == [logging.WARNING] and "cdv-etl accept" in lines[0][1]
 
     missing = tmp_path / "late" / "AL_ACV_export_2026-11.csv"
     absent = ingest_export(path=str(missing), warehouse=str(wh), return_state=True)
