@@ -206,9 +206,9 @@ def test_since_the_previous_export_equals_a_direct_query(page: str, warehouse: S
                     -- every operation id of an export, loaded or quarantined: a move in or out of
                     -- quarantine is no addition or withdrawal
                     cur_ids AS (SELECT operation_id FROM cur UNION
-                                SELECT operation_id FROM quarantine_rows WHERE file_id = $cur),
+                                SELECT operation_id FROM quarantine_records WHERE file_id = $cur),
                     prev_ids AS (SELECT operation_id FROM prev UNION
-                                 SELECT operation_id FROM quarantine_rows WHERE file_id = $prev)
+                                 SELECT operation_id FROM quarantine_records WHERE file_id = $prev)
                SELECT axis, sum(added)::BIGINT, sum(added_eur), sum(withdrawn)::BIGINT, sum(withdrawn_eur) FROM (
                    SELECT axis, 1 AS added, amount_eur AS added_eur, 0 AS withdrawn, 0 AS withdrawn_eur
                    FROM cur WHERE operation_id NOT IN (SELECT operation_id FROM prev_ids WHERE operation_id NOT NULL)
