@@ -285,6 +285,7 @@ def test_a_reference_change_moves_rows_in_and_out_of_quarantine(pipe: Pipeline, 
 def test_every_file_with_rows_is_revalidated_not_only_the_current_ones(pipe: Pipeline, tmp_path: Path) -> None:
     october = pipe.ingest(al_export(tmp_path, "2024-10", [("A1", "80001", "10,00"), ("G1", "47001", "5,00")])).file_id
     november = pipe.ingest(al_export(tmp_path, "2024-11", [("G1", "47001", "5,00")])).file_id
+    pipe.accept(november)  # it withdraws A1, half of October's stock: held, then accepted
     r = pipe.load_reference(vintage_file(tmp_path, "acv_communes_2025-01.csv", drop=frozenset({"80001"})))
     assert r.moves is not None
     assert [(f.file_id, f.is_current, f.rows_to_quarantine) for f in r.moves.files] == [(october, False, 1)]

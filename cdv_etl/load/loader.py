@@ -196,6 +196,40 @@ def _delete_rows(con: duckdb.DuckDBPyConnection, file_id: int) -> None:
         con.execute(f"DELETE FROM {table} WHERE file_id = ?", [file_id])  # noqa: S608
 
 
+def sum_financing_totals(con: duckdb.DuckDBPyConnection, file_id: int) -> None:
+    """The file's ``financing_totals`` (the views' pre-aggregated lines), from its engagement rows."""
+    con.execute("DELETE FROM financing_totals WHERE file_id = ?", [file_id])
+    con.execute(
+        """INSERT INTO financing_totals
+        SELECT file_id, partner, axis, year, insee_code, instrument, counts_as_engaged,
+               sum(amount_eur), count(*)
+        FROM engagement_rows WHERE file_id = ? GROUP BY ALL""",
+        [file_id],
+    )
+
+
+def file_totals(con: duckdb.DuckDBPyConnection, file_id: int) -> tuple[int, int, int, Decimal, Decimal]:
+    """(rows loaded, rows quarantined, distinct row keys of both, loaded €, engaged €) of a file.
+
+    Every row read must land in exactly one place: counted, and counted once by row key (a join
+    that duplicated one row and lost another would keep the counts). The load and a reference
+    change's revalidation both check it against the rows read."""
+    totals = con.execute(
+        """SELECT
+             (SELECT count(*) FROM engagement_rows WHERE file_id = $1),
+             (SELECT count(*) FROM quarantine_rows WHERE file_id = $1),
+             (SELECT count(DISTINCT row_key) FROM (
+                  SELECT row_key FROM engagement_rows WHERE file_id = $1
+                  UNION ALL SELECT row_key FROM quarantine_rows WHERE file_id = $1)),
+             (SELECT coalesce(sum(amount_eur), 0) FROM engagement_rows WHERE file_id = $1),
+             (SELECT coalesce(sum(amount_eur) FILTER (WHERE counts_as_engaged), 0)
+                FROM engagement_rows WHERE file_id = $1)""",
+        [file_id],
+    ).fetchone()
+    assert totals is not None
+    return int(totals[0]), int(totals[1]), int(totals[2]), Decimal(totals[3]), Decimal(totals[4])
+
+
 def load_export(
     con: duckdb.DuckDBPyConnection,
     *,
@@ -265,33 +299,10 @@ def load_export(
             WHERE row_key NOT IN (SELECT row_key FROM out_failures)""",  # noqa: S608 - constant column list
             [file_id, spec.partner, str(outputs.rows)],
         )
-        con.execute(
-            """INSERT INTO financing_totals
-            SELECT file_id, partner, axis, year, insee_code, instrument, counts_as_engaged,
-                   sum(amount_eur), count(*)
-            FROM engagement_rows WHERE file_id = ? GROUP BY ALL""",
-            [file_id],
-        )
+        sum_financing_totals(con, file_id)
         checkpoint("load.rows")
 
-        # Every row read lands in exactly one place: counted, and counted once by row key (a
-        # join that duplicated one row and lost another would keep the counts).
-        totals = con.execute(
-            """SELECT
-                 (SELECT count(*) FROM engagement_rows WHERE file_id = $1),
-                 (SELECT count(*) FROM quarantine_rows WHERE file_id = $1),
-                 (SELECT count(DISTINCT row_key) FROM (
-                      SELECT row_key FROM engagement_rows WHERE file_id = $1
-                      UNION ALL SELECT row_key FROM quarantine_rows WHERE file_id = $1)),
-                 (SELECT sum(amount_eur) FROM engagement_rows WHERE file_id = $1),
-                 (SELECT sum(amount_eur) FILTER (WHERE counts_as_engaged)
-                    FROM engagement_rows WHERE file_id = $1)""",
-            [file_id],
-        ).fetchone()
-        assert totals is not None
-        loaded, quarantined, distinct_keys = int(totals[0]), int(totals[1]), int(totals[2])
-        loaded_eur = totals[3] if totals[3] is not None else Decimal("0.00")
-        engaged_eur = totals[4] if totals[4] is not None else Decimal("0.00")
+        loaded, quarantined, distinct_keys, loaded_eur, engaged_eur = file_totals(con, file_id)
         if loaded + quarantined != raw.rows_read or distinct_keys != raw.rows_read:
             raise ReconciliationError(
                 f"{path.name}: {raw.rows_read} rows read but {loaded} loaded + {quarantined} "

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from cdv_etl.errors import ReconciliationError
+from cdv_etl.load.loader import file_totals, sum_financing_totals
 from cdv_etl.load.reference import reference_codes
 from cdv_etl.validate.outputs import ENGAGEMENT_COLUMNS, QUARANTINE_RECORD_COLUMNS, message_sql, rule_column_name
 from schemas.canonical import RULES, RuleContext, one_rule_failures
@@ -284,30 +285,11 @@ def revalidate(
 def _reconcile(con: duckdb.DuckDBPyConnection, file_id: int) -> None:
     """A file whose rows moved: its financing_totals and ledger counts again, and the loader's
     check that every row read is in exactly one place."""
-    con.execute("DELETE FROM financing_totals WHERE file_id = ?", [file_id])
-    con.execute(
-        """INSERT INTO financing_totals
-        SELECT file_id, partner, axis, year, insee_code, instrument, counts_as_engaged,
-               sum(amount_eur), count(*)
-        FROM engagement_rows WHERE file_id = ? GROUP BY ALL""",
-        [file_id],
-    )
-    row = con.execute(
-        """SELECT
-             (SELECT count(*) FROM engagement_rows WHERE file_id = $1),
-             (SELECT count(*) FROM quarantine_rows WHERE file_id = $1),
-             (SELECT count(DISTINCT row_key) FROM (
-                  SELECT row_key FROM engagement_rows WHERE file_id = $1
-                  UNION ALL SELECT row_key FROM quarantine_rows WHERE file_id = $1)),
-             (SELECT coalesce(sum(amount_eur), 0) FROM engagement_rows WHERE file_id = $1),
-             (SELECT coalesce(sum(amount_eur) FILTER (WHERE counts_as_engaged), 0)
-                FROM engagement_rows WHERE file_id = $1),
-             (SELECT rows_read FROM files WHERE file_id = $1),
-             (SELECT file_name FROM files WHERE file_id = $1)""",
-        [file_id],
-    ).fetchone()
+    sum_financing_totals(con, file_id)
+    loaded, quarantined, distinct, loaded_eur, engaged_eur = file_totals(con, file_id)
+    row = con.execute("SELECT rows_read, file_name FROM files WHERE file_id = ?", [file_id]).fetchone()
     assert row is not None
-    loaded, quarantined, distinct, loaded_eur, engaged_eur, read, name = row
+    read, name = row
     if loaded + quarantined != read or distinct != read:
         raise ReconciliationError(
             f"{name}: {read} rows read but {loaded} loaded + {quarantined} quarantined ({distinct} distinct rows) "
