@@ -337,7 +337,7 @@ def load_export(
                 f"extracted {current[2].isoformat()})"
             )
         con.execute("DROP TABLE IF EXISTS temp.stock_before")
-        message = _message(head, raw, diff)
+        message = head + _control_note(raw.control_total, diff)
         con.execute(
             """UPDATE files SET rows_read = ?, rows_loaded = ?, rows_quarantined = ?,
                  loaded_amount_eur = ?, engaged_amount_eur = ?, control_total_eur = ?,
@@ -385,10 +385,6 @@ def load_export(
         withdrawn_quarantined=shrink.quarantined if shrink else None,
         withdrawn_eur=shrink.eur if shrink else None,
     )
-
-
-def _message(head: str, raw: RawExport, diff: Decimal | None) -> str:
-    return head + _control_note(raw.control_total, diff)
 
 
 def _control_note(control_total: Decimal | None, diff: Decimal | None) -> str:

@@ -9,7 +9,7 @@ stored rows (a few thousand at most); the rows then move by code, in SQL.
 
 Every file that has rows is revalidated (history and held exports too): any file that becomes
 current later is already consistent with the reference. ``revalidate`` writes inside the
-caller's transaction (the one that changed the reference, or made a file current) and keeps
+caller's transaction (the one that changed the reference) and keeps
 each file's invariant: every row read is in exactly one of engagement_rows and
 quarantine_rows, and the file's counts, amounts and ``financing_totals`` say so; otherwise it
 raises ``ReconciliationError`` and the caller rolls back.
@@ -53,7 +53,7 @@ _LOADED_AS_JSON = ", ".join(f"'{c}', CAST({c} AS VARCHAR)" for c in ENGAGEMENT_C
 """The raw_record of a row moved into quarantine: its loaded values as text, as a partner's cells
 are (and amounts exact: 100.00, not the JSON number 100.0)."""
 _MESSAGE = message_sql("?", "value", "extraction_date")
-_TEMP_TABLES = ("rv_files", "rv_columns", "rv_bad", "rv_out", "rv_in")
+_TEMP_TABLES = ("rv_columns", "rv_bad", "rv_out", "rv_in")
 
 
 @dataclass
@@ -143,23 +143,13 @@ class Moves:
         )
 
 
-def _files_with_rows(con: duckdb.DuckDBPyConnection, file_ids: list[int] | None) -> list[int]:
-    """Every file that has rows, whatever its status (financing_totals stands for its lines)."""
-    rows = con.execute(
-        "SELECT file_id FROM financing_totals UNION SELECT file_id FROM quarantine_rows ORDER BY file_id"
-    ).fetchall()
-    found = [int(r[0]) for r in rows]
-    return found if file_ids is None else [f for f in found if f in set(file_ids)]
-
-
 def _codes_not_acv(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """The distinct INSEE codes of the stored rows that break ``commune_not_acv`` now."""
     codes = [
         r[0]
         for r in con.execute(
-            """SELECT insee_code FROM financing_totals WHERE file_id IN (SELECT file_id FROM rv_files)
-               UNION SELECT insee_code FROM quarantine_records
-               WHERE insee_code IS NOT NULL AND file_id IN (SELECT file_id FROM rv_files)
+            """SELECT insee_code FROM financing_totals
+               UNION SELECT insee_code FROM quarantine_records WHERE insee_code IS NOT NULL
                ORDER BY 1"""
         ).fetchall()
     ]
@@ -180,17 +170,13 @@ def _codes_not_acv(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     return frame.filter(pl.col("row_key").is_in(failing.implode())).select("insee_code")
 
 
-def revalidate(
-    con: duckdb.DuckDBPyConnection, specs: Mapping[str, PartnerSpec], file_ids: list[int] | None = None
-) -> Moves:
-    """Judge the stored rows of ``file_ids`` (default: every file that has rows) against the
-    current ``communes``; move what the rule now says, in the caller's transaction.
+def revalidate(con: duckdb.DuckDBPyConnection, specs: Mapping[str, PartnerSpec]) -> Moves:
+    """Judge the stored rows of every file, whatever its status, against the current
+    ``communes``; move what the rule now says, in the caller's transaction.
 
     ``specs`` name the partner's INSEE column in a new failure (as a load would); a partner
     without a spec gets NULL there.
     """
-    files = _files_with_rows(con, file_ids)
-    con.execute("CREATE OR REPLACE TEMP TABLE rv_files AS SELECT unnest(?::INTEGER[]) AS file_id", [files])
     con.execute("CREATE OR REPLACE TEMP TABLE rv_columns (partner VARCHAR, column_name VARCHAR)")
     rule_columns = [(p, rule_column_name(s, RULE)) for p, s in specs.items()]
     if rule_columns:
@@ -203,7 +189,7 @@ def revalidate(
     con.execute(
         """CREATE OR REPLACE TEMP TABLE rv_out AS
         SELECT e.* FROM engagement_rows AS e
-        WHERE e.file_id IN (SELECT file_id FROM rv_files) AND e.insee_code IN (SELECT insee_code FROM rv_bad)"""
+        WHERE e.insee_code IN (SELECT insee_code FROM rv_bad)"""
     )
     con.execute(
         f"""INSERT INTO quarantine_rows (file_id, row_key, source_row, sheet, raw_record)
@@ -221,8 +207,7 @@ def revalidate(
             SELECT file_id, row_key, insee_code AS value FROM rv_out
             UNION ALL
             SELECT q.file_id, q.row_key, q.insee_raw FROM quarantine_records AS q
-            WHERE q.file_id IN (SELECT file_id FROM rv_files)
-              AND q.insee_code IN (SELECT insee_code FROM rv_bad)
+            WHERE q.insee_code IN (SELECT insee_code FROM rv_bad)
               AND NOT EXISTS (SELECT 1 FROM quarantine_failures AS x
                               WHERE x.file_id = q.file_id AND x.row_key = q.row_key AND x.rule = ?)
               AND NOT EXISTS (SELECT 1 FROM rv_out AS o WHERE o.file_id = q.file_id AND o.row_key = q.row_key)
@@ -239,7 +224,6 @@ def revalidate(
     con.execute(
         """DELETE FROM quarantine_failures AS x USING quarantine_records AS q
         WHERE x.file_id = q.file_id AND x.row_key = q.row_key AND x.rule = ?
-          AND q.file_id IN (SELECT file_id FROM rv_files)
           AND q.insee_code IS NOT NULL AND q.insee_code NOT IN (SELECT insee_code FROM rv_bad)""",
         [RULE.id],
     )
@@ -249,8 +233,7 @@ def revalidate(
         FROM quarantine_records AS q
         JOIN quarantine_rows AS r USING (file_id, row_key)
         JOIN files AS f USING (file_id)
-        WHERE q.file_id IN (SELECT file_id FROM rv_files)
-          AND NOT EXISTS (SELECT 1 FROM quarantine_failures AS x
+        WHERE NOT EXISTS (SELECT 1 FROM quarantine_failures AS x
                           WHERE x.file_id = q.file_id AND x.row_key = q.row_key)"""
     )
     con.execute(
