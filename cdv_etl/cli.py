@@ -70,12 +70,14 @@ def settings(warehouse: Path | None = None, **changes: Any) -> Settings:
     return Settings.from_env().with_(warehouse=warehouse, **changes)
 
 
-def fail(exc: CdvError) -> None:
+def fail(exc: CdvError, code: int = 2) -> None:
+    """The error and what to do next, then exit ``code`` (2: the command could not run; 1: a
+    file or reference was refused, nothing changed)."""
     # Messages quote partner text (file names, values, queries): printed as written, never as markup.
     err.print(f"error: {exc.message}", style="bold red", markup=False, emoji=False)
     if exc.hint:
         err.print(f"  → {exc.hint}", style="yellow", markup=False, emoji=False)
-    raise typer.Exit(2)
+    raise typer.Exit(code)
 
 
 def print_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str, title: str | None = None) -> None:
@@ -132,9 +134,7 @@ def reference_load(
         with open_pipeline(s, need_reference=False) as pipe:
             r = pipe.load_reference(path, vintage=vintage, force=force)
     except ReferenceRefused as exc:
-        err.print(f"error: {exc.message}", style="bold red", markup=False, emoji=False)
-        err.print(f"  → {exc.hint}", style="yellow", markup=False, emoji=False)
-        raise typer.Exit(1) from None
+        fail(exc, 1)
     except CdvError as exc:
         fail(exc)
     print_reference(r)
@@ -384,9 +384,7 @@ def run_nightly(s: Settings) -> list[LoadResult]:
                 )
     except InboxFailed as exc:
         print_results(exc.run.results, s.warehouse)
-        err.print(f"error: {exc.message}", style="bold red", markup=False, emoji=False)
-        err.print(f"  → {exc.hint}", style="yellow", markup=False, emoji=False)
-        raise typer.Exit(1) from None
+        fail(exc, 1)
     for r in run.references:
         print_reference(r)
     if run.results:

@@ -141,7 +141,7 @@ def vintage_of(path: Path, given: str | date | None = None) -> date:
         "give its date: --vintage YYYY-MM (or YYYY-MM-DD), or name the file after it as ANCT does "
         "(acv_communes_2024-04.geojson)"
     )
-    text = given if given is not None else None
+    text = given
     if text is None:
         m = VINTAGE_IN_NAME.search(path.name)
         if m is None:
