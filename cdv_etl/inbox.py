@@ -38,17 +38,13 @@ REFERENCE_FILE = re.compile(r"acv_communes.*\.(geojson|json|csv)$", re.IGNORECAS
 LEFT_IN_INBOX = "left in the inbox"
 """Where a file whose ingest raised stays (``moved_to`` in plain data)."""
 
-NOT_GREEN = frozenset(NEEDS_ATTENTION)
-"""Load statuses that change no current figure and wait for someone (``loader.NEEDS_ATTENTION``):
-a Prefect run with such a file does not end green (Completed) but Failed, its message naming the files."""
-
 NEXT_STEP = {
     "rejected": "fix the file with its partner (or fix its partner spec), then ingest it again",
     "held": "check what it withdraws with the partner, then make it current with `cdv-etl accept FILE_ID` "
     "(its file id is shown beside its name) or the accept-export deployment",
     "failed": "fix the cause named, then run the nightly again (the file is still in the inbox)",
 }
-"""What to do about a file that needs attention: one of NOT_GREEN, or failed (its ingest raised)."""
+"""What to do about a file that needs attention: one of NEEDS_ATTENTION, or failed (its ingest raised)."""
 
 RunProgress = Callable[[int, int, str], None]
 """Called with (files done, files in all, what is happening): a progress bar, a progress artifact."""
@@ -159,7 +155,7 @@ class FileOutcome:
     @property
     def needs_attention(self) -> bool:
         """Rejected or held (it changed no figure), or failed: someone must act."""
-        return self.status in NOT_GREEN or self.result is None
+        return self.status in NEEDS_ATTENTION or self.result is None
 
     @property
     def ledger_tag(self) -> str:

@@ -2,7 +2,7 @@
 
 Each reference and each export gets one log line in the run's logs: at INFO with its counts
 (read, loaded, quarantined, engaged €), or at WARNING (held) or ERROR (rejected, failed) with
-its reason. A run with an export that needs attention (``cdv_etl.inbox.NOT_GREEN``, or an
+its reason. A run with an export that needs attention (``cdv_etl.load.loader.NEEDS_ATTENTION``, or an
 ingest that raised) does not end green: it ends ``Failed``, its state message naming each
 such file, its status and reason, and what to do next. So does a run stopped by an error a
 person can fix (a path that does not exist, a busy warehouse): its message is that error's

@@ -33,8 +33,8 @@ from prefect_server import PrefectServer
 
 from cdv_etl.config import Settings
 from cdv_etl.errors import CdvError
-from cdv_etl.inbox import NEXT_STEP, NOT_GREEN, FileOutcome, InboxRun, NeedsAttention
-from cdv_etl.load.loader import LoadResult
+from cdv_etl.inbox import NEXT_STEP, FileOutcome, InboxRun, NeedsAttention
+from cdv_etl.load.loader import NEEDS_ATTENTION, LoadResult
 from cdv_etl.load.reference import SAMPLE_REFERENCE
 from cdv_etl.publish.tables import euros
 from cdv_etl.specs import load_specs
@@ -285,7 +285,7 @@ def test_ingest_export_and_reference_refresh_flows(tmp_path: Path) -> None:
 
 
 def test_a_held_rejected_or_failed_export_is_not_green_and_says_what_to_do() -> None:
-    """One rule for the run's end: held and rejected (``NOT_GREEN``) and failed files need
+    """One rule for the run's end: held and rejected (``NEEDS_ATTENTION``) and failed files need
     attention, each with its reason and the next step; loaded and duplicate files do not."""
     loaded = LoadResult(
         "BDT.xlsx",
@@ -314,7 +314,7 @@ def test_a_held_rejected_or_failed_export_is_not_green_and_says_what_to_do() -> 
     )
     clean = InboxRun([], [files[0], files[2]], Path("cdv.published.duckdb"), None)
     assert clean.attention == []
-    assert set(LEVEL) == set(NEXT_STEP) == NOT_GREEN | {"failed"}
+    assert set(LEVEL) == set(NEXT_STEP) == NEEDS_ATTENTION | {"failed"}
     assert [file_line(f)[0] for f in files] == [logging.INFO, logging.WARNING, logging.INFO, logging.ERROR]
     assert file_line(files[0])[1] == (
         "BDT.xlsx (bdt, file 1): loaded — 1\u202f200 rows read, 1\u202f190 loaded, 10 quarantined, "

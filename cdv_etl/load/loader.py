@@ -29,8 +29,9 @@ if TYPE_CHECKING:
     from cdv_etl.validate.outputs import Outputs
 
 
-NEEDS_ATTENTION = ("rejected", "held")
-"""A file's statuses that leave the figures as they were: the command exits 1, the run is not green."""
+NEEDS_ATTENTION = frozenset({"rejected", "held"})
+"""A file's statuses that leave the figures as they were and wait for someone: the command exits 1,
+and a Prefect run with such a file does not end green (Completed) but Failed, naming the files."""
 
 STOCK_SHRANK = "stock_shrank"
 """The reason of a held export."""
