@@ -33,6 +33,7 @@ from typing import Any
 
 import duckdb
 import matplotlib
+from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
@@ -301,10 +302,17 @@ class Chart:
 
 
 def _figure(width: float, height: float) -> Figure:
-    return Figure(figsize=(width, height), layout="constrained")
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasSVG(fig)  # the layout measures text as the SVG will draw it
+    return fig
 
 
 def _svg(fig: Figure) -> bytes:
+    """The figure laid out, then drawn once (savefig would draw it twice: once to lay it out)."""
+    engine = fig.get_layout_engine()
+    if engine is not None:
+        engine.execute(fig)
+        fig.set_layout_engine(None)
     buf = io.BytesIO()
     fig.savefig(buf, format="svg", metadata={"Date": None})  # no date: same data, same bytes
     return buf.getvalue()
