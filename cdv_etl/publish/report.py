@@ -598,7 +598,16 @@ def chart_rejected(d: ReportData, names: dict[str, str], colours: dict[str, str]
             for r in d.rejected:
                 if r["partner"] == p:
                     values[rules.index(r["rule"])] = float(r["rows_quarantined"])
-            handles.append(ax.barh(positions, values, left=left, color=colours.get(p, "#777777"), height=0.6))
+            shown = [i for i, v in enumerate(values) if v]  # a partner's bars only where it has rows
+            handles.append(
+                ax.barh(
+                    [positions[i] for i in shown],
+                    [values[i] for i in shown],
+                    left=[left[i] for i in shown],
+                    color=colours.get(p, "#777777"),
+                    height=0.6,
+                )
+            )
             left = [a + b for a, b in zip(left, values, strict=True)]
         labels = [rule_label(r) for r in rules]
         ax.set_yticks(positions, [_wrap(label, 18) if narrow else label for label in labels], fontsize=8)
