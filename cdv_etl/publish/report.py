@@ -33,7 +33,7 @@ from typing import Any
 
 import duckdb
 import matplotlib
-from matplotlib.backends.backend_svg import FigureCanvasSVG
+from matplotlib.backends.backend_svg import FigureCanvasSVG, RendererSVG
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
@@ -301,9 +301,20 @@ class Chart:
         )
 
 
+class _Canvas(FigureCanvasSVG):
+    """An SVG canvas on which the layout measures text with one renderer kept for the process:
+    matplotlib caches text metrics per renderer, so a label measured for one chart is not
+    measured again for the next."""
+
+    measure = RendererSVG(0, 0, io.StringIO())
+
+    def get_renderer(self) -> RendererSVG:
+        return self.measure
+
+
 def _figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasSVG(fig)  # the layout measures text as the SVG will draw it
+    _Canvas(fig)
     return fig
 
 
@@ -311,6 +322,7 @@ def _svg(fig: Figure) -> bytes:
     """The figure laid out, then drawn once (savefig would draw it twice: once to lay it out)."""
     engine = fig.get_layout_engine()
     if engine is not None:
+        fig.dpi = 72  # the SVG's unit, a point, as savefig draws it (images keep the figure's dpi)
         engine.execute(fig)
         fig.set_layout_engine(None)
     buf = io.BytesIO()
