@@ -33,6 +33,7 @@ from typing import Any
 
 import duckdb
 import matplotlib
+from matplotlib.backends.backend_svg import FigureCanvasSVG, RendererSVG
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
@@ -300,11 +301,30 @@ class Chart:
         )
 
 
+class _Canvas(FigureCanvasSVG):
+    """An SVG canvas on which the layout measures text with one renderer kept for the process:
+    matplotlib caches text metrics per renderer, so a label measured for one chart is not
+    measured again for the next."""
+
+    measure = RendererSVG(0, 0, io.StringIO())
+
+    def get_renderer(self) -> RendererSVG:
+        return self.measure
+
+
 def _figure(width: float, height: float) -> Figure:
-    return Figure(figsize=(width, height), layout="constrained")
+    fig = Figure(figsize=(width, height), layout="constrained")
+    _Canvas(fig)
+    return fig
 
 
 def _svg(fig: Figure) -> bytes:
+    """The figure laid out, then drawn once (savefig would draw it twice: once to lay it out)."""
+    engine = fig.get_layout_engine()
+    if engine is not None:
+        fig.dpi = 72  # the SVG's unit, a point, as savefig draws it (images keep the figure's dpi)
+        engine.execute(fig)
+        fig.set_layout_engine(None)
     buf = io.BytesIO()
     fig.savefig(buf, format="svg", metadata={"Date": None})  # no date: same data, same bytes
     return buf.getvalue()
@@ -590,7 +610,16 @@ def chart_rejected(d: ReportData, names: dict[str, str], colours: dict[str, str]
             for r in d.rejected:
                 if r["partner"] == p:
                     values[rules.index(r["rule"])] = float(r["rows_quarantined"])
-            handles.append(ax.barh(positions, values, left=left, color=colours.get(p, "#777777"), height=0.6))
+            shown = [i for i, v in enumerate(values) if v]  # a partner's bars only where it has rows
+            handles.append(
+                ax.barh(
+                    [positions[i] for i in shown],
+                    [values[i] for i in shown],
+                    left=[left[i] for i in shown],
+                    color=colours.get(p, "#777777"),
+                    height=0.6,
+                )
+            )
             left = [a + b for a, b in zip(left, values, strict=True)]
         labels = [rule_label(r) for r in rules]
         ax.set_yticks(positions, [_wrap(label, 18) if narrow else label for label in labels], fontsize=8)
