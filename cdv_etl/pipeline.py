@@ -165,6 +165,7 @@ class Pipeline:
     def load_reference(self, path: Path, *, vintage: str | date | None = None, force: bool = False) -> ReferenceResult:
         """Make ``path`` the current reference and revalidate the loaded exports against it
         (``cdv_etl.load.reference.load_reference``: refused when undated, or older unless ``force``)."""
+        _warmed_up()  # its revalidation imports the validation stack too
         result = load_reference(self.con, path, self.specs, vintage=vintage, force=force)
         self.changed |= result.changed
         return result
