@@ -6,12 +6,16 @@ files one after the other; the CLI and the Prefect flows both drive it.
 
 from __future__ import annotations
 
+import importlib
 import re
+import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 
@@ -25,11 +29,10 @@ from cdv_etl.publish.snapshot import is_stale, publish
 from cdv_etl.read import FileStat, RawExport, check_size, extraction_date, read_export, sha256_of
 from cdv_etl.read.sandbox import reader_connection
 from cdv_etl.specs import BrokenSpec, PartnerSpec, Specs, load_specs, recognise
-from cdv_etl.validate.outputs import Outputs, build_outputs
 from cdv_etl.validate.parse import build_canonical
-from cdv_etl.validate.rules import find_failures
-from schemas.canonical import RuleContext
-from schemas.raw import missing_columns
+
+if TYPE_CHECKING:
+    from cdv_etl.validate.outputs import Outputs
 
 # CDV_MEMORY_LIMIT is what the whole run may use. Two DuckDB instances share it (the reader
 # parses the file, the warehouse takes the validated rows from a Parquet file), and Python
@@ -56,6 +59,39 @@ def share_of(limit: str, share: float) -> str:
         return limit
     size = float(m.group(1)) * _UNITS.get(m.group(2).lower(), 1)
     return f"{max(int(size * share) // 1024**2, 64)}MiB"
+
+
+VALIDATION_MODULES = ("schemas.raw", "cdv_etl.validate.rules", "cdv_etl.validate.outputs")
+"""The validation stack (Pandera, Polars, pandas, PyArrow: ~1.6 s of imports), imported when a
+file is to be read, not when this module is: a run with nothing new never needs it."""
+
+_warm_up: threading.Thread | None = None
+
+
+def warm_up_validation(spec: PartnerSpec) -> None:
+    """Import the validation stack in a background thread, while this one hashes, decodes and
+    reads the file (hashing and DuckDB release the GIL). Pandera's Polars backend registers
+    its checks at its first validation: the spec's own header, checked there, does that too.
+    A failure is not kept: the stages that need these modules import them again, and raise it."""
+    global _warm_up
+    if _warm_up is not None or all(m in sys.modules for m in VALIDATION_MODULES):
+        return
+
+    def work() -> None:
+        with suppress(Exception):
+            for name in VALIDATION_MODULES:
+                importlib.import_module(name)
+            sys.modules["schemas.raw"].missing_columns(spec, spec.required_columns)
+
+    # Not a daemon: the interpreter never exits in the middle of an import.
+    _warm_up = threading.Thread(target=work, name="cdv-warm-up", daemon=False)
+    _warm_up.start()
+
+
+def _warmed_up() -> None:
+    """Wait for the warm-up: two threads importing the same modules could deadlock."""
+    if _warm_up is not None:
+        _warm_up.join()
 
 
 Progress = Callable[[str], None]
@@ -85,6 +121,13 @@ def read_and_validate(
     step(f"{path.name}: reading ({spec.partner})")
     raw = read_export(reader, path.resolve(), spec, workdir)
     checkpoint("read")
+    # Imported here, not above: the file is read while they load (``warm_up_validation``).
+    _warmed_up()
+    from cdv_etl.validate.outputs import build_outputs
+    from cdv_etl.validate.rules import find_failures
+    from schemas.canonical import RuleContext
+    from schemas.raw import missing_columns
+
     missing = missing_columns(spec, raw.columns)
     if missing:
         raise FileRejected(
@@ -122,6 +165,7 @@ class Pipeline:
     def load_reference(self, path: Path, *, vintage: str | date | None = None, force: bool = False) -> ReferenceResult:
         """Make ``path`` the current reference and revalidate the loaded exports against it
         (``cdv_etl.load.reference.load_reference``: refused when undated, or older unless ``force``)."""
+        _warmed_up()  # its revalidation imports the validation stack too
         result = load_reference(self.con, path, self.specs, vintage=vintage, force=force)
         self.changed |= result.changed
         return result
@@ -183,7 +227,11 @@ class Pipeline:
             # same oversized file seen again is recognised without reading it.
             sha = f"not-hashed:{size}:{stat.mtime_ns // 1_000_000_000}"
         else:
-            sha = self.known_sha(stat) or sha256_of(path)
+            sha = self.known_sha(stat) or ""
+            if not sha:  # bytes not seen as this file: likely to be read
+                if isinstance(spec, PartnerSpec):
+                    warm_up_validation(spec)
+                sha = sha256_of(path)
         known = self.seen(sha)
         same_name = self.con.execute(
             "SELECT file_id, status, reason FROM files WHERE sha256 = ? AND file_name = ? ORDER BY file_id LIMIT 1",

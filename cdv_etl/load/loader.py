@@ -209,26 +209,50 @@ def sum_financing_totals(con: duckdb.DuckDBPyConnection, file_id: int) -> None:
     )
 
 
+_FILE_KEYS = (
+    "SELECT row_key FROM engagement_rows WHERE file_id = $1 "
+    "UNION ALL SELECT row_key FROM quarantine_rows WHERE file_id = $1"
+)
+DENSE_KEYS = 8
+"""Row keys spanning at most this many values a row are counted in a bitmap of their range (a CSV's
+are 0…n-1); sparser ones (a workbook's: its sheet's number in the high 32 bits) by a hash table."""
+
+
 def file_totals(con: duckdb.DuckDBPyConnection, file_id: int) -> tuple[int, int, int, Decimal, Decimal]:
     """(rows loaded, rows quarantined, distinct row keys of both, loaded €, engaged €) of a file.
 
     Every row read must land in exactly one place: counted, and counted once by row key (a join
     that duplicated one row and lost another would keep the counts). The load and a reference
-    change's revalidation both check it against the rows read."""
+    change's revalidation both check it against the rows read. The distinct keys are the bits
+    set in a bitmap of their range when they are dense (0.05 s of CPU at 1M rows, against 0.4 s
+    for ``count(DISTINCT)``)."""
     totals = con.execute(
-        """SELECT
-             (SELECT count(*) FROM engagement_rows WHERE file_id = $1),
-             (SELECT count(*) FROM quarantine_rows WHERE file_id = $1),
-             (SELECT count(DISTINCT row_key) FROM (
-                  SELECT row_key FROM engagement_rows WHERE file_id = $1
-                  UNION ALL SELECT row_key FROM quarantine_rows WHERE file_id = $1)),
-             (SELECT coalesce(sum(amount_eur), 0) FROM engagement_rows WHERE file_id = $1),
-             (SELECT coalesce(sum(amount_eur) FILTER (WHERE counts_as_engaged), 0)
-                FROM engagement_rows WHERE file_id = $1)""",
+        """WITH e AS (SELECT count(*) AS n, min(row_key) AS lo, max(row_key) AS hi,
+                             coalesce(sum(amount_eur), 0) AS eur,
+                             coalesce(sum(amount_eur) FILTER (WHERE counts_as_engaged), 0) AS engaged
+                      FROM engagement_rows WHERE file_id = $1),
+                q AS (SELECT count(*) AS n, min(row_key) AS lo, max(row_key) AS hi
+                      FROM quarantine_rows WHERE file_id = $1)
+           SELECT e.n, q.n, least(e.lo, q.lo), greatest(e.hi, q.hi), e.eur, e.engaged FROM e, q""",
         [file_id],
     ).fetchone()
     assert totals is not None
-    return int(totals[0]), int(totals[1]), int(totals[2]), Decimal(totals[3]), Decimal(totals[4])
+    loaded, quarantined, lo, hi = int(totals[0]), int(totals[1]), totals[2], totals[3]
+    if lo is None:
+        distinct = 0
+    elif hi - lo < DENSE_KEYS * (loaded + quarantined):
+        row = con.execute(
+            f"SELECT bit_count(bitstring_agg(row_key, $2, $3)) FROM ({_FILE_KEYS})",  # noqa: S608 - constant SQL
+            [file_id, lo, hi],
+        ).fetchone()
+        distinct = int(row[0]) if row else 0
+    else:
+        row = con.execute(
+            f"SELECT count(DISTINCT row_key) FROM ({_FILE_KEYS})",  # noqa: S608 - constant SQL
+            [file_id],
+        ).fetchone()
+        distinct = int(row[0]) if row else 0
+    return loaded, quarantined, distinct, Decimal(totals[4]), Decimal(totals[5])
 
 
 def load_export(
