@@ -153,3 +153,11 @@ def skip_or_fail(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (CI is set: the browser test must run)")
     pytest.skip(reason)
+
+
+def one_worker(module: str) -> pytest.MarkDecorator:
+    """The mark of a module whose module-scoped fixture is costly (a warehouse, a report, a
+    browser): ``--dist loadgroup`` runs all its tests in one pytest-xdist worker, so the fixture
+    is built once per session rather than once in each worker its tests would be spread over.
+    Usage: ``pytestmark = one_worker(__name__)``."""
+    return pytest.mark.xdist_group(f"module {module}")

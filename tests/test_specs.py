@@ -4,28 +4,28 @@ a spec on every format, and a file the specs refused is retried without --force.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import os
 import re
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import pytest
 from conftest import ROOT
+from typer.testing import CliRunner
 
+from cdv_etl.cli import app
 from cdv_etl.cli_specs import dry_run, reference_communes
 from cdv_etl.config import Settings
 from cdv_etl.errors import SpecError
 from cdv_etl.load.reference import SAMPLE_REFERENCE
 from cdv_etl.pipeline import open_pipeline
-from cdv_etl.specs import CsvFormat, JsonFormat, XlsxFormat, load_spec, load_specs
+from cdv_etl.specs import _WARNED, CsvFormat, JsonFormat, XlsxFormat, load_spec, load_specs
 from cdv_etl.specs_doc import REFERENCE, REGENERATE, render_reference
 from cdv_etl.validate.parse import PARSERS
 
-CLI = [sys.executable, "-m", "cdv_etl.cli"]
 BLOCK = re.compile(r"^```(\w+) ([^\n]*)\n(.*?)\n```$", re.MULTILINE | re.DOTALL)
 MISSPELT = "format.records: unknown key; did you mean records_path? (allowed keys: type, records_path, encoding)"
 ANAH_CSV = (
@@ -100,8 +100,13 @@ def specs_dir(tmp_path: Path) -> Path:
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "DO_NOT_TRACK": "1", "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run(CLI + args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600)
+    """``cdv-etl ARGS`` from ``cwd`` with ``env`` added to the environment: in this process (Typer's
+    runner on the command line's own app), as a fresh one starts it: the warnings about broken
+    specs, given once per process, are forgotten first."""
+    _WARNED.clear()
+    with contextlib.chdir(cwd):
+        result = CliRunner().invoke(app, args, env=env, catch_exceptions=False)
+    return subprocess.CompletedProcess(["cdv-etl", *args], result.exit_code, result.stdout, result.stderr)
 
 
 # -- the reference ---------------------------------------------------------------------------
