@@ -21,15 +21,13 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import ROOT, one_worker
+from conftest import ROOT
 
 from cdv_etl.config import Settings
 from cdv_etl.demo_data import generate_demo_exports
 from cdv_etl.faults import POINTS
 from cdv_etl.load.reference import SAMPLE_REFERENCE
 from cdv_etl.pipeline import ingest_files, open_pipeline
-
-pytestmark = one_worker(__name__)
 
 CLI = [str(Path(sys.executable).parent / "cdv-etl")]
 

@@ -13,14 +13,13 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import ROOT
+from conftest import ROOT, sample_warehouse
 from typer.testing import CliRunner
 
 from cdv_etl.cli import app
 from cdv_etl.cli_specs import dry_run, reference_communes
 from cdv_etl.config import Settings
 from cdv_etl.errors import SpecError
-from cdv_etl.load.reference import SAMPLE_REFERENCE
 from cdv_etl.pipeline import open_pipeline
 from cdv_etl.specs import _WARNED, CsvFormat, JsonFormat, XlsxFormat, load_spec, load_specs
 from cdv_etl.specs_doc import REFERENCE, REGENERATE, render_reference
@@ -163,8 +162,7 @@ def test_the_walkthrough_ends_in_a_loaded_warehouse(tmp_path: Path) -> None:
     write_spec(folder, "region_occitanie")
     sample = build_sample("region_occitanie", tmp_path)
     s = Settings(warehouse=tmp_path / "wh" / "cdv.duckdb", specs_dir=folder, lock_timeout_s=5)
-    with open_pipeline(s, need_reference=False) as pipe:
-        pipe.load_reference(SAMPLE_REFERENCE)
+    with open_pipeline(sample_warehouse(s)) as pipe:
         r = pipe.ingest(sample)
         rules = pipe.con.execute("SELECT rule, value FROM quarantine").fetchall()
         axes = pipe.con.execute("SELECT operation_id, axis FROM financing ORDER BY 1").fetchall()
@@ -322,8 +320,7 @@ def test_spec_check_uses_the_warehouses_reference_and_says_so(tmp_path: Path) ->
     spec = write_spec(tmp_path, "region_grand_est")
     sample = build_sample("region_grand_est", tmp_path)
     wh = tmp_path / "wh" / "cdv.duckdb"
-    with open_pipeline(Settings(warehouse=wh, lock_timeout_s=5), need_reference=False) as pipe:
-        pipe.load_reference(SAMPLE_REFERENCE)
+    with open_pipeline(sample_warehouse(Settings(warehouse=wh, lock_timeout_s=5))) as pipe:
         before = pipe.con.execute("SELECT count(*) FROM files").fetchone()
     p = run(["spec", "check", str(spec), str(sample), "-w", str(wh)], tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -356,8 +353,7 @@ def test_a_file_no_spec_recognised_is_retried_with_partner_without_force(tmp_pat
     odd = tmp_path / "copie_anah_acv_2025.csv"  # the year is there, the name is not the usual one
     odd.write_text(ANAH_CSV, encoding="utf-8-sig")
     s = Settings(warehouse=tmp_path / "wh" / "cdv.duckdb", lock_timeout_s=5)
-    with open_pipeline(s, need_reference=False) as pipe:
-        pipe.load_reference(SAMPLE_REFERENCE)
+    with open_pipeline(sample_warehouse(s)) as pipe:
         first = pipe.ingest(odd)
         assert (first.status, first.reason) == ("rejected", "unknown_partner")
         assert "pass --partner" in first.message
@@ -383,8 +379,7 @@ def test_a_file_rejected_for_its_broken_spec_loads_once_the_spec_is_fixed(tmp_pa
     spec = write_spec(folder, "region_grand_est", good.replace("delimiter:", "delimitor:"))
     sample = build_sample("region_grand_est", tmp_path)
     s = Settings(warehouse=tmp_path / "wh" / "cdv.duckdb", specs_dir=folder, lock_timeout_s=5)
-    with open_pipeline(s, need_reference=False) as pipe:
-        pipe.load_reference(SAMPLE_REFERENCE)
+    with open_pipeline(sample_warehouse(s)) as pipe:
         first = pipe.ingest(sample)
         named = pipe.ingest(sample, partner="region_grand_est")  # named: the same broken spec
     assert (first.status, first.reason, first.partner) == ("rejected", "spec_invalid", "region_grand_est")
