@@ -181,9 +181,8 @@ class _XdistGroups:
         if not getattr(config.option, "loadgroup", False):
             return
         for item in items:
-            groups = sorted(
-                {str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group")}
-            )
+            marks = item.iter_markers("xdist_group")
+            groups = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in marks})
             node_id = getattr(item, "_id", None)
             if groups and isinstance(node_id, NodeId) and "@" not in item.nodeid.rpartition("]")[2]:
                 last = node_id.names[-1] + (f"[{node_id.params}]" if node_id.params is not None else "")
