@@ -12,10 +12,13 @@ from pathlib import Path
 import duckdb
 import pytest
 from analyst_helpers import demo_warehouse
+from conftest import one_worker
 
 from cdv_etl.config import Settings
 from cdv_etl.load.warehouse import PUBLIC_VIEWS
 from cdv_etl.pipeline import open_pipeline
+
+pytestmark = one_worker(__name__)
 
 DUCKDB = shutil.which("duckdb", path=str(Path(sys.executable).parent))
 

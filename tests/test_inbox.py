@@ -15,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from conftest import one_worker
 
 from cdv_etl.config import Settings
 from cdv_etl.demo_data import generate_demo_exports
@@ -23,6 +24,8 @@ from cdv_etl.inbox import InboxFailed, InboxRun, Steps, ingest_file, run_inbox
 from cdv_etl.load.loader import LoadResult
 from cdv_etl.load.reference import SAMPLE_REFERENCE
 from cdv_etl.pipeline import Progress, open_pipeline
+
+pytestmark = one_worker(__name__)
 
 
 def settings_in(base: Path) -> Settings:

@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, sample_warehouse
 from openpyxl import Workbook
 
 from cdv_etl.config import Settings
 from cdv_etl.errors import SpecError
-from cdv_etl.load.reference import SAMPLE_REFERENCE
 from cdv_etl.pipeline import Pipeline, open_pipeline
 from cdv_etl.read.json import read_json
 from cdv_etl.read.sandbox import reader_connection
@@ -74,8 +73,7 @@ def partner_pipeline(tmp_path: Path, name: str, spec: str) -> Iterator[Pipeline]
         (specs / f.name).write_text(f.read_text(encoding="utf-8"), encoding="utf-8")
     (specs / f"{name}.yaml").write_text(spec, encoding="utf-8")
     s = Settings(warehouse=tmp_path / "cdv.duckdb", specs_dir=specs, lock_timeout_s=5)
-    with open_pipeline(s, need_reference=False) as p:
-        p.load_reference(SAMPLE_REFERENCE)
+    with open_pipeline(sample_warehouse(s)) as p:  # the session's sample warehouse, copied; these specs synced
         yield p
 
 

@@ -73,12 +73,16 @@ def test_readers_see_the_state_before_or_after_a_load_never_between(
     # The next round is drawn afresh: the ingest below takes it whole (none held), in one run.
     monkeypatch.setenv("CDV_SPECS", str(never_holding_specs(tmp_path / "specs")))
     before = ask(s.published_path)
-    exports = generate_demo_exports(tmp_path / "next", today=date(2025, 6, 15), seed=7)
+    # Its three text exports (reading workbooks is not the point, and the reader spins all along).
+    exports = [
+        p for p in generate_demo_exports(tmp_path / "next", today=date(2025, 6, 15), seed=7) if p.suffix != ".xlsx"
+    ]
+    assert len(exports) == 3
     out, stop = tmp_path / "answers.jsonl", tmp_path / "stop"
     reader = subprocess.Popen([sys.executable, "-c", READER, str(s.published_path), str(out), str(stop), QUESTION])
     try:
         wait_for(lambda: len(answers(out)) >= 3, 600, "the reader's first answers")
-        # The load: the command line, five files, each in its own transaction, then one publish.
+        # The load: the command line, three files, each in its own transaction, then one publish.
         run_cli(["ingest", "-w", str(s.warehouse), *map(str, exports)], tmp_path)
         # ... and a few more publishes of the same state: more renames under the reader's feet.
         for _ in range(3):

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
 import duckdb
 import pytest
+from analyst_helpers import run_cli
 from conftest import ANCT_REFERENCE, needs_shared, sample_warehouse, table_snapshot
 
 from cdv_etl.config import Settings
@@ -321,8 +320,6 @@ def test_newer_vintage_updates_reference_and_keeps_financing(pipe: Pipeline, tmp
 
 
 # -- the command and the inbox ------------------------------------------------------------------
-CLI = [str(Path(sys.executable).parent / "cdv-etl")]
-OUT: dict = {"capture_output": True, "text": True}
 
 
 def test_the_command_prints_what_moved_and_refuses_an_older_vintage(settings: Settings, tmp_path: Path) -> None:
@@ -331,18 +328,18 @@ def test_the_command_prints_what_moved_and_refuses_an_older_vintage(settings: Se
         fid = pipe.ingest(export).file_id
     wh = str(settings.warehouse)
     newer = vintage_file(tmp_path, "liste.csv", drop=frozenset({"80001"}))
-    done = subprocess.run([*CLI, "reference", "load", str(newer), "--vintage", "2025-01", "-w", wh], **OUT)
+    done = run_cli(["reference", "load", str(newer), "--vintage", "2025-01", "-w", wh], tmp_path, ok=False)
     assert done.returncode == 0, done.stderr
     assert "vintage 2025-01-01 (was 2024-04-01)" in done.stdout and "(+0 −1)" in done.stdout
     moved = next(line for line in done.stdout.splitlines() if "AL_ACV_export_2024-10.csv" in line)
     assert str(fid) in moved and "1 234,50 €" in moved.replace("\u202f", " ")
-    back = subprocess.run([*CLI, "reference", "load", "--sample", "-w", wh], **OUT)
+    back = run_cli(["reference", "load", "--sample", "-w", wh], tmp_path, ok=False)
     assert back.returncode == 1
     assert "older than the current reference's (2025-01-01, liste.csv); nothing was changed" in back.stderr
     assert "--force" in back.stderr
-    undated = subprocess.run([*CLI, "reference", "load", str(newer), "-w", wh], **OUT)
+    undated = run_cli(["reference", "load", str(newer), "-w", wh], tmp_path, ok=False)
     assert undated.returncode == 1 and "has no date" in undated.stderr
-    bad = subprocess.run([*CLI, "reference", "load", str(tmp_path / "acv_communes_2026-01.xlsx"), "-w", wh], **OUT)
+    bad = run_cli(["reference", "load", str(tmp_path / "acv_communes_2026-01.xlsx"), "-w", wh], tmp_path, ok=False)
     assert bad.returncode == 2 and "unknown reference format '.xlsx'" in bad.stderr
 
 

@@ -13,13 +13,15 @@ from pathlib import Path
 import duckdb
 import pytest
 from analyst_helpers import demo_warehouse, run_cli
-from conftest import ANCT_REFERENCE, ROOT, needs_shared
+from conftest import ANCT_REFERENCE, ROOT, needs_shared, one_worker
 
 from cdv_etl.config import Settings
 from cdv_etl.errors import CdvError
 from cdv_etl.load.reference import SAMPLE_REFERENCE, read_reference
 from cdv_etl.publish.report import METROPOLE, _int, build_report, reconciliation
 from cdv_etl.publish.tables import euros
+
+pytestmark = one_worker(__name__)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

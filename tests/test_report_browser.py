@@ -9,17 +9,18 @@ Screenshots are kept in ``test-artifacts/report-1400.png`` and ``report-390.png`
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from analyst_helpers import accepting_held, fresh_settings
-from conftest import ANCT_REFERENCE, CHROMIUM, CHROMIUM_ARGS, ROOT, SPECIMENS, expected, skip_or_fail
+from analyst_helpers import accepting_held, demo_warehouse
+from conftest import ANCT_REFERENCE, CHROMIUM, CHROMIUM_ARGS, ROOT, SPECIMENS, expected, one_worker, skip_or_fail
 
-from cdv_etl.demo_data import generate_demo_exports
 from cdv_etl.pipeline import ingest_files, open_pipeline
 from cdv_etl.publish.report import build_report
+
+pytestmark = one_worker(__name__)
 
 ARTIFACTS = ROOT / "test-artifacts"
 WIDTHS = (1400, 390)
@@ -55,10 +56,7 @@ def report_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not CHROMIUM.exists():
         skip_or_fail(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium) for the report test")
     work = tmp_path_factory.mktemp("report-browser")
-    settings = fresh_settings(work)
-    for i in range(2):
-        exports = generate_demo_exports(work / f"inbox{i}", today=date(2025, 3 + 3 * i, 15), seed=2026 + i)
-        assert all(r.status == "loaded" for r in accepting_held(settings, ingest_files(settings, exports)))
+    settings = demo_warehouse(work, loads=2)  # the session's copy, when test_report or test_duckdb_cli built it
     if (SPECIMENS / "expected.json").exists() and ANCT_REFERENCE.exists():
         with open_pipeline(settings) as pipe:
             pipe.load_reference(ANCT_REFERENCE)

@@ -7,12 +7,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from conftest import ANCT_REFERENCE, SPECIMENS, expected, needs_shared, table_snapshot
+from conftest import ANCT_REFERENCE, SPECIMENS, expected, needs_shared, one_worker, table_snapshot
 
 from cdv_etl.config import Settings
 from cdv_etl.pipeline import Pipeline, open_pipeline
 
-pytestmark = [needs_shared, pytest.mark.shared]
+pytestmark = [needs_shared, pytest.mark.shared, one_worker(__name__)]
 
 # expected.json's kinds of mistakes (indicative names) → the rules of schemas/canonical.py
 KIND_TO_RULE = {

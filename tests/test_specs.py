@@ -4,28 +4,27 @@ a spec on every format, and a file the specs refused is retried without --force.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import os
 import re
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import ROOT
+from conftest import ROOT, sample_warehouse
+from typer.testing import CliRunner
 
+from cdv_etl.cli import app
 from cdv_etl.cli_specs import dry_run, reference_communes
 from cdv_etl.config import Settings
 from cdv_etl.errors import SpecError
-from cdv_etl.load.reference import SAMPLE_REFERENCE
 from cdv_etl.pipeline import open_pipeline
-from cdv_etl.specs import CsvFormat, JsonFormat, XlsxFormat, load_spec, load_specs
+from cdv_etl.specs import _WARNED, CsvFormat, JsonFormat, XlsxFormat, load_spec, load_specs
 from cdv_etl.specs_doc import REFERENCE, REGENERATE, render_reference
 from cdv_etl.validate.parse import PARSERS
 
-CLI = [sys.executable, "-m", "cdv_etl.cli"]
 BLOCK = re.compile(r"^```(\w+) ([^\n]*)\n(.*?)\n```$", re.MULTILINE | re.DOTALL)
 MISSPELT = "format.records: unknown key; did you mean records_path? (allowed keys: type, records_path, encoding)"
 ANAH_CSV = (
@@ -100,8 +99,13 @@ def specs_dir(tmp_path: Path) -> Path:
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "DO_NOT_TRACK": "1", "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run(CLI + args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600)
+    """``cdv-etl ARGS`` from ``cwd`` with ``env`` added to the environment: in this process (Typer's
+    runner on the command line's own app), as a fresh one starts it: the warnings about broken
+    specs, given once per process, are forgotten first."""
+    _WARNED.clear()
+    with contextlib.chdir(cwd):
+        result = CliRunner().invoke(app, args, env=env, catch_exceptions=False)
+    return subprocess.CompletedProcess(["cdv-etl", *args], result.exit_code, result.stdout, result.stderr)
 
 
 # -- the reference ---------------------------------------------------------------------------
@@ -158,8 +162,7 @@ def test_the_walkthrough_ends_in_a_loaded_warehouse(tmp_path: Path) -> None:
     write_spec(folder, "region_occitanie")
     sample = build_sample("region_occitanie", tmp_path)
     s = Settings(warehouse=tmp_path / "wh" / "cdv.duckdb", specs_dir=folder, lock_timeout_s=5)
-    with open_pipeline(s, need_reference=False) as pipe:
-        pipe.load_reference(SAMPLE_REFERENCE)
+    with open_pipeline(sample_warehouse(s)) as pipe:
         r = pipe.ingest(sample)
         rules = pipe.con.execute("SELECT rule, value FROM quarantine").fetchall()
         axes = pipe.con.execute("SELECT operation_id, axis FROM financing ORDER BY 1").fetchall()
@@ -317,8 +320,7 @@ def test_spec_check_uses_the_warehouses_reference_and_says_so(tmp_path: Path) ->
     spec = write_spec(tmp_path, "region_grand_est")
     sample = build_sample("region_grand_est", tmp_path)
     wh = tmp_path / "wh" / "cdv.duckdb"
-    with open_pipeline(Settings(warehouse=wh, lock_timeout_s=5), need_reference=False) as pipe:
-        pipe.load_reference(SAMPLE_REFERENCE)
+    with open_pipeline(sample_warehouse(Settings(warehouse=wh, lock_timeout_s=5))) as pipe:
         before = pipe.con.execute("SELECT count(*) FROM files").fetchone()
     p = run(["spec", "check", str(spec), str(sample), "-w", str(wh)], tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -351,8 +353,7 @@ def test_a_file_no_spec_recognised_is_retried_with_partner_without_force(tmp_pat
     odd = tmp_path / "copie_anah_acv_2025.csv"  # the year is there, the name is not the usual one
     odd.write_text(ANAH_CSV, encoding="utf-8-sig")
     s = Settings(warehouse=tmp_path / "wh" / "cdv.duckdb", lock_timeout_s=5)
-    with open_pipeline(s, need_reference=False) as pipe:
-        pipe.load_reference(SAMPLE_REFERENCE)
+    with open_pipeline(sample_warehouse(s)) as pipe:
         first = pipe.ingest(odd)
         assert (first.status, first.reason) == ("rejected", "unknown_partner")
         assert "pass --partner" in first.message
@@ -378,8 +379,7 @@ def test_a_file_rejected_for_its_broken_spec_loads_once_the_spec_is_fixed(tmp_pa
     spec = write_spec(folder, "region_grand_est", good.replace("delimiter:", "delimitor:"))
     sample = build_sample("region_grand_est", tmp_path)
     s = Settings(warehouse=tmp_path / "wh" / "cdv.duckdb", specs_dir=folder, lock_timeout_s=5)
-    with open_pipeline(s, need_reference=False) as pipe:
-        pipe.load_reference(SAMPLE_REFERENCE)
+    with open_pipeline(sample_warehouse(s)) as pipe:
         first = pipe.ingest(sample)
         named = pipe.ingest(sample, partner="region_grand_est")  # named: the same broken spec
     assert (first.status, first.reason, first.partner) == ("rejected", "spec_invalid", "region_grand_est")

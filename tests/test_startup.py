@@ -15,6 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from analyst_helpers import run_cli
+from conftest import one_worker
+
+pytestmark = one_worker(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("pandas", "pandera", "pyarrow", "prefect", "numpy", "matplotlib", "openpyxl", "yaml")
@@ -46,18 +50,11 @@ def _modules_after(*args: str) -> tuple[int, set[str], str]:
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A warehouse with its published copy, made by the command line itself."""
+    """A warehouse with its published copy, made by the command line itself (in this process:
+    only the probes need a fresh interpreter)."""
     warehouse = tmp_path_factory.mktemp("startup") / "cdv.duckdb"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
     for args in (["init"], ["reference", "load", "--sample"], ["publish"]):
-        subprocess.run(
-            [sys.executable, "-m", "cdv_etl.cli", *args, "-w", str(warehouse)],
-            check=True,
-            capture_output=True,
-            env=env,
-            cwd=ROOT,
-            timeout=120,
-        )
+        run_cli([*args, "-w", str(warehouse)], ROOT)
     return warehouse
 
 

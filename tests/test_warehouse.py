@@ -12,7 +12,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import table_snapshot
+from conftest import sample_warehouse, table_snapshot
 
 from cdv_etl.config import Settings
 from cdv_etl.errors import ReconciliationError
@@ -206,10 +206,7 @@ def test_a_load_with_more_rows_than_read_is_rolled_back(pipe: Pipeline, tmp_path
 
 def test_published_copy_is_readable_while_the_warehouse_is_open(settings: Settings, tmp_path: Path) -> None:
     path = al_export(tmp_path, "2024-10", [("AL1", "47001", "100,00", "01/02/2020")])
-    with open_pipeline(settings, need_reference=False) as p:
-        from cdv_etl.load.reference import SAMPLE_REFERENCE
-
-        p.load_reference(SAMPLE_REFERENCE)
+    with open_pipeline(sample_warehouse(settings)) as p:
         p.ingest(path)
         p.publish()
         ro = duckdb.connect(str(settings.published_path), read_only=True)
@@ -306,10 +303,7 @@ def test_a_file_refused_unread_is_hashed_once_the_limit_allows_it(settings: Sett
     path = al_export(tmp_path, "2024-10", [("AL1", "47001", "100,00", "01/02/2020")])
     time.sleep(SETTLED_NS / 1e9 + 0.2)
     small = dataclasses.replace(settings, max_file_mb=path.stat().st_size / 2 / 1024 / 1024)
-    with open_pipeline(small, need_reference=False) as p:
-        from cdv_etl.load.reference import SAMPLE_REFERENCE
-
-        p.load_reference(SAMPLE_REFERENCE)
+    with open_pipeline(sample_warehouse(small)) as p:
         refused = p.ingest(path)
     assert (refused.status, refused.reason) == ("rejected", "too_large")
     with open_pipeline(settings) as p:

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import yaml
 from filelock import FileLock, Timeout
 
 from cdv_etl.errors import CdvError, WarehouseBusy
-from cdv_etl.specs import PartnerSpec
+from cdv_etl.specs import PartnerSpec, safe_yaml
 from cdv_etl.sql import quote_ident as _quote_ident
 
 _log = logging.getLogger("cdv_etl")
@@ -77,7 +76,7 @@ def _column_docs() -> dict[str, str]:
     path = sql_dir().parent / "warehouse" / "columns.yaml"
     if not path.exists():
         path = sql_dir() / "columns.yaml"
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = safe_yaml(path.read_text(encoding="utf-8"))
     return {str(k): str(v) for k, v in data.items()}
 
 
