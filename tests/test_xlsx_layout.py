@@ -168,3 +168,44 @@ def test_a_placeholder_dimension_does_not_hide_cells(pipe: Pipeline, tmp_path: P
     assert (r.status, r.rows_read, r.rows_loaded, r.rows_quarantined) == ("loaded", 2, 1, 1), r.message
     note = pipe.con.execute("SELECT raw_record->>'column_10' FROM quarantine WHERE file_id = ?", [r.file_id]).fetchone()
     assert note == ("vérifié",)
+
+
+def _rewrite_sheet(path: Path, edit: Any) -> None:
+    """Rewrite the first sheet's XML part of ``path`` through ``edit`` (bytes → bytes)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        parts = {i.filename: zf.read(i) for i in zf.infolist()}
+    parts["xl/worksheets/sheet1.xml"] = edit(parts["xl/worksheets/sheet1.xml"])
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in parts.items():
+            zf.writestr(name, data)
+
+
+def test_a_row_far_below_the_others_is_read(pipe: Pipeline, tmp_path: Path) -> None:
+    """The cells are read to the sheet's last row, found in its XML: a row typed 5,000 rows
+    under the table (and under a dimension that forgot it) is read, not cut at the table's end."""
+    path = write_bdt(tmp_path, BDT_HEADER, [bdt_row(1), bdt_row(2)])
+    _rewrite_sheet(
+        path,
+        lambda xml: xml.replace(
+            b"</sheetData>",
+            b'<row r="5007"><c r="A5007" t="inlineStr"><is><t>BDT-2024-09999</t></is></c></row></sheetData>',
+        ),
+    )
+    r = pipe.ingest(path)
+    assert (r.status, r.rows_read, r.rows_loaded, r.rows_quarantined) == ("loaded", 3, 2, 1), r.message
+    row = pipe.con.execute("SELECT source_row FROM quarantine WHERE file_id = ?", [r.file_id]).fetchone()
+    assert row == (5007,)
+
+
+def test_rows_without_their_numbers_are_all_read(pipe: Pipeline, tmp_path: Path) -> None:
+    """Rows and cells under the header that carry no ``r`` (it is optional in the format: each
+    such row follows the one before): the sheet is read to its end rather than to the last
+    number it holds (the header's, row 4)."""
+    import re
+
+    path = write_bdt(tmp_path, BDT_HEADER, [bdt_row(1), bdt_row(2), bdt_row(3)])
+    _rewrite_sheet(path, lambda xml: re.sub(rb'(<(?:row|c))\s+r="[A-Z]*[5-7]"', rb"\1", xml))
+    r = pipe.ingest(path)
+    assert (r.status, r.rows_read, r.rows_loaded) == ("loaded", 3, 3), r.message

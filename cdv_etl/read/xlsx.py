@@ -19,7 +19,7 @@ import zipfile
 import zlib
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import duckdb
 from defusedxml import ElementTree
@@ -34,6 +34,11 @@ MAX_UNCOMPRESSED = 4 * 1024**3
 MAX_PROLOG = 1024 * 1024
 """An XML part must reach its first element within this many bytes. A DTD may only stand
 before it (the XML parser refuses one anywhere else), so that is all the check reads."""
+MAX_SCANNED = 16 * 1024**2
+"""A sheet part up to this size (uncompressed) is scanned for its last row, so that the cells
+are read to that row: read_xlsx reads an open range to the sheet's last possible row
+(1,048,576), blank ones included, which costs 0.1–4 s a sheet however small the sheet. A
+bigger part is read to the end, as before: its own rows dwarf that cost."""
 MAX_COLUMNS = 256
 """The widest header read (column IV, Excel 2003's limit): cells further right are ignored."""
 _HINT = "ask the partner to export the workbook again (File › Save as › .xlsx)"
@@ -147,12 +152,22 @@ def _check_prolog(fh: IO[bytes], member: str, path: Path) -> None:
     )
 
 
-def check_container(path: Path) -> dict[str, tuple[int, int] | None]:
+class SheetPart(NamedTuple):
+    """What the container check learnt of a sheet before any cell is read."""
+
+    extent: tuple[int, int] | None
+    """(last column, last row) its ``<dimension>`` declares (``_declared_extent``), or None."""
+    last_row: int | None
+    """The highest row number its XML holds (``_last_row_in_part``); None: not known, read to the end."""
+
+
+def check_container(path: Path) -> dict[str, SheetPart]:
     """Refuse workbooks that are not zips, would inflate too much or carry a DTD.
 
     Returns the workbook's sheets, in order, each with the extent its ``<dimension>`` declares
-    (see ``_declared_extent``). Reads the zip directory, the workbook part and the first bytes
-    of every other part, never a whole sheet.
+    (see ``_declared_extent``) and, for a part of at most ``MAX_SCANNED`` bytes, its last row.
+    Reads the zip directory, the workbook part and the first bytes of every other part; a whole
+    sheet only when it is that small.
     """
     try:
         with zipfile.ZipFile(path) as zf:
@@ -190,7 +205,7 @@ def check_container(path: Path) -> dict[str, tuple[int, int] | None]:
             except Exception as exc:  # defusedxml and expat raise several types
                 raise FileRejected("unreadable", f"{path.name}: xl/workbook.xml cannot be read ({exc})", _HINT) from exc
             sheets = [el for el in root.iter() if el.tag.rpartition("}")[2] == "sheet" and el.get("name")]
-            return {str(el.get("name")): _declared_extent(zf, el) for el in sheets}
+            return {str(el.get("name")): _sheet_part(zf, el) for el in sheets}
     except _ZIP_ERRORS as exc:
         raise FileRejected(
             "unreadable", f"{path.name}: not a valid XLSX workbook ({type(exc).__name__}: {exc})", _HINT
@@ -251,7 +266,13 @@ def _last_row(con: duckdb.DuckDBPyConnection, table: str) -> int:
     return int(found[0]) if found and found[0] is not None else 0
 
 
-def _rightmost(con: duckdb.DuckDBPyConnection, path: Path, sheet: str, first_row: int) -> int:
+def _to_row(first_row: int, last_row: int | None) -> str:
+    """The row a range from ``first_row`` ends on: the sheet's last row when known (at least
+    ``first_row``: a range never runs upwards), else open (read_xlsx reads to the last possible row)."""
+    return "" if last_row is None else str(max(first_row, last_row))
+
+
+def _rightmost(con: duckdb.DuckDBPyConnection, path: Path, sheet: str, first_row: int, last_row: int | None) -> int:
     """The rightmost column (1-based, at most MAX_COLUMNS) holding text from ``first_row`` down.
 
     Columns are named by position (``#n``): read_xlsx names them after the first row it reads
@@ -262,17 +283,24 @@ def _rightmost(con: duckdb.DuckDBPyConnection, path: Path, sheet: str, first_row
     )
     found = con.execute(
         f"SELECT max(CASE {case} END) FROM {_READ}",  # noqa: S608 - positions and constants only
-        [str(path), sheet, f"A{first_row}:{_LAST_COLUMN}"],
+        [str(path), sheet, f"A{first_row}:{_LAST_COLUMN}{_to_row(first_row, last_row)}"],
     ).fetchone()
     return int(found[0]) if found and found[0] is not None else 0
 
 
 def _rows_below(
-    con: duckdb.DuckDBPyConnection, path: Path, sheet: str, h: int, width: int, look_further: bool, index: int
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    sheet: str,
+    h: int,
+    width: int,
+    look_further: bool,
+    index: int,
+    last_row: int | None,
 ) -> bool:
     """The ``index``-th sheet's table: the non-blank rows below the header row ``h``, in columns named A to
-    the ``width``-th letter, numbered as the spreadsheet numbers them (the open range runs to
-    the sheet's last possible row; blank rows are dropped). With ``look_further``, the rows
+    the ``width``-th letter, numbered as the spreadsheet numbers them (to ``last_row``, or to the
+    sheet's last possible row when it is None; blank rows are dropped). With ``look_further``, the rows
     are read to column IV and True says some row holds a cell right of ``width``.
     """
     table = _sheet_table(index)
@@ -286,7 +314,7 @@ def _rows_below(
         f"CREATE TEMP TABLE {table} AS SELECT * FROM ("  # noqa: S608 - positions, quoted letters
         f"SELECT ?::INTEGER AS _idx, row_number() OVER () + ? AS {SOURCE_ROW_COLUMN}, {renamed}, "
         f"{beyond} AS _beyond FROM {_READ}) WHERE {_any_text(letters)} IS NOT NULL OR _beyond",
-        [index, h, str(path), sheet, f"A{h + 1}:{last}"],
+        [index, h, str(path), sheet, f"A{h + 1}:{last}{_to_row(h + 1, last_row)}"],
     )
     found = con.execute(f"SELECT bool_or(_beyond) FROM {table}").fetchone()  # noqa: S608
     return bool(found and found[0])
@@ -298,14 +326,41 @@ _DIMENSION = re.compile(
 )
 
 
-def _declared_extent(zf: zipfile.ZipFile, sheet: Any) -> tuple[int, int] | None:
-    """(last column, last row) the ``<dimension>`` of a sheet (its workbook.xml element) declares.
+_ROW_NUMBER = re.compile(
+    rb"<(?:[A-Za-z_][\w.-]*:)?(?:row|c)\b[^>]*?\sr\s*=\s*[\"']\$?[A-Za-z]{0,3}\$?([0-9]{1,7})[\"']"
+)
+_ROW_ELEMENT = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?row\b")
+_NUMBERED_ROW = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?row\b[^>]*?\sr\s*=")
 
-    Excel, LibreOffice and the usual libraries write the range the cells really use; it tells
-    whether a row may hold cells right of the header without reading the sheet twice. A
-    streaming writer's placeholder is caught by the row check in ``read_xlsx``; without a
-    declaration (None) every column is read.
-    """
+
+def _sheet_part(zf: zipfile.ZipFile, sheet: Any) -> SheetPart:
+    """The extent a sheet (its workbook.xml element) declares, and its last row when its part is small."""
+    part = _part_of(zf, sheet)
+    if part is None:
+        return SheetPart(None, None)
+    return SheetPart(_declared_extent(zf, part), _last_row_in_part(zf, part))
+
+
+def _last_row_in_part(zf: zipfile.ZipFile, part: str) -> int | None:
+    """The highest row number a UTF-8 sheet part of at most ``MAX_SCANNED`` bytes holds: the
+    largest ``r`` of its rows and cells (0 when it has no row). None — read the sheet to its
+    end — when the part is bigger, not UTF-8, or has a row without its number (such a row
+    follows the one before, which only a parser can follow). Matches in comments or CDATA can
+    only raise the bound, never hide a row."""
+    try:
+        with zf.open(part) as fh:
+            data = fh.read(MAX_SCANNED + 1)
+    except (KeyError, *_ZIP_ERRORS):
+        return None
+    if len(data) > MAX_SCANNED or _encoding(data[:4]) != "utf-8":
+        return None
+    if len(_ROW_ELEMENT.findall(data)) != len(_NUMBERED_ROW.findall(data)):
+        return None
+    return max((int(n) for n in _ROW_NUMBER.findall(data)), default=0)
+
+
+def _part_of(zf: zipfile.ZipFile, sheet: Any) -> str | None:
+    """The zip part of a sheet (its workbook.xml element), through the workbook's relationships."""
     try:
         rid = next((v for k, v in sheet.attrib.items() if k.rpartition("}")[2] == "id"), None)
         rels = ElementTree.fromstring(zf.read("xl/_rels/workbook.xml.rels"))
@@ -317,9 +372,22 @@ def _declared_extent(zf: zipfile.ZipFile, sheet: Any) -> tuple[int, int] | None:
             ),
             None,
         )
-        if rid is None or target is None:
-            return None
-        part = target.lstrip("/") if target.startswith("/") else posixpath.normpath("xl/" + target)
+    except Exception:  # no hint: the caller reads every column, to the end
+        return None
+    if rid is None or target is None:
+        return None
+    return target.lstrip("/") if target.startswith("/") else posixpath.normpath("xl/" + target)
+
+
+def _declared_extent(zf: zipfile.ZipFile, part: str) -> tuple[int, int] | None:
+    """(last column, last row) the ``<dimension>`` of a sheet part declares.
+
+    Excel, LibreOffice and the usual libraries write the range the cells really use; it tells
+    whether a row may hold cells right of the header without reading the sheet twice. A
+    streaming writer's placeholder is caught by the row check in ``read_xlsx``; without a
+    declaration (None) every column is read.
+    """
+    try:
         with zf.open(part) as fh:
             head = fh.read(64 * 1024)
     except Exception:  # no hint: the caller reads every column
@@ -369,7 +437,8 @@ def read_xlsx(con: duckdb.DuckDBPyConnection, path: Path, fmt: XlsxFormat) -> Ra
             ).fetchall()
             cells = list(top[h - 1]) if len(top) >= h else []
             width = max((i + 1 for i, c in enumerate(cells) if not _is_blank(c)), default=0)
-            if width == 0 and _rightmost(con, path, sheet, h + 1):
+            bottom = sheets[sheet].last_row
+            if width == 0 and _rightmost(con, path, sheet, h + 1, bottom):
                 raise FileRejected(
                     "no_header",
                     f"{path.name}: sheet {sheet!r} holds data but no header on row {h}; nothing was loaded",
@@ -379,14 +448,14 @@ def read_xlsx(con: duckdb.DuckDBPyConnection, path: Path, fmt: XlsxFormat) -> Ra
                 # Cells right of the header's last name still belong to their rows: the columns
                 # run to the rightmost cell holding text (never silently cut). The sheet's
                 # declared extent says when there can be none, sparing a read of every column.
-                extent = sheets[sheet]
+                extent = sheets[sheet].extent
                 trusted = extent is not None and extent[0] <= width
-                beyond = _rows_below(con, path, sheet, h, width, not trusted, index)
+                beyond = _rows_below(con, path, sheet, h, width, not trusted, index, bottom)
                 if trusted and extent is not None and _last_row(con, table) > extent[1]:
-                    beyond = _rows_below(con, path, sheet, h, width, True, index)  # a placeholder extent
+                    beyond = _rows_below(con, path, sheet, h, width, True, index, bottom)  # a placeholder extent
                 if beyond:
-                    width = max(width, _rightmost(con, path, sheet, h + 1))
-                    _rows_below(con, path, sheet, h, width, False, index)
+                    width = max(width, _rightmost(con, path, sheet, h + 1, bottom))
+                    _rows_below(con, path, sheet, h, width, False, index, bottom)
         except duckdb.Error as exc:
             raise _unreadable(path, sheet, exc) from exc
         if width == 0:
