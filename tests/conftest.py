@@ -161,33 +161,3 @@ def one_worker(module: str) -> pytest.MarkDecorator:
     is built once per session rather than once in each worker its tests would be spread over.
     Usage: ``pytestmark = one_worker(__name__)``."""
     return pytest.mark.xdist_group(f"module {module}")
-
-
-class _XdistGroups:
-    """Make ``xdist_group`` marks take effect again under pytest 9.2.
-
-    pytest-xdist 3.8 (``--dist loadgroup``) groups the tests by renaming each marked one
-    ``<nodeid>@<group>`` through ``item._nodeid``, which pytest 9.2 no longer reads (a node's id
-    is now ``item._id``, a ``NodeId``): every mark was ignored and each worker built its own copy
-    of a module's (or the session's) costly fixture. This renames them as xdist meant to, in the
-    workers, after every hook that adds marks."""
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
-        try:
-            from _pytest.nodeid import NodeId
-        except ImportError:  # an older pytest: xdist's own renaming works
-            return
-        if not getattr(config.option, "loadgroup", False):
-            return
-        for item in items:
-            marks = item.iter_markers("xdist_group")
-            groups = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in marks})
-            node_id = getattr(item, "_id", None)
-            if groups and isinstance(node_id, NodeId) and "@" not in item.nodeid.rpartition("]")[2]:
-                last = node_id.names[-1] + (f"[{node_id.params}]" if node_id.params is not None else "")
-                item._id = NodeId(path=node_id.path, names=(*node_id.names[:-1], f"{last}@{'_'.join(groups)}"))
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.pluginmanager.register(_XdistGroups(), "cdv-xdist-groups")
