@@ -104,6 +104,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(PREFECT_GROUP)
 
 
+@pytest.hookimpl(trylast=True, specname="pytest_collection_modifyitems")  # after xdist's own hook
+def pytest_collection_modifyitems_group_suffix(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The group in the test's id, as pytest-xdist's loadgroup scheduler reads it ("<id>@prefect").
+
+    An xdist worker writes that suffix to ``Node._nodeid``, which pytest 9.2 no longer reads (the id
+    is ``Node._id``): the suffix is lost and the group's tests are spread over the workers, each
+    starting its own server (pytest-xdist issue #1386). Written here where the id is read, unless
+    xdist's own suffix took."""
+    if not getattr(config.option, "loadgroup", False):  # set in xdist workers under --dist loadgroup
+        return
+    for item in items:
+        groups = sorted(
+            {str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group")}
+        )
+        suffix = "@" + "_".join(groups)
+        if groups and not item.nodeid.endswith(suffix):
+            item._id = type(item._id).parse(item.nodeid + suffix)  # type: ignore[attr-defined]
+
+
 @pytest.fixture(scope="session")
 def prefect_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrefectServer, Path]]:
     """One real Prefect server for the session (a free port, its own PREFECT_HOME on the embedded
@@ -115,6 +134,17 @@ def prefect_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[P
     ``cdv-etl serve`` serves on ``server.reports_port`` (a free port); a test that needs its own
     state passes its own warehouse and inbox as the run's parameters.
     """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:  # under xdist, the one worker of the group: a second server means the group was split
+        claim = tmp_path_factory.getbasetemp().parent / "prefect-served-by"
+        try:
+            with claim.open("x") as out:
+                out.write(worker)
+        except FileExistsError:
+            pytest.fail(
+                f"a second Prefect server, on xdist worker {worker} ({claim.read_text()} started one): the "
+                "tests marked PREFECT_GROUP were not grouped (see pytest_collection_modifyitems_group_suffix)"
+            )
     work = tmp_path_factory.mktemp("prefect")
     server = start_server(work / "prefect-home")
     server.reports_port = free_port()  # chosen once the server holds its own port, so that the two differ
