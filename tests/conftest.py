@@ -104,27 +104,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(PREFECT_GROUP)
 
 
-@pytest.hookimpl(trylast=True, specname="pytest_collection_modifyitems")  # after xdist's own hook
-def pytest_collection_modifyitems_group_suffix(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The group in the test's id, as pytest-xdist's loadgroup scheduler reads it ("<id>@prefect").
-
-    An xdist worker writes that suffix to ``Node._nodeid``, which pytest 9.2 no longer reads (the id
-    is ``Node._id``): the suffix is lost and the group's tests are spread over the workers, each
-    starting its own server (pytest-xdist issue #1386). Written here where the id is read, unless
-    xdist's own suffix took."""
-    if not getattr(config.option, "loadgroup", False):  # set in xdist workers under --dist loadgroup
-        return
-    for item in items:
-        groups = sorted(
-            {str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group")}
-        )
-        suffix = "@" + "_".join(groups)
-        if groups and not item.nodeid.endswith(suffix):
-            item._id = type(item._id).parse(item.nodeid + suffix)  # type: ignore[attr-defined]
-
-
 @pytest.fixture(scope="session")
-def prefect_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrefectServer, Path]]:
+def prefect_served(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[tuple[PrefectServer, Path]]:
     """One real Prefect server for the session (a free port, its own PREFECT_HOME on the embedded
     SQLite) and ``cdv-etl serve`` serving the deployments to it, as in production; stopped at the end.
     Every test that needs a Prefect server uses this one (mark its module ``PREFECT_GROUP``, so
@@ -135,15 +118,16 @@ def prefect_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[P
     state passes its own warehouse and inbox as the run's parameters.
     """
     worker = os.environ.get("PYTEST_XDIST_WORKER")
-    if worker:  # under xdist, the one worker of the group: a second server means the group was split
+    if worker and getattr(pytestconfig.option, "loadgroup", False):  # a second server: the group was split
         claim = tmp_path_factory.getbasetemp().parent / "prefect-served-by"
         try:
             with claim.open("x") as out:
                 out.write(worker)
         except FileExistsError:
             pytest.fail(
-                f"a second Prefect server, on xdist worker {worker} ({claim.read_text()} started one): the "
-                "tests marked PREFECT_GROUP were not grouped (see pytest_collection_modifyitems_group_suffix)"
+                f"a second Prefect server, on xdist worker {worker} ({claim.read_text()} started one): "
+                "--dist loadgroup did not keep the tests marked PREFECT_GROUP in one worker (pytest 9.2 with "
+                "pytest-xdist 3.8 does not: see the pytest pin in pyproject.toml)"
             )
     work = tmp_path_factory.mktemp("prefect")
     server = start_server(work / "prefect-home")
