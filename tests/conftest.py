@@ -105,7 +105,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def prefect_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrefectServer, Path]]:
+def prefect_served(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[tuple[PrefectServer, Path]]:
     """One real Prefect server for the session (a free port, its own PREFECT_HOME on the embedded
     SQLite) and ``cdv-etl serve`` serving the deployments to it, as in production; stopped at the end.
     Every test that needs a Prefect server uses this one (mark its module ``PREFECT_GROUP``, so
@@ -115,6 +117,18 @@ def prefect_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[P
     ``cdv-etl serve`` serves on ``server.reports_port`` (a free port); a test that needs its own
     state passes its own warehouse and inbox as the run's parameters.
     """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker and getattr(pytestconfig.option, "loadgroup", False):  # a second server: the group was split
+        claim = tmp_path_factory.getbasetemp().parent / "prefect-served-by"
+        try:
+            with claim.open("x") as out:
+                out.write(worker)
+        except FileExistsError:
+            pytest.fail(
+                f"a second Prefect server, on xdist worker {worker} ({claim.read_text()} started one): "
+                "--dist loadgroup did not keep the tests marked PREFECT_GROUP in one worker (pytest 9.2 with "
+                "pytest-xdist 3.8 does not: see the pytest pin in pyproject.toml)"
+            )
     work = tmp_path_factory.mktemp("prefect")
     server = start_server(work / "prefect-home")
     server.reports_port = free_port()  # chosen once the server holds its own port, so that the two differ

@@ -67,6 +67,13 @@ class PrefectServer:
                 # No scheduled runs: the nightly deployment's 02:00 schedule must not start a run
                 # in the middle of the tests (nor add runs to what a test counts).
                 "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
+                # Waits that are idle time in a test (Prefect's defaults, in seconds: 10, 30, 30):
+                # how often `cdv-etl serve` asks for runs to start, when a run refused by its
+                # deployment's concurrency limit is tried again, and the longest Retry-After the
+                # server gives a run waiting for the writers' slot. What waits for what is unchanged.
+                "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+                "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "1",
+                "PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS": "1",
                 "DO_NOT_TRACK": "1",
                 "PREFECT_LOGGING_LEVEL": "INFO",
             }
@@ -123,14 +130,17 @@ class PrefectServer:
         return list(self.request("POST", "/artifacts/filter", json=body))
 
     def stop(self) -> None:
-        for proc in [*self.children, self.proc]:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in [*self.children, self.proc]:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        """The children first (`cdv-etl serve` and its runs: a process group each), then the server."""
+        for group in (self.children, [self.proc]):
+            for proc in group:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGTERM)
+            for proc in group:
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
 
 
 def start_server(home: Path, timeout: float = 600) -> PrefectServer:

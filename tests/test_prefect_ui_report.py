@@ -95,13 +95,21 @@ def test_nightly_artifacts_at_1400px_and_the_report_link_opens(
             expect.set_options(timeout=UI_TIMEOUT_MS)
             page = context.new_page()
 
-            def artifacts_tab() -> None:
-                page.goto(f"{server.url}/runs/flow-run/{run_id}")
+            run_page = f"{server.url}/runs/flow-run/{run_id}"
+
+            def artifacts_tab(first: bool = False) -> None:
+                """The run's Artifacts tab: the run's page, or back to it from an artifact's page in the
+                UI's own history (the page is not loaded again)."""
+                if first:
+                    page.goto(run_page)
+                else:
+                    page.go_back()
+                    page.wait_for_url(re.compile(re.escape(run_page)))
                 page.get_by_role("tab", name="Artifacts").or_(page.get_by_text("Artifacts", exact=True)).first.click()
                 expect(page.get_by_role("link", name=re.compile("nightly-files"))).to_be_visible()
 
             # The run's Artifacts tab, then the files table's page: the table whole at 1400 px, in French.
-            artifacts_tab()
+            artifacts_tab(first=True)
             page.screenshot(path=str(SHOTS / "prefect-ui-artifacts-1400.png"), full_page=True)
             page.get_by_role("link", name=re.compile("nightly-files")).click()
             table = page.locator("table").filter(has_text="lignes lues").first
