@@ -40,6 +40,7 @@ ALLOWLIST: list[tuple[str, str, str]] = [
     ("cdv_etl/load/loader.py", "table", "a name from the fixed tuple ('engagement_rows', 'quarantine_rows', …)"),
     ("cdv_etl/load/loader.py", "ENGAGEMENT_COLUMNS[3:]", "column names: a module constant tuple"),
     ("cdv_etl/load/loader.py", "QUARANTINE_RECORD_COLUMNS", "column names: a module constant tuple"),
+    ("cdv_etl/load/loader.py", "_FILE_KEYS", "a module constant query (a file's row keys); its file id is bound"),
     ("cdv_etl/load/revalidate.py", "_LOADED", "module constant: column names joined from ENGAGEMENT_COLUMNS"),
     ("cdv_etl/load/revalidate.py", "_RECORD", "module constant: column names joined from QUARANTINE_RECORD_COLUMNS"),
     ("cdv_etl/load/revalidate.py", "_RECORD_OF_LOADED", "module constant: column names, insee_raw read as insee_code"),
