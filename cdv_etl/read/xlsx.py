@@ -158,7 +158,7 @@ class SheetPart(NamedTuple):
     extent: tuple[int, int] | None
     """(last column, last row) its ``<dimension>`` declares (``_declared_extent``), or None."""
     last_row: int | None
-    """The highest row number its XML holds (``_last_row_in_part``); None: not known, read to the end."""
+    """The highest row number its XML holds (``_last_row_in``); None: not known, read to the end."""
 
 
 def check_container(path: Path) -> dict[str, SheetPart]:
@@ -334,24 +334,27 @@ _NUMBERED_ROW = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?row\b[^>]*?\sr\s*=")
 
 
 def _sheet_part(zf: zipfile.ZipFile, sheet: Any) -> SheetPart:
-    """The extent a sheet (its workbook.xml element) declares, and its last row when its part is small."""
+    """The extent a sheet (its workbook.xml element) declares, and its last row when its part is
+    small: one read of the part, its first 64 kB, or all of it when its directory entry says it
+    holds at most ``MAX_SCANNED`` bytes (a bigger part is never inflated here)."""
     part = _part_of(zf, sheet)
     if part is None:
         return SheetPart(None, None)
-    return SheetPart(_declared_extent(zf, part), _last_row_in_part(zf, part))
+    try:
+        small = zf.getinfo(part).file_size <= MAX_SCANNED
+        with zf.open(part) as fh:
+            data = fh.read(MAX_SCANNED + 1 if small else 64 * 1024)
+    except (KeyError, *_ZIP_ERRORS):  # no hint: the caller reads every column, to the end
+        return SheetPart(None, None)
+    return SheetPart(_declared_extent(data[: 64 * 1024]), _last_row_in(data) if small else None)
 
 
-def _last_row_in_part(zf: zipfile.ZipFile, part: str) -> int | None:
+def _last_row_in(data: bytes) -> int | None:
     """The highest row number a UTF-8 sheet part of at most ``MAX_SCANNED`` bytes holds: the
     largest ``r`` of its rows and cells (0 when it has no row). None — read the sheet to its
-    end — when the part is bigger, not UTF-8, or has a row without its number (such a row
-    follows the one before, which only a parser can follow). Matches in comments or CDATA can
-    only raise the bound, never hide a row."""
-    try:
-        with zf.open(part) as fh:
-            data = fh.read(MAX_SCANNED + 1)
-    except (KeyError, *_ZIP_ERRORS):
-        return None
+    end — when the part is bigger (whatever its directory entry said), not UTF-8, or has a row
+    without its number (such a row follows the one before, which only a parser can follow).
+    Matches in comments or CDATA can only raise the bound, never hide a row."""
     if len(data) > MAX_SCANNED or _encoding(data[:4]) != "utf-8":
         return None
     if len(_ROW_ELEMENT.findall(data)) != len(_NUMBERED_ROW.findall(data)):
@@ -379,19 +382,14 @@ def _part_of(zf: zipfile.ZipFile, sheet: Any) -> str | None:
     return target.lstrip("/") if target.startswith("/") else posixpath.normpath("xl/" + target)
 
 
-def _declared_extent(zf: zipfile.ZipFile, part: str) -> tuple[int, int] | None:
-    """(last column, last row) the ``<dimension>`` of a sheet part declares.
+def _declared_extent(head: bytes) -> tuple[int, int] | None:
+    """(last column, last row) the ``<dimension>`` in a sheet part's first bytes declares.
 
     Excel, LibreOffice and the usual libraries write the range the cells really use; it tells
     whether a row may hold cells right of the header without reading the sheet twice. A
     streaming writer's placeholder is caught by the row check in ``read_xlsx``; without a
     declaration (None) every column is read.
     """
-    try:
-        with zf.open(part) as fh:
-            head = fh.read(64 * 1024)
-    except Exception:  # no hint: the caller reads every column
-        return None
     m = _DIMENSION.search(head)
     if m is None:
         return None
