@@ -139,15 +139,21 @@ def never_holding_specs(folder: Path) -> Path:
     return folder
 
 
-def run_cli(args: list[str], cwd: Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: list[str], cwd: Path, ok: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """``cdv-etl ARGS`` in this process (Typer's runner on the command line's own app), from
-    the folder ``cwd``: its exit code, standard output and standard error, as a child's."""
+    the folder ``cwd`` with ``env`` added to the environment: its exit code, standard output and
+    standard error, as a child's. As a fresh process starts it: the warnings about broken specs,
+    given once per process, are forgotten first."""
     from typer.testing import CliRunner
 
     from cdv_etl.cli import app
+    from cdv_etl.specs import _WARNED
 
+    _WARNED.clear()
     with contextlib.chdir(cwd):
-        result = CliRunner().invoke(app, args, env={"COLUMNS": "200"}, catch_exceptions=False)
+        result = CliRunner().invoke(app, args, env={"COLUMNS": "200", **(env or {})}, catch_exceptions=False)
     proc = subprocess.CompletedProcess(["cdv-etl", *args], result.exit_code, result.stdout, result.stderr)
     if ok:
         assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -4,24 +4,21 @@ a spec on every format, and a file the specs refused is retried without --force.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import pytest
+from analyst_helpers import run_cli
 from conftest import ROOT, sample_warehouse
-from typer.testing import CliRunner
 
-from cdv_etl.cli import app
 from cdv_etl.cli_specs import dry_run, reference_communes
 from cdv_etl.config import Settings
 from cdv_etl.errors import SpecError
 from cdv_etl.pipeline import open_pipeline
-from cdv_etl.specs import _WARNED, CsvFormat, JsonFormat, XlsxFormat, load_spec, load_specs
+from cdv_etl.specs import CsvFormat, JsonFormat, XlsxFormat, load_spec, load_specs
 from cdv_etl.specs_doc import REFERENCE, REGENERATE, render_reference
 from cdv_etl.validate.parse import PARSERS
 
@@ -96,16 +93,6 @@ def specs_dir(tmp_path: Path) -> Path:
     for f in (ROOT / "schemas" / "partners").glob("*.yaml"):
         (folder / f.name).write_text(f.read_text(encoding="utf-8"), encoding="utf-8")
     return folder
-
-
-def run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``cdv-etl ARGS`` from ``cwd`` with ``env`` added to the environment: in this process (Typer's
-    runner on the command line's own app), as a fresh one starts it: the warnings about broken
-    specs, given once per process, are forgotten first."""
-    _WARNED.clear()
-    with contextlib.chdir(cwd):
-        result = CliRunner().invoke(app, args, env=env, catch_exceptions=False)
-    return subprocess.CompletedProcess(["cdv-etl", *args], result.exit_code, result.stdout, result.stderr)
 
 
 # -- the reference ---------------------------------------------------------------------------
@@ -237,16 +224,16 @@ def test_an_invalid_spec_leaves_the_other_partners_working(tmp_path: Path) -> No
     env = {"CDV_SPECS": str(folder), "CDV_WAREHOUSE": str(wh)}
 
     for args in (["init"], ["reference", "load", "--sample"]):
-        p = run(args, tmp_path, env)
+        p = run_cli(args, tmp_path, ok=False, env=env)
         assert p.returncode == 0, p.stdout + p.stderr
         assert p.stderr.count("warning: partner spec") == 1 and MISSPELT in p.stderr, p.stderr
 
     earlier = tmp_path / "anah_acv_2024.csv"
     earlier.write_text(ANAH_CSV.replace("2025", "2024"), encoding="utf-8-sig")
-    p = run(["ingest", str(earlier)], tmp_path, env)
+    p = run_cli(["ingest", str(earlier)], tmp_path, ok=False, env=env)
     assert p.returncode == 0 and p.stderr.count("warning: partner spec") == 1, p.stdout + p.stderr
 
-    p = run(["nightly", "--inbox", str(inbox)], tmp_path, env)
+    p = run_cli(["nightly", "--inbox", str(inbox)], tmp_path, ok=False, env=env)
     assert p.returncode == 1, p.stdout + p.stderr  # a file was rejected
     assert p.stderr.count("warning: partner spec") == 1, p.stderr  # once, though each file opens the specs
     assert (tmp_path / "archive" / "anah" / "anah_acv_2025.csv").exists()
@@ -254,16 +241,16 @@ def test_an_invalid_spec_leaves_the_other_partners_working(tmp_path: Path) -> No
     reason = (tmp_path / "rejected" / "region_occitanie_aides_2026-05.json.reason.txt").read_text(encoding="utf-8")
     assert "its partner's spec is invalid" in reason and MISSPELT in reason
 
-    p = run(["specs"], tmp_path, env)
+    p = run_cli(["specs"], tmp_path, ok=False, env=env)
     assert p.returncode == 1, p.stdout + p.stderr
     lines = {line.split("│")[1].strip(): line for line in p.stdout.splitlines() if line.count("│") > 4}
     assert "│ ok " in lines["anah"] and "│ error " in lines["region_occitanie"], p.stdout
     assert "format.records: unknown key; did you mean records_path?" in p.stdout
 
     write_spec(folder, "region_occitanie", good)  # the fix
-    p = run(["specs"], tmp_path, env)
+    p = run_cli(["specs"], tmp_path, ok=False, env=env)
     assert p.returncode == 0 and "error" not in p.stdout, p.stdout
-    p = run(["ingest", str(rejected)], tmp_path, env)
+    p = run_cli(["ingest", str(rejected)], tmp_path, ok=False, env=env)
     assert p.returncode == 0, p.stdout + p.stderr
     with duckdb.connect(str(wh), read_only=True) as con:
         ledger = con.execute(
@@ -293,7 +280,7 @@ def test_spec_check_dry_runs_a_spec_on_every_format(name: str, fmt: str, extract
     block = examples()[name]
     spec = write_spec(tmp_path, name)
     sample = build_sample(name, tmp_path)
-    p = run(["spec", "check", str(spec), str(sample)], tmp_path)
+    p = run_cli(["spec", "check", str(spec), str(sample)], tmp_path, ok=False)
     assert p.returncode == 0, p.stdout + p.stderr
     out = p.stdout
     assert f"format {fmt}" in out and "columns found" in out and extraction in out, out
@@ -307,7 +294,7 @@ def test_spec_check_dry_runs_a_spec_on_every_format(name: str, fmt: str, extract
 def test_spec_check_of_the_walkthrough_prints_what_the_reference_says(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, "region_occitanie")
     sample = build_sample("region_occitanie", tmp_path)
-    p = run(["spec", "check", str(spec), str(sample)], tmp_path)
+    p = run_cli(["spec", "check", str(spec), str(sample)], tmp_path, ok=False)
     assert p.returncode == 0, p.stdout + p.stderr
     summary = "4 rows read: 3 would load, 1 would be quarantined"
     assert summary in p.stdout and summary in REFERENCE.read_text(encoding="utf-8")
@@ -322,7 +309,7 @@ def test_spec_check_uses_the_warehouses_reference_and_says_so(tmp_path: Path) ->
     wh = tmp_path / "wh" / "cdv.duckdb"
     with open_pipeline(sample_warehouse(Settings(warehouse=wh, lock_timeout_s=5))) as pipe:
         before = pipe.con.execute("SELECT count(*) FROM files").fetchone()
-    p = run(["spec", "check", str(spec), str(sample), "-w", str(wh)], tmp_path)
+    p = run_cli(["spec", "check", str(spec), str(sample), "-w", str(wh)], tmp_path, ok=False)
     assert p.returncode == 0, p.stdout + p.stderr
     assert f"the reference of the warehouse {wh} (36 communes)" in p.stdout
     with duckdb.connect(str(wh), read_only=True) as con:
@@ -332,17 +319,17 @@ def test_spec_check_uses_the_warehouses_reference_and_says_so(tmp_path: Path) ->
 def test_spec_check_says_why_a_file_would_be_rejected_and_an_invalid_spec_teaches(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, "region_grand_est", examples()["region_grand_est"].text.replace('"N° dossier"', "Ref"))
     sample = build_sample("region_grand_est", tmp_path)
-    p = run(["spec", "check", str(spec), str(sample)], tmp_path)
+    p = run_cli(["spec", "check", str(spec), str(sample)], tmp_path, ok=False)
     assert p.returncode == 1, p.stdout + p.stderr
     assert "missing: Ref" in p.stdout and "would be rejected whole (missing_columns)" in p.stderr
     bad = write_spec(tmp_path, "bad", examples()["region_occitanie"].text.replace("records_path:", "records:"))
-    p = run(["spec", "check", str(bad), str(sample)], tmp_path)
+    p = run_cli(["spec", "check", str(bad), str(sample)], tmp_path, ok=False)
     assert p.returncode == 2 and MISSPELT in p.stderr, p.stderr
 
 
 @pytest.mark.parametrize("command", ["specs", "spec check"])
 def test_spec_commands_have_help(command: str, tmp_path: Path) -> None:
-    p = run([*command.split(), "--help"], tmp_path)
+    p = run_cli([*command.split(), "--help"], tmp_path, ok=False)
     assert p.returncode == 0 and "Usage" in p.stdout and len(p.stdout) > 200
 
 
