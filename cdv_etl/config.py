@@ -43,6 +43,9 @@ class Settings:
     """Files larger than this are refused unread (``CDV_MAX_FILE_MB``)."""
     memory_limit: str = "1GB"
     """DuckDB memory limit while loading (``CDV_MEMORY_LIMIT``)."""
+    claim_timeout_s: float = 1800.0
+    """After how long a claimed file with no ledger row is taken over by the next ingest of its
+    bytes (``CDV_CLAIM_TIMEOUT``); a claim whose process is gone, on the same host, at once."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -60,6 +63,7 @@ class Settings:
             lock_timeout_s=_env_float("CDV_LOCK_TIMEOUT", 60.0),
             max_file_mb=_env_float("CDV_MAX_FILE_MB", 2048.0),
             memory_limit=os.environ.get("CDV_MEMORY_LIMIT", "1GB"),
+            claim_timeout_s=_env_float("CDV_CLAIM_TIMEOUT", 1800.0),
         )
 
     def with_(self, **changes: object) -> Settings:

@@ -16,6 +16,7 @@ from conftest import sample_warehouse, table_snapshot
 
 from cdv_etl.config import Settings
 from cdv_etl.errors import ReconciliationError
+from cdv_etl.load.claims import Claim, claimant
 from cdv_etl.load.loader import load_export
 from cdv_etl.load.warehouse import PUBLIC_VIEWS, init_warehouse, migrate, migrations
 from cdv_etl.pipeline import Pipeline, open_pipeline
@@ -172,6 +173,7 @@ def _unreconciled_load(pipe: Pipeline, tmp_path: Path, forge: Callable[[RawExpor
     ):
         load_export(
             pipe.con,
+            claim=Claim(99, replaces=False, by=claimant()),
             spec=spec,
             path=path,
             sha=sha256_of(path),

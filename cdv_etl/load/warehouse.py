@@ -257,12 +257,30 @@ def apply_views(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 def sync_partners(con: duckdb.DuckDBPyConnection, specs: dict[str, PartnerSpec]) -> None:
-    """A partner added by a new spec file appears in the reference data."""
+    """A partner added by a new spec file appears in the reference data.
+
+    No constraint keeps a partner to one row (a lake has none): the partners missing are added
+    by ``INSERT … WHERE NOT EXISTS`` in a transaction serialised by ``id_counters``, so two
+    writers adding the same partner at once conflict and the second finds it there. Nothing is
+    written when no partner is missing."""
+    from cdv_etl.load.claims import serialise
+    from cdv_etl.load.transactions import in_transaction
+
     rows = [(s.partner, s.name) for s in specs.values()]
-    con.executemany(
-        "INSERT INTO partners (partner, name) VALUES (?, ?) ON CONFLICT DO NOTHING",
-        rows,
-    )
+    known = {str(r[0]) for r in con.execute("SELECT partner FROM partners").fetchall()}
+    if all(partner in known for partner, _ in rows):
+        return
+
+    def unit(c: duckdb.DuckDBPyConnection) -> None:
+        serialise(c)
+        for partner, name in rows:
+            c.execute(
+                "INSERT INTO partners (partner, name) SELECT ?, ? "
+                "WHERE NOT EXISTS (SELECT 1 FROM partners WHERE partner = ?)",
+                [partner, name, partner],
+            )
+
+    in_transaction(con, unit, what="addition of the new partners")
 
 
 def init_warehouse(path: Path, specs: dict[str, PartnerSpec], *, timeout_s: float = 60.0) -> list[str]:
