@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, cast
 
 import typer
 
@@ -60,17 +60,26 @@ console = _LazyConsole()
 err = _LazyConsole(stderr=True)
 
 WarehouseOpt = Annotated[
-    Path | None,
-    typer.Option("--warehouse", "-w", help="Warehouse file [env: CDV_WAREHOUSE; default warehouse/cdv.duckdb]."),
+    str | None,
+    typer.Option(
+        "--warehouse",
+        "-w",
+        help="Warehouse: a DuckDB file, ducklake:postgres:<libpq parameters> or ducklake:<catalog file> "
+        "[env: CDV_WAREHOUSE; default warehouse/cdv.duckdb].",
+    ),
 ]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")]
 
 
-def settings(warehouse: Path | None = None, **changes: Any) -> Settings:
-    return Settings.from_env().with_(warehouse=warehouse, **changes)
+def settings(warehouse: str | None = None, **changes: Any) -> Settings:
+    """The environment's settings with the command's options; a warehouse URL that names no backend fails here."""
+    try:
+        return Settings.from_env(warehouse).with_(**changes)
+    except CdvError as exc:
+        fail(exc)
 
 
-def fail(exc: CdvError, code: int = 2) -> None:
+def fail(exc: CdvError, code: int = 2) -> NoReturn:
     """The error and what to do next, then exit ``code`` (2: the command could not run; 1: a
     file or reference was refused, nothing changed)."""
     # Messages quote partner text (file names, values, queries): printed as written, never as markup.
@@ -181,7 +190,7 @@ def run_ingest(s: Settings, files: list[Path], partner: str | None, force: bool)
     return results
 
 
-def print_results(results: list[LoadResult], warehouse: Path | None = None) -> None:
+def print_results(results: list[LoadResult], warehouse: str | Path | None = None) -> None:
     """The files table, then what a person must know of each file (``warehouse``: the one named
     on the command line, repeated in the commands it suggests)."""
     console.print(load_results_table(results))

@@ -9,6 +9,10 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from cdv_etl.load.backend import Backend, DuckDBFile, DuckLake, parse_warehouse
+
+DEFAULT_WAREHOUSE = Path("warehouse/cdv.duckdb")
+
 
 def _env_path(name: str, default: Path) -> Path:
     value = os.environ.get(name)
@@ -24,8 +28,11 @@ def _env_float(name: str, default: float) -> float:
 class Settings:
     """Where things live and the limits the pipeline works within."""
 
-    warehouse: Path = field(default_factory=lambda: Path("warehouse/cdv.duckdb"))
-    """The writable warehouse (``CDV_WAREHOUSE``)."""
+    warehouse: Path = field(default_factory=lambda: DEFAULT_WAREHOUSE)
+    """The writable warehouse when it is a DuckDB file (``CDV_WAREHOUSE``, the default)."""
+    lake: DuckLake | None = None
+    """The DuckLake ``CDV_WAREHOUSE`` names instead (``ducklake:...``), with its data path
+    (``CDV_DATA_PATH``); ``None`` for the DuckDB file. ``backend`` is whichever of the two is used."""
     published: Path | None = None
     """Read-only copy for analysts (``CDV_PUBLISHED``); default: ``<warehouse>.published.duckdb``
     beside the warehouse."""
@@ -48,13 +55,21 @@ class Settings:
     bytes (``CDV_CLAIM_TIMEOUT``); a claim whose process is gone, on the same host, at once."""
 
     @classmethod
-    def from_env(cls) -> Settings:
+    def from_env(cls, warehouse: str | Path | None = None) -> Settings:
+        """The settings of the environment; ``warehouse`` (the ``-w`` option) overrides ``CDV_WAREHOUSE``.
+
+        The warehouse URL is parsed here, so a bad one fails before anything runs.
+        """
+
         def opt(name: str) -> Path | None:
             v = os.environ.get(name)
             return Path(v).expanduser() if v else None
 
+        url = str(warehouse) if warehouse is not None else os.environ.get("CDV_WAREHOUSE") or str(DEFAULT_WAREHOUSE)
+        backend = parse_warehouse(url, os.environ.get("CDV_DATA_PATH") or None)
         return cls(
-            warehouse=_env_path("CDV_WAREHOUSE", Path("warehouse/cdv.duckdb")),
+            warehouse=backend.path if isinstance(backend, DuckDBFile) else DEFAULT_WAREHOUSE,
+            lake=backend if isinstance(backend, DuckLake) else None,
             published=opt("CDV_PUBLISHED"),
             inbox=_env_path("CDV_INBOX", Path("inbox")),
             archive=opt("CDV_ARCHIVE"),
@@ -67,8 +82,25 @@ class Settings:
         )
 
     def with_(self, **changes: object) -> Settings:
-        """A copy with the given settings changed; ``None`` values are ignored."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+        """A copy with the given settings changed; ``None`` values are ignored.
+
+        A ``warehouse`` path given without a ``lake`` names a DuckDB file: the lake, if any, is dropped.
+        """
+        given = {k: v for k, v in changes.items() if v is not None}
+        if "warehouse" in given and "lake" not in given:
+            given["lake"] = None
+        return replace(self, **given)  # type: ignore[arg-type]
+
+    @property
+    def backend(self) -> Backend:
+        """The warehouse to connect to: the lake, or else the DuckDB file."""
+        return self.lake if self.lake is not None else DuckDBFile(self.warehouse)
+
+    @property
+    def data_path(self) -> str | None:
+        """Where the lake's Parquet files go (``CDV_DATA_PATH``); ``None`` for a DuckDB file, or a lake that
+        keeps the data path recorded in its catalog."""
+        return self.lake.data_path if self.lake is not None else None
 
     @property
     def published_path(self) -> Path:

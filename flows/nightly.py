@@ -30,9 +30,8 @@ WRITER_LIMIT = "cdv-warehouse-writer"
 def flow_settings(
     inbox: str | None = None, warehouse: str | None = None, archive: str | None = None, rejected: str | None = None
 ) -> Settings:
-    return Settings.from_env().with_(
+    return Settings.from_env(warehouse or None).with_(
         inbox=Path(inbox) if inbox else None,
-        warehouse=Path(warehouse) if warehouse else None,
         archive=Path(archive) if archive else None,
         rejected=Path(rejected) if rejected else None,
     )

@@ -1,4 +1,4 @@
-"""PROTOTYPE for issue 12: a throwaway PostgreSQL server for the DuckLake tests.
+"""A throwaway PostgreSQL server for the DuckLake tests.
 
 Debian's ``postgresql`` package (PostgreSQL 15 on bookworm) gives ``initdb`` and ``pg_ctl`` under
 ``/usr/lib/postgresql/<version>/bin``. PostgreSQL refuses to run as root, and CI runs as root: the

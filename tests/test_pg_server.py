@@ -1,4 +1,4 @@
-"""The throwaway PostgreSQL server the DuckLake tests will use (issue 12 prototype)."""
+"""The throwaway PostgreSQL server the DuckLake tests use."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PROTOTYPE for issue 12: which warehouse ``CDV_WAREHOUSE`` (or ``-w``) names, and how DuckDB attaches it.
+"""Which warehouse ``CDV_WAREHOUSE`` (or ``-w``) names, and how DuckDB attaches it.
 
 Three forms are accepted:
 
@@ -217,13 +217,15 @@ def _data_path(value: str) -> str:
 
 def _bad(url: str, why: str) -> CdvError:
     return CdvError(
-        f"cannot use CDV_WAREHOUSE / -w {_mask(url)!r}: {why}",
+        f"cannot use CDV_WAREHOUSE / -w {mask_secrets(url)!r}: {why}",
         f"accepted forms: {ACCEPTED_FORMS}",
     )
 
 
-def _mask(url: str) -> str:
-    return re.sub(r"((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url)
+def mask_secrets(text: str) -> str:
+    """``text`` with every libpq ``password=`` / ``sslpassword=`` value replaced by ``***`` (for messages)."""
+    # An unquoted value ends at a blank or a double quote (DuckDB's messages quote the libpq string).
+    return re.sub(r"((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s\"]+)", r"\1***", text)
 
 
 def _literal(text: str) -> str:

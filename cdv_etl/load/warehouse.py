@@ -15,6 +15,8 @@ import duckdb
 from filelock import FileLock, Timeout
 
 from cdv_etl.errors import CdvError, WarehouseBusy
+from cdv_etl.load.backend import Backend, DuckDBFile, DuckLake, mask_secrets
+from cdv_etl.read.sandbox import extension
 from cdv_etl.specs import PartnerSpec, safe_yaml
 from cdv_etl.sql import quote_ident as _quote_ident
 
@@ -134,36 +136,129 @@ def _holder(path: Path) -> str:
 
 
 def connect(
-    path: Path, *, read_only: bool = False, timeout_s: float = 60.0, memory_limit: str | None = None
+    target: Path | Backend,
+    *,
+    read_only: bool = False,
+    timeout_s: float = 60.0,
+    memory_limit: str | None = None,
 ) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse, waiting up to ``timeout_s`` for another writer to finish.
+    """Open the warehouse (a DuckDB file's path, or a ``Backend``), waiting up to ``timeout_s`` for another
+    writer to finish.
 
-    DuckDB lets one process write a file; a second one gets "Could not set lock". We retry
-    with a growing pause, then fail with a message that says who holds the lock.
+    A DuckDB file: DuckDB lets one process write it; a second one gets "Could not set lock". We
+    retry with a growing pause, then fail with a message that says who holds the lock.
+
+    A DuckLake: an in-memory DuckDB that loads the lake's extensions from their wheels (nothing
+    is downloaded, nothing autoloads), attaches the lake as ``lake`` (``READ_ONLY`` for
+    ``read_only``) and makes it the default catalog. A lake whose catalog is a local file is
+    locked like a DuckDB file while attached, and waited for in the same way.
     """
-    if not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + timeout_s
-    pause = 0.05
+    backend = DuckDBFile(target) if isinstance(target, Path) else target
     config: dict[str, str | bool | int | float | list[str]] = {"memory_limit": memory_limit} if memory_limit else {}
     # No query of the warehouse relies on the order rows were inserted in (row_key and the
     # views' ORDER BY do): letting DuckDB insert in any order makes a 5M-row load parallel
     # and keeps its memory bounded.
     config["preserve_insertion_order"] = False
+    if isinstance(backend, DuckLake):
+        config["autoinstall_known_extensions"] = False
+        config["autoload_known_extensions"] = False
+        if not read_only and backend.catalog == "duckdb":
+            Path(backend.target).parent.mkdir(parents=True, exist_ok=True)
+    elif not read_only:
+        backend.path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout_s
+    pause = 0.05
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only, config=config)
+            if isinstance(backend, DuckLake):
+                return _attach_lake(backend, read_only=read_only, config=config)
+            return duckdb.connect(str(backend.path), read_only=read_only, config=config)
         except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
-                if "lock" in str(exc).lower():
+            locked = "Could not set lock" in str(exc)
+            if not locked or time.monotonic() >= deadline:
+                if locked:
                     raise WarehouseBusy(
-                        f"the warehouse {path} is locked by another process (waited {timeout_s:.0f} s): {exc}",
+                        f"the warehouse {backend.display} is locked by another process (waited {timeout_s:.0f} s): "
+                        f"{exc}",
                         "another load is running; wait for it to finish, or raise "
                         "CDV_LOCK_TIMEOUT / --lock-timeout. Nothing was changed.",
                     ) from exc
+                if isinstance(backend, DuckLake):
+                    raise lake_error(backend, exc) from exc
                 raise
             time.sleep(pause)
             pause = min(pause * 2, 1.0)
+        except duckdb.Error as exc:
+            if isinstance(backend, DuckLake):
+                raise lake_error(backend, exc) from exc
+            raise
+
+
+LAKE = "lake"
+"""The name a DuckLake warehouse is attached under (and ``USE``d), in every connection cdv-etl opens."""
+
+
+def _attach_lake(
+    lake: DuckLake, *, read_only: bool, config: dict[str, str | bool | int | float | list[str]]
+) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(":memory:", config=config)
+    try:
+        for name in lake.extensions():
+            con.load_extension(str(extension(name)))
+        con.execute(lake.attach_sql(LAKE, read_only=read_only))
+        con.execute(f"USE {LAKE}")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def lake_error(lake: DuckLake, exc: duckdb.Error) -> CdvError:
+    """What DuckDB's failure to attach ``lake`` means, and what to do: never DuckDB's own "INSTALL ..." hint
+    (nothing is downloaded), never the catalog's password."""
+    text = mask_secrets(str(exc))
+    where = f"the lake {lake.display}"
+    if "Extension" in text and "not found" in text:
+        wheels = ", ".join(f"duckdb-extension-{n.replace('_', '-')}=={duckdb.__version__}" for n in lake.extensions())
+        return CdvError(
+            f"cannot open {where}: DuckDB has not loaded an extension it needs ({text.splitlines()[0]})",
+            f"reinstall the project (make install), or pip install {wheels}",
+        )
+    if "Unable to connect to Postgres" in text:
+        reason = text.split('": ', 1)[-1].strip()
+        hint = "start PostgreSQL there, or correct host and port in CDV_WAREHOUSE / -w"
+        if "does not exist" in reason and "database" in reason:
+            hint = "create the catalog database (createdb), or correct dbname in CDV_WAREHOUSE / -w"
+        elif "authentication" in reason or "role" in reason:
+            hint = "check user and password in CDV_WAREHOUSE / -w, and the server's pg_hba.conf"
+        return CdvError(f"cannot reach the catalog of {where}: {reason}", hint)
+    if "creating a new DuckLake is explicitly disabled" in text or (
+        "read-only mode" in text and "does not exist" in text
+    ):
+        return CdvError(
+            f"there is no warehouse in {where} yet",
+            "create it first: cdv-etl init (with CDV_DATA_PATH naming where its data files go)",
+        )
+    if "data_path is not set" in text:
+        return CdvError(
+            f"{where} does not exist yet, and a new lake needs a place for its data files",
+            "set CDV_DATA_PATH to a directory (or an s3:// URL) and run cdv-etl init again",
+        )
+    if "does not match existing data path" in text:
+        return CdvError(
+            f"CDV_DATA_PATH {lake.data_path} is not the data path {where} was created with: {text.splitlines()[0]}",
+            "unset CDV_DATA_PATH (an existing lake knows its data path), or set it to the lake's",
+        )
+    return CdvError(
+        f"cannot open {where}: {text}",
+        "check CDV_WAREHOUSE / -w (and CDV_DATA_PATH); the accepted forms: cdv-etl init --help",
+    )
+
+
+def is_lake(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether ``con``'s default catalog is a DuckLake (rather than a DuckDB file)."""
+    row = con.execute("SELECT type FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+    return bool(row and row[0] == "ducklake")
 
 
 @contextmanager
