@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -501,16 +501,20 @@ def open_pipeline(
 
     On leaving, a run that changed something publishes the read-only copy for analysts
     (unless ``publish_on_exit`` is False: a nightly run publishes once, at its end).
+
+    A DuckLake takes several writers at once: no lock is taken (the claims serialise what must
+    be, ``cdv_etl.load.claims``), and nothing is published (readers attach the lake itself).
     """
     specs = load_specs(settings.specs_dir)
-    with writer_lock(settings.warehouse, settings.lock_timeout_s):
+    lake = settings.lake is not None
+    with nullcontext() if lake else writer_lock(settings.warehouse, settings.lock_timeout_s):
         con = connect(
-            settings.warehouse,
+            settings.backend,
             timeout_s=settings.lock_timeout_s,
             memory_limit=share_of(settings.memory_limit, WAREHOUSE_SHARE),
         )
         try:
-            yield from _run(settings, con, specs, need_reference, publish_on_exit)
+            yield from _run(settings, con, specs, need_reference, publish_on_exit and not lake)
         finally:
             con.close()
 
@@ -530,7 +534,8 @@ def _run(
         count = con.execute("SELECT count(*) FROM communes").fetchone()
         if not count or count[0] == 0:
             raise CdvError(
-                f"the warehouse {settings.warehouse} has no ACV reference communes yet: every row would be quarantined",
+                f"the warehouse {settings.backend.display} has no ACV reference communes yet: "
+                "every row would be quarantined",
                 "load the ANCT list first: cdv-etl reference load FILE "
                 "(or `cdv-etl reference load --sample` for the bundled sample)",
             )
