@@ -84,6 +84,6 @@ def in_transaction(
                 attempt,
                 tries,
                 pause,
-                str(exc).splitlines()[0],
+                " ".join(str(exc).split()),
             )
             time.sleep(pause)
