@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from cdv_etl.errors import CdvError
 from cdv_etl.load.backend import Backend, DuckDBFile, DuckLake, parse_warehouse
 
 DEFAULT_WAREHOUSE = Path("warehouse/cdv.duckdb")
@@ -22,6 +23,15 @@ def _env_path(name: str, default: Path) -> Path:
 def _env_float(name: str, default: float) -> float:
     value = os.environ.get(name)
     return float(value) if value else default
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    if not value.strip().isdigit() or int(value) < 1:
+        raise CdvError(f"{name}={value!r} is not a whole number of at least 1", f"set {name} to 1, 2, 3, ... or unset it")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,10 @@ class Settings:
     claim_timeout_s: float = 1800.0
     """After how long a claimed file with no ledger row is taken over by the next ingest of its
     bytes (``CDV_CLAIM_TIMEOUT``); a claim whose process is gone, on the same host, at once."""
+    parallel_files: int = 2
+    """On a DuckLake, how many partners' exports an inbox run loads at once (``CDV_PARALLEL_FILES``;
+    each load has its own memory limit, so the run may use this many times ``memory_limit``). A
+    DuckDB file has one writer: its exports load one at a time whatever this says."""
 
     @classmethod
     def from_env(cls, warehouse: str | Path | None = None) -> Settings:
@@ -79,6 +93,7 @@ class Settings:
             max_file_mb=_env_float("CDV_MAX_FILE_MB", 2048.0),
             memory_limit=os.environ.get("CDV_MEMORY_LIMIT", "1GB"),
             claim_timeout_s=_env_float("CDV_CLAIM_TIMEOUT", 1800.0),
+            parallel_files=_env_int("CDV_PARALLEL_FILES", 2),
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -90,6 +105,11 @@ class Settings:
         if "warehouse" in given and "lake" not in given:
             given["lake"] = None
         return replace(self, **given)  # type: ignore[arg-type]
+
+    @property
+    def writers(self) -> int:
+        """How many exports an inbox run loads at once: ``parallel_files`` on a lake, one on a DuckDB file."""
+        return max(1, self.parallel_files) if self.lake is not None else 1
 
     @property
     def backend(self) -> Backend:

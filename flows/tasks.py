@@ -6,10 +6,13 @@ Retries only where they help: the warehouse lock and file moves — never a vali
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from cdv_etl import inbox
 from cdv_etl.errors import WarehouseBusy
@@ -53,5 +56,25 @@ move_file = task(
     retry_delay_seconds=2,
 )(inbox.move_file)
 
-STEPS = inbox.Steps(reference=load_reference, ingest=ingest_file, move=move_file, publish=publish)
-"""The inbox run's steps as tasks: one task run per file, per move, and for the publish."""
+
+
+def fan_out(
+    work: Callable[[list[Path]], list[inbox.FileOutcome]], groups: list[list[Path]], workers: int
+) -> list[list[inbox.FileOutcome]]:
+    """A lake's partner groups side by side on Prefect's ``ThreadPoolTaskRunner``: one task run
+    per group (its files' ingest and move tasks inside it), ``workers`` at a time."""
+
+    def partner_files(files: str, paths: list[Path]) -> list[inbox.FileOutcome]:
+        return work(paths)
+
+    group_task = task(name="partner-files", task_run_name="{files}", cache_policy=NO_CACHE)(partner_files)
+    with ThreadPoolTaskRunner(max_workers=workers) as runner:
+        futures = [
+            runner.submit(group_task, parameters={"files": ", ".join(p.name for p in g), "paths": g}) for g in groups
+        ]
+        return [f.result() for f in futures]
+
+
+STEPS = inbox.Steps(reference=load_reference, ingest=ingest_file, move=move_file, publish=publish, fan_out=fan_out)
+"""The inbox run's steps as tasks: one task run per file, per move, for the publish, and on a lake
+per partner's group of files."""
