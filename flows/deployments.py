@@ -8,7 +8,6 @@ import os
 from typing import Any
 
 from prefect import serve
-from prefect.client.orchestration import get_client
 from prefect.schedules import Cron
 
 from cdv_etl.config import Settings
@@ -16,7 +15,7 @@ from cdv_etl.inbox import reports_dir
 from flows import report_server
 from flows.accept_export import accept_export
 from flows.ingest_export import ingest_export
-from flows.nightly import WRITER_LIMIT, nightly
+from flows.nightly import ensure_writer_limit, nightly
 from flows.reference_refresh import reference_refresh
 
 NIGHTLY_CRON = "0 2 * * *"
@@ -56,14 +55,10 @@ def deployments() -> list[Any]:
     ]
 
 
-def ensure_writer_limit() -> None:
-    """The global concurrency limit that every writing flow holds: one writer at a time."""
-    with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(WRITER_LIMIT, 1)
-
-
 def serve_all() -> None:
-    ensure_writer_limit()
+    changed = ensure_writer_limit()
+    if changed:
+        print(changed, flush=True)
     folder = reports_dir(Settings.from_env())
     server = report_server.start_report_server(folder, report_server.reports_port())
     os.environ[report_server.URL_ENV] = report_server.base_url(server)  # inherited by the flow runs

@@ -13,7 +13,10 @@ from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
 from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.states import State
 
 from cdv_etl.config import Settings
@@ -25,6 +28,8 @@ from flows.report_server import report_url
 
 WRITER_LIMIT = "cdv-warehouse-writer"
 """Prefect global concurrency limit (1 slot) held by every flow that writes the warehouse."""
+WRITER_SLOTS = 1
+"""One writer at a time: the DuckDB file has one writer (its lock is taken inside the slot too)."""
 
 
 def flow_settings(
@@ -37,10 +42,38 @@ def flow_settings(
     )
 
 
+def ensure_writer_limit() -> str | None:
+    """Create the writers' global concurrency limit when it is missing, or set it back to one active
+    slot; whatever had to change is returned (the caller logs it). Every writing flow calls this, so a
+    deployment made by ``prefect deploy --all`` holds the limit as one served by ``cdv-etl serve`` does."""
+    with get_client(sync_client=True) as client:
+        try:
+            found = client.read_global_concurrency_limit_by_name(WRITER_LIMIT)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=WRITER_LIMIT, limit=WRITER_SLOTS)
+                )
+            except ObjectAlreadyExists:  # another run created it at the same moment
+                return None
+            return f"created the global concurrency limit {WRITER_LIMIT!r} ({WRITER_SLOTS} slot)"
+        if found.limit == WRITER_SLOTS and found.active:
+            return None
+        client.update_global_concurrency_limit(
+            WRITER_LIMIT, GlobalConcurrencyLimitUpdate(limit=WRITER_SLOTS, active=True)
+        )
+        was = f"{found.limit} slots, {'active' if found.active else 'inactive'}"
+        return f"the global concurrency limit {WRITER_LIMIT!r} was {was}: set back to {WRITER_SLOTS} active slot"
+
+
 @contextmanager
 def writer_slot(settings: Settings) -> Iterator[None]:
-    """The writers' global concurrency slot (the core takes the warehouse's lock inside it)."""
-    with concurrency(WRITER_LIMIT, occupy=1, timeout_seconds=settings.lock_timeout_s, strict=False):
+    """The writers' global concurrency slot (the core takes the warehouse's lock inside it). The limit
+    is made first if it is missing, so the slot is never skipped (``strict``: no limit is an error)."""
+    changed = ensure_writer_limit()
+    if changed:
+        get_run_logger().warning("%s (one writer at a time on the warehouse)", changed)
+    with concurrency(WRITER_LIMIT, occupy=1, timeout_seconds=settings.lock_timeout_s, strict=True):
         yield
 
 

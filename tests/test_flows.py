@@ -40,7 +40,7 @@ from cdv_etl.publish.tables import euros
 from cdv_etl.specs import load_specs
 from flows.artifacts import count
 from flows.ingest_export import ingest_export
-from flows.nightly import nightly
+from flows.nightly import WRITER_LIMIT, WRITER_SLOTS, nightly
 from flows.outcome import LEVEL, file_line
 from flows.reference_refresh import reference_refresh
 from flows.report_server import URL_ENV
@@ -282,6 +282,37 @@ def test_ingest_export_and_reference_refresh_flows(tmp_path: Path) -> None:
     )
     assert absent.message == str(error)  # what was wrong, then what to do
     assert (logging.ERROR, " ".join(str(error).split())) in run_logs(absent)
+
+
+def test_a_writing_flow_makes_the_writers_limit_it_holds(tmp_path: Path) -> None:
+    """Deployed with ``prefect deploy --all`` (no ``cdv-etl serve``), the writers' limit may be missing
+    or changed: a writing flow creates it or sets it back, says so in its log, and holds it strictly."""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    def limit() -> tuple[int, bool]:
+        with get_client(sync_client=True) as client:
+            found = client.read_global_concurrency_limit_by_name(WRITER_LIMIT)
+        return found.limit, found.active
+
+    wh = str(tmp_path / "cdv.duckdb")
+    with get_client(sync_client=True) as client:
+        client.delete_global_concurrency_limit_by_name(WRITER_LIMIT)
+    made = reference_refresh(path=str(SAMPLE_REFERENCE), warehouse=wh, return_state=True)
+    assert made.type == StateType.COMPLETED, made.message
+    assert limit() == (WRITER_SLOTS, True)
+    said = f"created the global concurrency limit {WRITER_LIMIT!r} ({WRITER_SLOTS} slot) (one writer at a time"
+    assert [level for level, m in run_logs(made) if m.startswith(said)] == [logging.WARNING]
+
+    with get_client(sync_client=True) as client:
+        client.update_global_concurrency_limit(WRITER_LIMIT, GlobalConcurrencyLimitUpdate(limit=3, active=False))
+    reset = reference_refresh(path=str(SAMPLE_REFERENCE), warehouse=wh, return_state=True)
+    assert reset.type == StateType.COMPLETED, reset.message
+    assert limit() == (WRITER_SLOTS, True)
+    said = f"the global concurrency limit {WRITER_LIMIT!r} was 3 slots, inactive: set back to {WRITER_SLOTS} active"
+    assert [level for level, m in run_logs(reset) if m.startswith(said)] == [logging.WARNING]
+
+    quiet = reference_refresh(path=str(SAMPLE_REFERENCE), warehouse=wh, return_state=True)
+    assert not [m for _, m in run_logs(quiet) if WRITER_LIMIT in m]  # nothing to change, nothing said
 
 
 def test_a_held_rejected_or_failed_export_is_not_green_and_says_what_to_do() -> None:
