@@ -8,7 +8,8 @@ checks that the warehouse and the published copy hold the state before or after 
 never a third one, and that the next run finishes the work.
 
 With ``CDV_FAULT_PAUSE=<folder>`` as well, the process pauses there instead: it writes
-``<folder>/<point>.reached`` and waits for ``<folder>/<point>.go`` to exist. A test uses the
+``<folder>/<point>.reached`` (a line per arrival: several loads of one run can wait there at
+once) and waits for ``<folder>/<point>.go`` to exist. A test uses the
 two files as a barrier (another writer commits while this one is inside its transaction), not
 a sleep. The variables are read once, at import: unset, ``checkpoint`` costs one comparison.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -49,7 +51,8 @@ def checkpoint(name: str) -> None:
     if _PAUSE is None:
         os.kill(os.getpid(), signal.SIGKILL)
         return
-    (_PAUSE / f"{name}.reached").write_text(str(os.getpid()), encoding="utf-8")
+    with (_PAUSE / f"{name}.reached").open("a", encoding="utf-8") as reached:  # one line per arrival
+        reached.write(f"{os.getpid()} {threading.get_ident()}\n")
     go = _PAUSE / f"{name}.go"
     while not go.exists():
         time.sleep(0.01)

@@ -68,8 +68,15 @@ def ensure_writer_limit() -> str | None:
 
 @contextmanager
 def writer_slot(settings: Settings) -> Iterator[None]:
-    """The writers' global concurrency slot (the core takes the warehouse's lock inside it). The limit
-    is made first if it is missing, so the slot is never skipped (``strict``: no limit is an error)."""
+    """The writers' global concurrency slot on a DuckDB file (the core takes the warehouse's lock inside
+    it). The limit is made first if it is missing, so the slot is never skipped (``strict``: no limit
+    is an error). A DuckLake takes none: its writers run side by side."""
+    if settings.lake is not None:  # several writers commit at once; the claims serialise what must be
+        get_run_logger().info(
+            "a DuckLake: no writers' slot, up to %d partners' exports load at once", settings.writers
+        )
+        yield
+        return
     changed = ensure_writer_limit()
     if changed:
         get_run_logger().warning("%s (one writer at a time on the warehouse)", changed)
