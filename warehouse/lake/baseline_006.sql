@@ -1,7 +1,10 @@
--- PROTOTYPE (issue 12): the warehouse as migrations 001-006 leave it, for a DuckLake catalog.
+-- The warehouse as migrations 001-006 leave it, for a DuckLake catalog, where they cannot run.
 -- DuckLake has no PRIMARY KEY, UNIQUE, CHECK, sequences or indexes: the keys are kept by the
--- loader (see LAKE.md), file and reference-load ids come from id_counters. Same tables, same
+-- loader, file and reference-load ids from id_counters (migration 009). Same tables, same
 -- columns in the same order and types as a DuckDB-file warehouse at version 006.
+-- migrate() runs this file, then 002_reference_data.sql itself (its INSERTs are portable), and
+-- records versions 1-6 with the checksums of their own files; tests/test_lake_sql.py compares
+-- the result with a DuckDB file's.
 
 CREATE TABLE axes (
     axis        TINYINT NOT NULL,
@@ -136,23 +139,4 @@ CREATE TABLE financing_totals (
     counts_as_engaged BOOLEAN NOT NULL,
     amount_eur        DECIMAL(18, 2) NOT NULL,
     lines             BIGINT NOT NULL
-);
-
--- Replaces the sequences, and serialises every check-then-insert on a key: a transaction that
--- allocates an id (or adds a partner, or applies a migration) UPDATEs this one row, so two such
--- transactions conflict at commit and the loser retries, re-reading what the winner wrote.
-CREATE TABLE id_counters (
-    next_file_id           INTEGER NOT NULL,
-    next_reference_load_id INTEGER NOT NULL
-);
-INSERT INTO id_counters VALUES (1, 1);
-
--- Ingest claims: one row per (sha256) being or having been loaded, written by the short claim
--- transaction (with the id_counters UPDATE) before the long, insert-only load transaction.
-CREATE TABLE file_claims (
-    file_id    INTEGER NOT NULL,
-    sha256     VARCHAR NOT NULL,
-    file_name  VARCHAR NOT NULL,
-    claimed_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
-    claimed_by VARCHAR NOT NULL   -- host:pid, for the message a waiting ingest prints
 );
