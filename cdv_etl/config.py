@@ -30,7 +30,9 @@ def _env_int(name: str, default: int) -> int:
     if not value:
         return default
     if not value.strip().isdigit() or int(value) < 1:
-        raise CdvError(f"{name}={value!r} is not a whole number of at least 1", f"set {name} to 1, 2, 3, ... or unset it")
+        raise CdvError(
+            f"{name}={value!r} is not a whole number of at least 1", f"set {name} to 1, 2, 3, ... or unset it"
+        )
     return int(value)
 
 
@@ -121,6 +123,13 @@ class Settings:
         """Where the lake's Parquet files go (``CDV_DATA_PATH``); ``None`` for a DuckDB file, or a lake that
         keeps the data path recorded in its catalog."""
         return self.lake.data_path if self.lake is not None else None
+
+    def read_target(self, live: bool = False) -> Path | DuckLake:
+        """What the analysts' commands read: a lake itself (attached read-only: no copy, never blocked),
+        else the published copy of the DuckDB file (``live``: the file itself)."""
+        if self.lake is not None:
+            return self.lake
+        return self.warehouse if live else self.published_path
 
     @property
     def published_path(self) -> Path:

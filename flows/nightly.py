@@ -72,9 +72,7 @@ def writer_slot(settings: Settings) -> Iterator[None]:
     it). The limit is made first if it is missing, so the slot is never skipped (``strict``: no limit
     is an error). A DuckLake takes none: its writers run side by side."""
     if settings.lake is not None:  # several writers commit at once; the claims serialise what must be
-        get_run_logger().info(
-            "a DuckLake: no writers' slot, up to %d partners' exports load at once", settings.writers
-        )
+        get_run_logger().info("a DuckLake: no writers' slot, up to %d partners' exports load at once", settings.writers)
         yield
         return
     changed = ensure_writer_limit()

@@ -57,7 +57,6 @@ move_file = task(
 )(inbox.move_file)
 
 
-
 def fan_out(
     work: Callable[[list[Path]], list[inbox.FileOutcome]], groups: list[list[Path]], workers: int
 ) -> list[list[inbox.FileOutcome]]:
@@ -68,7 +67,8 @@ def fan_out(
         return work(paths)
 
     group_task = task(name="partner-files", task_run_name="{files}", cache_policy=NO_CACHE)(partner_files)
-    with ThreadPoolTaskRunner(max_workers=workers) as runner:
+    pool: Any = ThreadPoolTaskRunner(max_workers=workers)  # (its submit's overloads type only coroutines)
+    with pool as runner:
         futures = [
             runner.submit(group_task, parameters={"files": ", ".join(p.name for p in g), "paths": g}) for g in groups
         ]
