@@ -25,6 +25,19 @@ def _env_float(name: str, default: float) -> float:
     return float(value) if value else default
 
 
+FAN_OUTS = ("threads", "pool")
+"""The values of ``CDV_FAN_OUT``, the default first."""
+
+
+def _env_choice(name: str, choices: tuple[str, ...]) -> str:
+    value = os.environ.get(name) or choices[0]
+    if value not in choices:
+        raise CdvError(
+            f"{name}={value!r} is not one of {', '.join(choices)}", f"set {name} to one of them, or unset it"
+        )
+    return value
+
+
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
     if not value:
@@ -69,6 +82,9 @@ class Settings:
     """On a DuckLake, how many partners' exports an inbox run loads at once (``CDV_PARALLEL_FILES``;
     each load has its own memory limit, so the run may use this many times ``memory_limit``). A
     DuckDB file has one writer: its exports load one at a time whatever this says."""
+    fan_out: str = "threads"
+    """How a lake's nightly run spreads its partners' loads (``CDV_FAN_OUT``): ``threads`` in its own
+    process, or ``pool``: one ``ingest-partner`` run per partner on the work pool's workers (Prefect)."""
 
     @classmethod
     def from_env(cls, warehouse: str | Path | None = None) -> Settings:
@@ -96,6 +112,7 @@ class Settings:
             memory_limit=os.environ.get("CDV_MEMORY_LIMIT", "1GB"),
             claim_timeout_s=_env_float("CDV_CLAIM_TIMEOUT", 1800.0),
             parallel_files=_env_int("CDV_PARALLEL_FILES", 2),
+            fan_out=_env_choice("CDV_FAN_OUT", FAN_OUTS),
         )
 
     def with_(self, **changes: object) -> Settings:

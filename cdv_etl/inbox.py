@@ -421,32 +421,32 @@ def run_inbox(
             progress(len(references), total, f"{loaded.summary()}; moved to {moved}")
         done = [len(refs)]
         counting = threading.Lock()
+        reported: set[int] = set()
 
         def one(path: Path) -> FileOutcome:  # a file that crashes fails alone
             with counting:
                 at = done[0]
-            try:
-                r = steps.ingest(s, path, progress=partial(progress, at, total))
-            except Exception as exc:
-                outcome = FileOutcome(path.name, None, None, f"{type(exc).__name__}: {exc}")
-                said = f"{path.name}: failed, {LEFT_IN_INBOX}"
-            else:
-                if r.status == "rejected":
-                    moved = steps.move(path, s.rejected_dir, r.message)
-                else:
-                    moved = steps.move(path, s.archive_dir / (r.partner or "unknown"), None)
-                outcome = FileOutcome(path.name, r, moved)
-                said = f"{path.name}: {r.status}, moved to {moved}"
+            outcome, said = process_export(s, path, steps, progress=partial(progress, at, total))
+            report(outcome, said)
+            return outcome
+
+        def report(outcome: FileOutcome, said: str) -> None:
             with counting:
+                reported.add(id(outcome))
                 done[0] += 1
                 finished(outcome)
                 progress(done[0], total, said)
-            return outcome
 
         def group(paths: list[Path]) -> list[FileOutcome]:
             return [one(path) for path in paths]
 
         finishing = steps.fan_out(group, groups, s.writers) if len(groups) > 1 else [group(exports)]
+        for outcome in (f for fs in finishing for f in fs if id(f) not in reported):  # loaded elsewhere (a pool)
+            report(
+                outcome,
+                f"{outcome.file_name}: {outcome.status}"
+                + (f", moved to {outcome.moved_to}" if outcome.moved_to else f", {LEFT_IN_INBOX}"),
+            )
         outcomes = {path: f for g, fs in zip(groups, finishing, strict=True) for path, f in zip(g, fs, strict=True)}
         files = [outcomes[path] for path in exports]
         report, feedback = None, {}
@@ -464,6 +464,25 @@ def run_inbox(
     if run.failures:
         raise InboxFailed(run)
     return run
+
+
+def process_export(
+    settings: Settings, path: Path, steps: Steps = Steps(), progress: Progress | None = None
+) -> tuple[FileOutcome, str]:
+    """Ingest one export of the inbox and move it (archive, or rejected with its reason): its
+    outcome, and the line that says so. A file whose ingest raised fails alone, left in the inbox."""
+    s = settings
+    try:
+        r = steps.ingest(s, path, progress=progress)
+    except Exception as exc:
+        return FileOutcome(
+            path.name, None, None, f"{type(exc).__name__}: {exc}"
+        ), f"{path.name}: failed, {LEFT_IN_INBOX}"
+    if r.status == "rejected":
+        moved = steps.move(path, s.rejected_dir, r.message)
+    else:
+        moved = steps.move(path, s.archive_dir / (r.partner or "unknown"), None)
+    return FileOutcome(path.name, r, moved), f"{path.name}: {r.status}, moved to {moved}"
 
 
 def partner_groups(exports: list[Path], settings: Settings) -> list[list[Path]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -115,10 +116,14 @@ def nightly(
                 artifact.append(cast(UUID, create_progress_artifact(0.0, description="Fichiers de la nuit traités")))
             update_progress_artifact(artifact[0], 100 * done / total)
 
+    steps = tasks.STEPS
+    if s.lake is not None and s.fan_out == "pool":  # each partner's exports on a worker of the pool
+        folders = {"inbox": str(s.inbox), "archive": str(s.archive_dir), "rejected": str(s.rejected_dir)}
+        steps = replace(steps, fan_out=tasks.pool_fan_out({**folders, "warehouse": warehouse}))
     failed: InboxFailed | None = None
     with writer_slot(s):
         try:
-            run = run_inbox(s, steps=tasks.STEPS, progress=progress, finished=partial(outcome.log_step, log))
+            run = run_inbox(s, steps=steps, progress=progress, finished=partial(outcome.log_step, log))
         except InboxFailed as exc:
             run, failed = exc.run, exc
         except CdvError as exc:  # stopped before its files (a reference that does not load, a busy warehouse)
