@@ -108,11 +108,11 @@ def init(warehouse: WarehouseOpt = None) -> None:
 
     s = settings(warehouse)
     try:
-        applied = init_warehouse(s.warehouse, load_specs(s.specs_dir), timeout_s=s.lock_timeout_s)
+        applied = init_warehouse(s.backend, load_specs(s.specs_dir), timeout_s=s.lock_timeout_s)
     except CdvError as exc:
         fail(exc)
     done = ", ".join(applied) if applied else "nothing to do: already up to date"
-    console.print(f"warehouse [bold]{s.warehouse}[/bold]: {done}")
+    console.print(f"warehouse [bold]{s.backend.display}[/bold]: {done}")
 
 
 @reference_app.command("load")
@@ -271,7 +271,7 @@ def _query(
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
     from cdv_etl.publish.reader import query, read_only
 
-    with read_only(s.warehouse if live else s.published_path) as con:
+    with read_only(s.read_target(live)) as con:
         return query(con, sql, params)
 
 
@@ -350,7 +350,7 @@ def publish(warehouse: WarehouseOpt = None) -> None:
             path = pipe.publish()
     except CdvError as exc:
         fail(exc)
-    console.print(f"published {path}")
+    console.print(f"published {path}" if path else f"nothing to publish: readers attach the lake {s.backend} itself")
 
 
 def print_summary(s: Settings) -> None:

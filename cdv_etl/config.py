@@ -54,7 +54,8 @@ class Settings:
     """Where things live and the limits the pipeline works within."""
 
     warehouse: Path = field(default_factory=lambda: DEFAULT_WAREHOUSE)
-    """The writable warehouse when it is a DuckDB file (``CDV_WAREHOUSE``, the default)."""
+    """The writable warehouse when it is a DuckDB file (``CDV_WAREHOUSE``, the default). With a lake,
+    it only places what stays local beside it (the reports folder)."""
     lake: DuckLake | None = None
     """The DuckLake ``CDV_WAREHOUSE`` names instead (``ducklake:...``), with its data path
     (``CDV_DATA_PATH``); ``None`` for the DuckDB file. ``backend`` is whichever of the two is used."""

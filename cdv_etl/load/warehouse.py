@@ -1,4 +1,9 @@
-"""The DuckDB warehouse: opening it (one writer at a time), migrating it, its views."""
+"""The warehouse: opening it (a DuckDB file, one writer at a time, or a DuckLake), migrating it, its views.
+
+Both backends keep one SQL interface: the same tables, columns, views, macros and docs (the
+DuckLake tests compare them). What a lake lacks (keys, CHECK, sequences, comments on view
+columns and macros) is replaced by the same means on both, or by a ``warehouse/lake/`` variant.
+"""
 
 from __future__ import annotations
 
