@@ -295,7 +295,7 @@ def test_the_same_bytes_ingested_twice_at_once_are_loaded_once(
         assert (rc == 0 and ("loaded" in out or "already ingested" in out)) or "being loaded" in out, out
 
 
-@pytest.mark.parametrize("point", ["claimed", "load.quarantine", "load.rows", "load.reconciled", "load.ledger"])
+@pytest.mark.parametrize("point", ["claimed", "load.rows", "load.ledger"])
 def test_kill_minus_nine_in_mid_load_leaves_the_lake_whole(
     lake: tuple[Settings, str, dict[str, Path]], tmp_path: Path, point: str
 ) -> None:

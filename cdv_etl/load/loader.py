@@ -96,6 +96,40 @@ class LoadResult:
         return self.control_total_diff_eur == 0
 
 
+_FILE_COLUMNS = (
+    "file_id",
+    "partner",
+    "file_name",
+    "sha256",
+    "size_bytes",
+    "extraction_date",
+    "status",
+    "reason",
+    "message",
+    "rows_read",
+    "rows_loaded",
+    "rows_quarantined",
+    "loaded_amount_eur",
+    "engaged_amount_eur",
+    "control_total_eur",
+    "control_total_diff_eur",
+    "duplicate_of",
+    "forced_reloads",
+    "stat_device",
+    "stat_inode",
+    "stat_mtime_ns",
+    "stat_ctime_ns",
+    "compared_file_id",
+    "withdrawn_operations",
+    "withdrawn_absent",
+    "withdrawn_quarantined",
+    "withdrawn_eur",
+)
+"""The ledger columns a load writes (``loaded_at`` is the transaction's time, ``accepted_at`` an acceptance's)."""
+_INSERT_FILE = f"INSERT INTO files ({', '.join(_FILE_COLUMNS)}) VALUES ({', '.join('?' * len(_FILE_COLUMNS))})"  # noqa: S608
+_COUNTS = {"rows_read": 0, "rows_loaded": 0, "rows_quarantined": 0}
+
+
 def _insert_files_row(
     con: duckdb.DuckDBPyConnection, file_id: int, *, reloads: int, stat: FileStat | None, **columns: object
 ) -> None:
@@ -104,18 +138,17 @@ def _insert_files_row(
     when hashed (``Pipeline.known_sha``'s quick check), kept when it had settled."""
     settled = stat if stat is not None and stat.settled else None
     values: dict[str, object] = {
-        "file_id": file_id,
+        **_COUNTS,
         **columns,
+        "file_id": file_id,
         "forced_reloads": reloads,
         "stat_device": settled.device if settled else None,
         "stat_inode": settled.inode if settled else None,
         "stat_mtime_ns": settled.mtime_ns if settled else None,
         "stat_ctime_ns": settled.ctime_ns if settled else None,
     }
-    con.execute(
-        f"INSERT INTO files ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",  # noqa: S608 - own column names
-        list(values.values()),
-    )
+    assert set(values) <= set(_FILE_COLUMNS), sorted(set(values) - set(_FILE_COLUMNS))
+    con.execute(_INSERT_FILE, [values.get(c) for c in _FILE_COLUMNS])
 
 
 def _drop_old_row(con: duckdb.DuckDBPyConnection, file_id: int, forced: bool) -> int:
