@@ -82,11 +82,10 @@ def publish(settings: Settings) -> Path:
 
     with open_pipeline(settings, need_reference=False, publish_on_exit=False) as pipe:
         published = pipe.publish()
-    if published is None:  # a lake: nothing is copied, and the run's report and feedback read the copy
+    if published is None:  # ``run_inbox`` publishes a DuckDB file only
         raise CdvError(
-            f"the inbox runs and flows write their report from the published copy, which the lake {settings.backend} "
-            "does not have: not supported on a DuckLake yet (the loads themselves are committed)",
-            "read the lake with cdv-etl sql, report or export; run the inbox on a DuckDB file warehouse",
+            f"the lake {settings.backend} has no published copy: its readers attach it (nothing is copied)",
+            "read the lake with cdv-etl sql, report or export",
         )
     return published
 
@@ -434,10 +433,10 @@ def run_inbox(
             with counting:
                 at = done[0]
             outcome, said = process_export(s, path, steps, progress=partial(progress, at, total))
-            report(outcome, said)
+            tell(outcome, said)
             return outcome
 
-        def report(outcome: FileOutcome, said: str) -> None:
+        def tell(outcome: FileOutcome, said: str) -> None:
             with counting:
                 reported.add(id(outcome))
                 done[0] += 1
@@ -449,7 +448,7 @@ def run_inbox(
 
         finishing = steps.fan_out(group, groups, s.writers) if len(groups) > 1 else [group(exports)]
         for outcome in (f for fs in finishing for f in fs if id(f) not in reported):  # loaded elsewhere (a pool)
-            report(
+            tell(
                 outcome,
                 f"{outcome.file_name}: {outcome.status}"
                 + (f", moved to {outcome.moved_to}" if outcome.moved_to else f", {LEFT_IN_INBOX}"),

@@ -13,6 +13,7 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -96,12 +97,13 @@ def pool_fan_out(parameters: dict[str, str | None]) -> inbox.FanOut:
         deployment = os.environ.get("CDV_PARTNER_DEPLOYMENT") or PARTNER_DEPLOYMENT
 
         def hand_out(paths: list[Path]) -> list[inbox.FileOutcome]:
-            run = run_deployment(
+            run = run_deployment(  # (sync: no event loop in this thread)
                 deployment,
                 parameters={**parameters, "paths": [str(p) for p in paths]},
                 timeout=None,
                 poll_interval=POLL_S,
             )
+            assert isinstance(run, FlowRun)
             state = run.state
             if state is not None and state.is_completed():
                 return [inbox.FileOutcome.from_dict(d) for d in state.result()]
