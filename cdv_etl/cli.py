@@ -374,10 +374,12 @@ def run_nightly(s: Settings) -> list[LoadResult]:
             err.print(f"running the nightly flow on the Prefect server {api}: the run shows in its UI")
             from flows.nightly import nightly as nightly_flow
 
+            if s.lake is not None:  # the flow reads it from there: a password never lands in the run's parameters
+                os.environ["CDV_WAREHOUSE"] = s.lake.attach_target
             try:
                 ran = nightly_flow(
                     inbox=str(s.inbox),
-                    warehouse=str(s.warehouse),
+                    warehouse=None if s.lake is not None else str(s.warehouse),
                     archive=str(s.archive_dir),
                     rejected=str(s.rejected_dir),
                 )
@@ -386,6 +388,8 @@ def run_nightly(s: Settings) -> list[LoadResult]:
                 assert exc.run is not None
                 run = exc.run
         else:
+            if s.writers > 1:
+                err.print(f"a DuckLake: up to {s.writers} partners' exports load at once (CDV_PARALLEL_FILES)")
             with progress_bar() as bar:
                 task = bar.add_task("nightly", total=None)
                 run = run_inbox(
