@@ -71,7 +71,7 @@ WarehouseOpt = Annotated[
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")]
 
 
-def settings(warehouse: str | None = None, **changes: Any) -> Settings:
+def settings(warehouse: str | Path | None = None, **changes: Any) -> Settings:
     """The environment's settings with the command's options; a warehouse URL that names no backend fails here."""
     try:
         return Settings.from_env(warehouse).with_(**changes)
@@ -471,9 +471,7 @@ def demo(
     exports = generate_demo_exports(inbox)
     shutil.copyfile(SAMPLE_REFERENCE, inbox / SAMPLE_REFERENCE.name)
     console.print(f"demo inbox [bold]{inbox}[/bold]: {SAMPLE_REFERENCE.name}, {', '.join(p.name for p in exports)}")
-    s = Settings.from_env().with_(
-        warehouse=out / "warehouse" / "cdv.duckdb", inbox=inbox, archive=out / "archive", rejected=out / "rejected"
-    )
+    s = settings(out / "warehouse" / "cdv.duckdb", inbox=inbox, archive=out / "archive", rejected=out / "rejected")
     try:
         results = run_nightly(s)
         print_summary(s)
