@@ -71,7 +71,7 @@ WarehouseOpt = Annotated[
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")]
 
 
-def settings(warehouse: str | None = None, **changes: Any) -> Settings:
+def settings(warehouse: str | Path | None = None, **changes: Any) -> Settings:
     """The environment's settings with the command's options; a warehouse URL that names no backend fails here."""
     try:
         return Settings.from_env(warehouse).with_(**changes)
@@ -232,7 +232,7 @@ def ingest(
     except CdvError as exc:
         fail(exc)
     print_results(results, warehouse)
-    console.print(f"published for analysts: [bold]{s.published_path}[/bold]")
+    print_published(s)
     if any(r.status in NEEDS_ATTENTION for r in results):
         raise typer.Exit(1)
 
@@ -263,7 +263,7 @@ def accept(
             f"stays file {r.after.file_id} ({r.after.file_name}), extracted later"
         )
     console.print(state, markup=False, emoji=False)
-    console.print(f"published for analysts: [bold]{s.published_path}[/bold]")
+    print_published(s)
 
 
 def _query(
@@ -351,6 +351,14 @@ def publish(warehouse: WarehouseOpt = None) -> None:
     except CdvError as exc:
         fail(exc)
     console.print(f"published {path}" if path else f"nothing to publish: readers attach the lake {s.backend} itself")
+
+
+def print_published(s: Settings) -> None:
+    """Where analysts read what a command wrote: the published copy, or the lake itself."""
+    if s.lake is not None:
+        console.print(f"analysts read it in the lake [bold]{s.lake.display}[/bold] (no copy)")
+    else:
+        console.print(f"published for analysts: [bold]{s.published_path}[/bold]")
 
 
 def print_summary(s: Settings) -> None:
@@ -470,9 +478,7 @@ def demo(
     exports = generate_demo_exports(inbox)
     shutil.copyfile(SAMPLE_REFERENCE, inbox / SAMPLE_REFERENCE.name)
     console.print(f"demo inbox [bold]{inbox}[/bold]: {SAMPLE_REFERENCE.name}, {', '.join(p.name for p in exports)}")
-    s = Settings.from_env().with_(
-        warehouse=out / "warehouse" / "cdv.duckdb", inbox=inbox, archive=out / "archive", rejected=out / "rejected"
-    )
+    s = settings(out / "warehouse" / "cdv.duckdb", inbox=inbox, archive=out / "archive", rejected=out / "rejected")
     try:
         results = run_nightly(s)
         print_summary(s)

@@ -244,6 +244,13 @@ def lake_error(lake: DuckLake, exc: duckdb.Error) -> CdvError:
         elif "authentication" in reason or "role" in reason:
             hint = "check user and password in CDV_WAREHOUSE / -w, and the server's pg_hba.conf"
         return CdvError(f"cannot reach the catalog of {where}: {reason}", hint)
+    if "Unique file handle conflict" in text:
+        return CdvError(
+            f"cannot open {where}: this process has its local catalog open already, and a local catalog "
+            "takes one connection at a time, readers included",
+            "close the other connection first; for several readers and writers, put the catalog in PostgreSQL "
+            "(ducklake:postgres:...)",
+        )
     if "creating a new DuckLake is explicitly disabled" in text or (
         "read-only mode" in text and "does not exist" in text
     ):

@@ -44,8 +44,9 @@ def read_only(target: Path | DuckLake) -> Iterator[duckdb.DuckDBPyConnection]:
 
     A DuckDB file: the published copy is replaced by renaming a new file over it, and a
     connection keeps the copy it opened. A lake: the connection's one transaction keeps the
-    snapshot its first query saw. Either way, every query of one command sees one state of
-    the warehouse.
+    snapshot its first query saw (and, as any DuckDB transaction, refuses further queries once
+    one has failed at run time: a command stops at its first error). Either way, every query of
+    one command sees one state of the warehouse.
     """
     if isinstance(target, DuckLake):
         from cdv_etl.load.warehouse import connect, lake_data_path  # `cdv-etl sql` on a file stays light
