@@ -28,6 +28,9 @@ POOL = "cdv-etl-pool-test"
 SUFFIX = "-pool-test"
 """The test's deployments are the project's, renamed: the session's ``cdv-etl serve`` keeps its own."""
 PREFECT = str(Path(sys.executable).parent / "prefect")
+POOL_WAIT_S = 600.0
+"""The longest the test waits for the night's runs: five flow-run processes start on a machine that
+may be busy. A guard against a hang, not a timing."""
 
 
 def test_a_lake_nightly_hands_its_partners_to_two_workers_of_a_work_pool(
@@ -86,7 +89,7 @@ def test_a_lake_nightly_hands_its_partners_to_two_workers_of_a_work_pool(
             "two partners' loads in their transactions at once", two_waiting(pause / "load.ledger.reached"), *workers
         )
         (pause / "load.ledger.go").touch()
-        run = server.wait(nightly, timeout=WAIT_S)
+        run = server.wait(nightly, timeout=POOL_WAIT_S)
     finally:
         (pause / "load.ledger.go").touch()
         for w in workers:

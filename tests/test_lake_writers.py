@@ -172,13 +172,13 @@ def lines(log: Path) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.endswith("}")]
 
 
-def wait_for(what: str, done: object, *procs: subprocess.Popen) -> None:
+def wait_for(what: str, done: object, *procs: subprocess.Popen, within: float = WAIT_S) -> None:
     """Poll ``done()`` (a barrier file, a line in a log) until true; fail if a process it depends on ends."""
-    deadline = time.monotonic() + WAIT_S
+    deadline = time.monotonic() + within
     while not done():  # type: ignore[operator]
         for p in procs:
             assert p.poll() is None, f"waiting for {what}: {p.args} ended with {p.returncode}: {output(p)}"
-        assert time.monotonic() < deadline, f"waited {WAIT_S:.0f} s for {what}"
+        assert time.monotonic() < deadline, f"waited {within:.0f} s for {what}"
         time.sleep(0.02)
 
 

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,8 @@ import duckdb
 from filelock import FileLock, Timeout
 
 from cdv_etl.errors import CdvError, WarehouseBusy
-from cdv_etl.load.backend import Backend, DuckDBFile, DuckLake, is_commit_conflict, mask_secrets
+from cdv_etl.load.backend import Backend, DuckDBFile, DuckLake, mask_secrets
+from cdv_etl.load.transactions import CommitConflict, in_transaction
 from cdv_etl.read.sandbox import extension
 from cdv_etl.specs import PartnerSpec, safe_yaml
 
@@ -310,20 +311,6 @@ def applied_versions(con: duckdb.DuckDBPyConnection) -> dict[int, str]:
     return {int(v): str(c) for v, c in rows}
 
 
-def _transaction(con: duckdb.DuckDBPyConnection, unit: Callable[[], object]) -> None:
-    """``unit`` in one transaction: all of it, or (on any error) none of it."""
-    con.execute("BEGIN TRANSACTION")
-    committing = False
-    try:
-        unit()
-        committing = True
-        con.execute("COMMIT")
-    except BaseException:
-        if not committing:  # a failed COMMIT has ended the transaction: a ROLLBACK would hide why
-            con.execute("ROLLBACK")
-        raise
-
-
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply pending migrations, each in its own transaction, then (re)create the views.
 
@@ -340,9 +327,13 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     for attempt in range(1, tries + 1):
         try:
             return _migrate(con)
-        except duckdb.TransactionException as exc:
-            if not is_commit_conflict(exc) or attempt == tries:
-                raise
+        except CommitConflict as exc:
+            if attempt == tries:
+                raise CdvError(
+                    f"the warehouse's migrations kept conflicting with another process's ({tries} tries); "
+                    "what was applied is whole, the rest was not",
+                    "run cdv-etl init again once the other process is done",
+                ) from exc
             _log.info("migrating: another process changed the warehouse meanwhile (%s); reading it again", exc)
     raise AssertionError("unreachable")  # the last attempt returns or raises
 
@@ -354,16 +345,16 @@ def _migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     if lake and not done:
         baseline = [m for m in migrations() if m.version <= LAKE_BASELINE]
 
-        def start() -> None:
-            con.execute((sql_dir() / "lake" / f"baseline_{LAKE_BASELINE:03d}.sql").read_text(encoding="utf-8"))
+        def start(c: duckdb.DuckDBPyConnection) -> None:
+            c.execute((sql_dir() / "lake" / f"baseline_{LAKE_BASELINE:03d}.sql").read_text(encoding="utf-8"))
             # The baseline is 001-006's tables; their data is 002's INSERTs, which run as they are.
-            con.execute(next(m.sql for m in baseline if m.version == 2))
-            con.executemany(
+            c.execute(next(m.sql for m in baseline if m.version == 2))
+            c.executemany(
                 "INSERT INTO schema_migrations (version, name, checksum) VALUES (?, ?, ?)",
                 [[m.version, m.name, m.checksum] for m in baseline],
             )
 
-        _transaction(con, start)
+        in_transaction(con, start, what="lake's baseline", tries=1)
         applied.append(f"baseline_{LAKE_BASELINE:03d}")
         done = applied_versions(con)
     for m in migrations():
@@ -377,14 +368,14 @@ def _migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
                 )
             continue
 
-        def apply(m: Migration = m) -> None:
-            con.execute(m.sql_for(lake))
-            con.execute(
+        def apply(c: duckdb.DuckDBPyConnection, m: Migration = m) -> None:
+            c.execute(m.sql_for(lake))
+            c.execute(
                 "INSERT INTO schema_migrations (version, name, checksum) VALUES (?, ?, ?)",
                 [m.version, m.name, m.checksum],
             )
 
-        _transaction(con, apply)
+        in_transaction(con, apply, what=f"migration {m.name}", tries=1)
         applied.append(m.name)
     if apply_views(con):
         applied.append("views")
@@ -433,7 +424,7 @@ def apply_views(con: duckdb.DuckDBPyConnection) -> bool:
         con.execute("DELETE FROM schema_views")
         con.execute("INSERT INTO schema_views (checksum) VALUES (?)", [checksum])
 
-    _transaction(con, apply)
+    in_transaction(con, lambda _: apply(), what="views", tries=1)
     return True
 
 
@@ -445,7 +436,6 @@ def sync_partners(con: duckdb.DuckDBPyConnection, specs: dict[str, PartnerSpec])
     writers adding the same partner at once conflict and the second finds it there. Nothing is
     written when no partner is missing."""
     from cdv_etl.load.claims import serialise
-    from cdv_etl.load.transactions import in_transaction
 
     rows = [(s.partner, s.name) for s in specs.values()]
     known = {str(r[0]) for r in con.execute("SELECT partner FROM partners").fetchall()}
