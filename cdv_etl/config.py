@@ -62,6 +62,9 @@ class Settings:
     published: Path | None = None
     """Read-only copy for analysts (``CDV_PUBLISHED``); default: ``<warehouse>.published.duckdb``
     beside the warehouse."""
+    reports: Path | None = None
+    """The steering committee's HTML reports and the feedback workbooks (``CDV_REPORTS``); default:
+    ``reports/`` beside the warehouse file (on a lake, ``warehouse/reports`` under the working folder)."""
     inbox: Path = field(default_factory=lambda: Path("inbox"))
     """Where partners' exports arrive (``CDV_INBOX``)."""
     archive: Path | None = None
@@ -104,6 +107,7 @@ class Settings:
             warehouse=backend.path if isinstance(backend, DuckDBFile) else DEFAULT_WAREHOUSE,
             lake=backend if isinstance(backend, DuckLake) else None,
             published=opt("CDV_PUBLISHED"),
+            reports=opt("CDV_REPORTS"),
             inbox=_env_path("CDV_INBOX", Path("inbox")),
             archive=opt("CDV_ARCHIVE"),
             rejected=opt("CDV_REJECTED"),

@@ -343,8 +343,8 @@ def published_is_stale(settings: Settings) -> bool:
 
 
 def reports_dir(settings: Settings) -> Path:
-    """Where the steering committee's HTML reports go: ``reports/`` beside the warehouse."""
-    return settings.warehouse.parent / "reports"
+    """Where the steering committee's HTML reports go: ``CDV_REPORTS``, or ``reports/`` beside the warehouse."""
+    return settings.reports or settings.warehouse.parent / "reports"
 
 
 def write_report(published: Path | DuckLake, folder: Path) -> Path | None:
