@@ -27,13 +27,14 @@ from cdv_etl.load.claims import SPEC_REJECTIONS, Claim, Decision, claim_new, cla
 from cdv_etl.load.loader import (
     AcceptResult,
     LoadResult,
+    ReferenceChanged,
     accept_export,
     load_export,
     record_rejected,
     write_duplicate,
     write_rejected,
 )
-from cdv_etl.load.reference import ReferenceResult, load_reference, reference_codes
+from cdv_etl.load.reference import ReferenceResult, current_reference, load_reference, reference_codes
 from cdv_etl.load.transactions import in_transaction
 from cdv_etl.load.warehouse import connect, migrate, sync_partners, writer_lock
 from cdv_etl.publish.snapshot import is_stale, publish
@@ -109,6 +110,9 @@ def _warmed_up() -> None:
 
 Progress = Callable[[str], None]
 """Called with a short description of each step (for progress bars and artifacts)."""
+
+REVALIDATIONS = 3
+"""How many times a file is validated when other writers keep changing the reference meanwhile."""
 
 
 def read_and_validate(
@@ -360,7 +364,28 @@ class Pipeline:
         step: Progress,
         today: date,
     ) -> LoadResult:
-        """Read and validate a claimed file in the reader sandbox, then load it (or record its rejection)."""
+        """Read and validate a claimed file in the reader sandbox, then load it (or record its rejection).
+
+        Validated again when another writer changed the reference meanwhile (its rows must be judged
+        against the current list of communes)."""
+        for _ in range(REVALIDATIONS - 1):
+            with suppress(ReferenceChanged):
+                return self._read_and_load_once(path, sha, stat, spec, claim, force, step, today)
+            step(f"{path.name}: the reference changed meanwhile, validating again")
+        return self._read_and_load_once(path, sha, stat, spec, claim, force, step, today)
+
+    def _read_and_load_once(
+        self,
+        path: Path,
+        sha: str,
+        stat: FileStat,
+        spec: PartnerSpec,
+        claim: Claim,
+        force: bool,
+        step: Progress,
+        today: date,
+    ) -> LoadResult:
+        reference = current_reference(self.con)  # before its codes: a change in between is seen at the load
         with tempfile.TemporaryDirectory(prefix="cdv-") as tmp:
             reader = reader_connection(
                 path, Path(tmp), share_of(self.settings.memory_limit, READER_SHARE), excel=spec.format.type == "xlsx"
@@ -388,6 +413,7 @@ class Pipeline:
                 outputs=outputs,
                 stat=stat,
                 forced=force,
+                reference_load_id=reference,
             )
             self.changed = True
             return result
