@@ -71,7 +71,7 @@ WarehouseOpt = Annotated[
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")]
 
 
-def settings(warehouse: str | None = None, **changes: Any) -> Settings:
+def settings(warehouse: str | Path | None = None, **changes: Any) -> Settings:
     """The environment's settings with the command's options; a warehouse URL that names no backend fails here."""
     try:
         return Settings.from_env(warehouse).with_(**changes)
@@ -108,11 +108,11 @@ def init(warehouse: WarehouseOpt = None) -> None:
 
     s = settings(warehouse)
     try:
-        applied = init_warehouse(s.warehouse, load_specs(s.specs_dir), timeout_s=s.lock_timeout_s)
+        applied = init_warehouse(s.backend, load_specs(s.specs_dir), timeout_s=s.lock_timeout_s)
     except CdvError as exc:
         fail(exc)
     done = ", ".join(applied) if applied else "nothing to do: already up to date"
-    console.print(f"warehouse [bold]{s.warehouse}[/bold]: {done}")
+    console.print(f"warehouse [bold]{s.backend.display}[/bold]: {done}")
 
 
 @reference_app.command("load")
@@ -232,7 +232,7 @@ def ingest(
     except CdvError as exc:
         fail(exc)
     print_results(results, warehouse)
-    console.print(f"published for analysts: [bold]{s.published_path}[/bold]")
+    print_published(s)
     if any(r.status in NEEDS_ATTENTION for r in results):
         raise typer.Exit(1)
 
@@ -263,7 +263,7 @@ def accept(
             f"stays file {r.after.file_id} ({r.after.file_name}), extracted later"
         )
     console.print(state, markup=False, emoji=False)
-    console.print(f"published for analysts: [bold]{s.published_path}[/bold]")
+    print_published(s)
 
 
 def _query(
@@ -271,7 +271,7 @@ def _query(
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
     from cdv_etl.publish.reader import query, read_only
 
-    with read_only(s.warehouse if live else s.published_path) as con:
+    with read_only(s.read_target(live)) as con:
         return query(con, sql, params)
 
 
@@ -350,7 +350,15 @@ def publish(warehouse: WarehouseOpt = None) -> None:
             path = pipe.publish()
     except CdvError as exc:
         fail(exc)
-    console.print(f"published {path}")
+    console.print(f"published {path}" if path else f"nothing to publish: readers attach the lake {s.backend} itself")
+
+
+def print_published(s: Settings) -> None:
+    """Where analysts read what a command wrote: the published copy, or the lake itself."""
+    if s.lake is not None:
+        console.print(f"analysts read it in the lake [bold]{s.lake.display}[/bold] (no copy)")
+    else:
+        console.print(f"published for analysts: [bold]{s.published_path}[/bold]")
 
 
 def print_summary(s: Settings) -> None:
@@ -463,9 +471,7 @@ def demo(
     exports = generate_demo_exports(inbox)
     shutil.copyfile(SAMPLE_REFERENCE, inbox / SAMPLE_REFERENCE.name)
     console.print(f"demo inbox [bold]{inbox}[/bold]: {SAMPLE_REFERENCE.name}, {', '.join(p.name for p in exports)}")
-    s = Settings.from_env().with_(
-        warehouse=out / "warehouse" / "cdv.duckdb", inbox=inbox, archive=out / "archive", rejected=out / "rejected"
-    )
+    s = settings(out / "warehouse" / "cdv.duckdb", inbox=inbox, archive=out / "archive", rejected=out / "rejected")
     try:
         results = run_nightly(s)
         print_summary(s)

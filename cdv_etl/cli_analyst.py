@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from cdv_etl.errors import CdvError
+from cdv_etl.load.backend import DuckLake
 
 WarehouseOpt = Annotated[
     str | None,
@@ -30,11 +31,10 @@ LiveOpt = Annotated[
 ]
 
 
-def _source(warehouse: str | None, live: bool) -> Path:
+def _source(warehouse: str | None, live: bool) -> Path | DuckLake:
     from cdv_etl.cli import settings
 
-    s = settings(warehouse)
-    return s.warehouse if live else s.published_path
+    return settings(warehouse).read_target(live)
 
 
 def changes(

@@ -29,7 +29,8 @@ class Settings:
     """Where things live and the limits the pipeline works within."""
 
     warehouse: Path = field(default_factory=lambda: DEFAULT_WAREHOUSE)
-    """The writable warehouse when it is a DuckDB file (``CDV_WAREHOUSE``, the default)."""
+    """The writable warehouse when it is a DuckDB file (``CDV_WAREHOUSE``, the default). With a lake,
+    it only places what stays local beside it (the reports folder)."""
     lake: DuckLake | None = None
     """The DuckLake ``CDV_WAREHOUSE`` names instead (``ducklake:...``), with its data path
     (``CDV_DATA_PATH``); ``None`` for the DuckDB file. ``backend`` is whichever of the two is used."""
@@ -101,6 +102,13 @@ class Settings:
         """Where the lake's Parquet files go (``CDV_DATA_PATH``); ``None`` for a DuckDB file, or a lake that
         keeps the data path recorded in its catalog."""
         return self.lake.data_path if self.lake is not None else None
+
+    def read_target(self, live: bool = False) -> Path | DuckLake:
+        """What the analysts' commands read: a lake itself (attached read-only: no copy, never blocked),
+        else the published copy of the DuckDB file (``live``: the file itself)."""
+        if self.lake is not None:
+            return self.lake
+        return self.warehouse if live else self.published_path
 
     @property
     def published_path(self) -> Path:

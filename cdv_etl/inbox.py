@@ -76,7 +76,14 @@ def publish(settings: Settings) -> Path:
     from cdv_etl.pipeline import open_pipeline
 
     with open_pipeline(settings, need_reference=False, publish_on_exit=False) as pipe:
-        return pipe.publish()
+        published = pipe.publish()
+    if published is None:  # a lake: nothing is copied, and the run's report and feedback read the copy
+        raise CdvError(
+            f"the inbox runs and flows write their report from the published copy, which the lake {settings.backend} "
+            "does not have: not supported on a DuckLake yet (the loads themselves are committed)",
+            "read the lake with cdv-etl sql, report or export; run the inbox on a DuckDB file warehouse",
+        )
+    return published
 
 
 def _free_name(target: Path) -> Path:

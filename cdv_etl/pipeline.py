@@ -515,7 +515,7 @@ class Pipeline:
         return result
 
     # -- publish -----------------------------------------------------------------------
-    def publish(self) -> Path:
+    def publish(self) -> Path | None:
         return publish(self.con, self.settings.warehouse, self.settings.published_path)
 
 

@@ -145,3 +145,15 @@ def test_a_local_lake_opens_without_postgresql(tmp_path: Path) -> None:
     finally:
         con.close()
     assert (tmp_path / "cat" / "acv.ducklake").is_file()
+
+
+def test_a_local_lake_takes_one_connection_at_a_time(tmp_path: Path) -> None:
+    lake = parse_warehouse(f"ducklake:{tmp_path / 'acv.ducklake'}")
+    writer = connect(lake)
+    try:
+        with pytest.raises(CdvError, match="one connection at a time") as info:
+            connect(lake, read_only=True, timeout_s=0)
+        assert "ducklake:postgres:" in str(info.value)
+    finally:
+        writer.close()
+    connect(lake, read_only=True).close()  # free again

@@ -74,8 +74,9 @@ def test_every_public_view_and_column_is_commented(pipe: Pipeline) -> None:
     for view in PUBLIC_VIEWS:
         assert views.get(view), f"view {view} has no comment"
     missing = pipe.con.execute(
-        "SELECT table_name || '.' || column_name FROM duckdb_columns() "
-        "WHERE table_name IN (SELECT unnest(?)) AND (comment IS NULL OR comment = '')",
+        "SELECT c.table_name || '.' || c.column_name FROM duckdb_columns() AS c "
+        "LEFT JOIN schema_docs AS d ON d.kind = 'column' AND d.name = c.table_name AND d.column_name = c.column_name "
+        "WHERE c.table_name IN (SELECT unnest(?)) AND (d.comment IS NULL OR d.comment = '')",
         [list(PUBLIC_VIEWS)],
     ).fetchall()
     assert missing == []

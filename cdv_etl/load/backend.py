@@ -91,6 +91,9 @@ class DuckDBFile:
     def display(self) -> str:
         return str(self.path)
 
+    def __str__(self) -> str:
+        return self.display
+
 
 @dataclass(frozen=True)
 class DuckLake:
@@ -109,6 +112,12 @@ class DuckLake:
             )
             return f"ducklake:postgres:{shown}"
         return f"ducklake:{self.target}"
+
+    def __str__(self) -> str:
+        return self.display
+
+    def __repr__(self) -> str:  # tracebacks and logs show Settings: never the password
+        return f"DuckLake({self.display!r}, data_path={self.data_path!r})"
 
     @property
     def attach_target(self) -> str:

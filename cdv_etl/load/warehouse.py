@@ -1,4 +1,9 @@
-"""The DuckDB warehouse: opening it (one writer at a time), migrating it, its views."""
+"""The warehouse: opening it (a DuckDB file, one writer at a time, or a DuckLake), migrating it, its views.
+
+Both backends keep one SQL interface: the same tables, columns, views, macros and docs (the
+DuckLake tests compare them). What a lake lacks (keys, CHECK, sequences, comments on view
+columns and macros) is replaced by the same means on both, or by a ``warehouse/lake/`` variant.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +20,9 @@ import duckdb
 from filelock import FileLock, Timeout
 
 from cdv_etl.errors import CdvError, WarehouseBusy
-from cdv_etl.load.backend import Backend, DuckDBFile, DuckLake, mask_secrets
+from cdv_etl.load.backend import Backend, DuckDBFile, DuckLake, is_commit_conflict, mask_secrets
 from cdv_etl.read.sandbox import extension
 from cdv_etl.specs import PartnerSpec, safe_yaml
-from cdv_etl.sql import quote_ident as _quote_ident
 
 _log = logging.getLogger("cdv_etl")
 
@@ -51,22 +55,35 @@ def sql_dir() -> Path:
     return repo if (repo / "migrations").is_dir() else here / "_sql"
 
 
+LAKE_BASELINE = 6
+"""A DuckLake starts at this migration in one step: 001-006 use PRIMARY KEY, CHECK and sequences,
+which DuckLake lacks, so ``warehouse/lake/baseline_006.sql`` creates their tables instead."""
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
     name: str
     sql: str
+    lake_sql: str | None = None
+    """``warehouse/lake/<name>.sql``: the same change for a DuckLake, when ``sql`` uses what a lake lacks."""
 
     @property
     def checksum(self) -> str:
+        """Of ``sql``, the migration's own file: recorded on either backend, so both keep one history."""
         return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    def sql_for(self, lake: bool) -> str:
+        return self.lake_sql if lake and self.lake_sql is not None else self.sql
 
 
 def migrations() -> list[Migration]:
     found = []
     for path in sorted((sql_dir() / "migrations").glob("[0-9][0-9][0-9]_*.sql")):
         version = int(path.name[:3])
-        found.append(Migration(version, path.stem, path.read_text(encoding="utf-8")))
+        variant = sql_dir() / "lake" / path.name
+        lake_sql = variant.read_text(encoding="utf-8") if variant.is_file() else None
+        found.append(Migration(version, path.stem, path.read_text(encoding="utf-8"), lake_sql))
     return found
 
 
@@ -80,11 +97,6 @@ def _column_docs() -> dict[str, str]:
         path = sql_dir() / "columns.yaml"
     data = safe_yaml(path.read_text(encoding="utf-8"))
     return {str(k): str(v) for k, v in data.items()}
-
-
-def _sql_literal(text: str) -> str:
-    # COMMENT ON takes no parameters; the text comes from the project's own columns.yaml.
-    return "'" + text.replace("'", "''") + "'"
 
 
 @contextmanager
@@ -232,6 +244,13 @@ def lake_error(lake: DuckLake, exc: duckdb.Error) -> CdvError:
         elif "authentication" in reason or "role" in reason:
             hint = "check user and password in CDV_WAREHOUSE / -w, and the server's pg_hba.conf"
         return CdvError(f"cannot reach the catalog of {where}: {reason}", hint)
+    if "Unique file handle conflict" in text:
+        return CdvError(
+            f"cannot open {where}: this process has its local catalog open already, and a local catalog "
+            "takes one connection at a time, readers included",
+            "close the other connection first; for several readers and writers, put the catalog in PostgreSQL "
+            "(ducklake:postgres:...)",
+        )
     if "creating a new DuckLake is explicitly disabled" in text or (
         "read-only mode" in text and "does not exist" in text
     ):
@@ -255,6 +274,14 @@ def lake_error(lake: DuckLake, exc: duckdb.Error) -> CdvError:
     )
 
 
+def lake_data_path(con: duckdb.DuckDBPyConnection) -> str:
+    """Where the attached lake keeps its data files, as its catalog records it."""
+    row = con.execute("SELECT value FROM ducklake_options(?) WHERE option_name = 'data_path'", [LAKE]).fetchone()
+    if not row:
+        raise CdvError(f"the lake attached as {LAKE} records no data path", "is it a DuckLake made by cdv-etl init?")
+    return str(row[0])
+
+
 def is_lake(con: duckdb.DuckDBPyConnection) -> bool:
     """Whether ``con``'s default catalog is a DuckLake (rather than a DuckDB file)."""
     row = con.execute("SELECT type FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
@@ -263,9 +290,9 @@ def is_lake(con: duckdb.DuckDBPyConnection) -> bool:
 
 @contextmanager
 def open_warehouse(
-    path: Path, *, timeout_s: float = 60.0, memory_limit: str | None = None
+    target: Path | Backend, *, timeout_s: float = 60.0, memory_limit: str | None = None
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    con = connect(path, timeout_s=timeout_s, memory_limit=memory_limit)
+    con = connect(target, timeout_s=timeout_s, memory_limit=memory_limit)
     try:
         yield con
     finally:
@@ -273,13 +300,28 @@ def open_warehouse(
 
 
 def applied_versions(con: duckdb.DuckDBPyConnection) -> dict[int, str]:
+    key = " NOT NULL" if is_lake(con) else " PRIMARY KEY"  # DuckLake has no keys
     con.execute(
-        """CREATE TABLE IF NOT EXISTS schema_migrations (
-               version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,
+        f"""CREATE TABLE IF NOT EXISTS schema_migrations (
+               version INTEGER{key}, name VARCHAR NOT NULL,
                checksum VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)"""
     )
     rows = con.execute("SELECT version, checksum FROM schema_migrations").fetchall()
     return {int(v): str(c) for v, c in rows}
+
+
+def _transaction(con: duckdb.DuckDBPyConnection, unit: Callable[[], object]) -> None:
+    """``unit`` in one transaction: all of it, or (on any error) none of it."""
+    con.execute("BEGIN TRANSACTION")
+    committing = False
+    try:
+        unit()
+        committing = True
+        con.execute("COMMIT")
+    except BaseException:
+        if not committing:  # a failed COMMIT has ended the transaction: a ROLLBACK would hide why
+            con.execute("ROLLBACK")
+        raise
 
 
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -288,9 +330,42 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     Idempotent: a warehouse that is up to date is left untouched. Returns what was applied.
     An applied migration whose file has changed since is refused: it would no longer describe
     the warehouse it built.
+
+    On a DuckLake, a new warehouse starts from ``warehouse/lake/baseline_006.sql`` (then the
+    reference data of 002), recorded as migrations 1-6 with their own files' checksums; a
+    migration that has a ``warehouse/lake/`` variant runs that. Two processes migrating one lake
+    at once conflict at commit: the loser reads what the winner applied and goes on from there.
     """
+    tries = 5
+    for attempt in range(1, tries + 1):
+        try:
+            return _migrate(con)
+        except duckdb.TransactionException as exc:
+            if not is_commit_conflict(exc) or attempt == tries:
+                raise
+            _log.info("migrating: another process changed the warehouse meanwhile (%s); reading it again", exc)
+    raise AssertionError("unreachable")  # the last attempt returns or raises
+
+
+def _migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
+    lake = is_lake(con)
     done = applied_versions(con)
     applied: list[str] = []
+    if lake and not done:
+        baseline = [m for m in migrations() if m.version <= LAKE_BASELINE]
+
+        def start() -> None:
+            con.execute((sql_dir() / "lake" / f"baseline_{LAKE_BASELINE:03d}.sql").read_text(encoding="utf-8"))
+            # The baseline is 001-006's tables; their data is 002's INSERTs, which run as they are.
+            con.execute(next(m.sql for m in baseline if m.version == 2))
+            con.executemany(
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES (?, ?, ?)",
+                [[m.version, m.name, m.checksum] for m in baseline],
+            )
+
+        _transaction(con, start)
+        applied.append(f"baseline_{LAKE_BASELINE:03d}")
+        done = applied_versions(con)
     for m in migrations():
         if m.version in done:
             if done[m.version] != m.checksum:
@@ -301,17 +376,15 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
                     "and put the change in a new migration",
                 )
             continue
-        con.execute("BEGIN TRANSACTION")
-        try:
-            con.execute(m.sql)
+
+        def apply(m: Migration = m) -> None:
+            con.execute(m.sql_for(lake))
             con.execute(
                 "INSERT INTO schema_migrations (version, name, checksum) VALUES (?, ?, ?)",
                 [m.version, m.name, m.checksum],
             )
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
+
+        _transaction(con, apply)
         applied.append(m.name)
     if apply_views(con):
         applied.append("views")
@@ -319,7 +392,12 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def apply_views(con: duckdb.DuckDBPyConnection) -> bool:
-    """(Re)create the public views and their comments when their SQL or docs changed."""
+    """(Re)create the public views and their docs when their SQL or docs changed.
+
+    A view's own comment is ``COMMENT ON VIEW`` (in its SQL). The docs of the views' columns
+    (``columns.yaml``) and of the table macros (their SQL inserts them) go to ``schema_docs``,
+    on either backend: DuckLake refuses ``COMMENT ON COLUMN`` of a view and ``COMMENT ON MACRO``.
+    """
     views_sql = _views_sql()
     docs = _column_docs()
     checksum = hashlib.sha256((views_sql + repr(sorted(docs.items()))).encode()).hexdigest()
@@ -327,27 +405,35 @@ def apply_views(con: duckdb.DuckDBPyConnection) -> bool:
         "CREATE TABLE IF NOT EXISTS schema_views (checksum VARCHAR NOT NULL, "
         "applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)"
     )
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_docs ("
+        "kind VARCHAR NOT NULL, "  # 'column' (of a public view) or 'macro' (a table macro)
+        "name VARCHAR NOT NULL, "  # the view or the macro
+        "column_name VARCHAR, "  # the view's column; NULL for a macro
+        "comment VARCHAR NOT NULL)"
+    )
     current = con.execute("SELECT checksum FROM schema_views").fetchone()
     if current and current[0] == checksum:
         return False
-    con.execute("BEGIN TRANSACTION")
-    try:
+
+    def apply() -> None:
+        con.execute("DELETE FROM schema_docs")
         con.execute(views_sql)
         cols = con.execute(
             "SELECT table_name, column_name FROM duckdb_columns() "
-            "WHERE schema_name = 'main' AND table_name IN (SELECT unnest(?))",
+            "WHERE database_name = current_database() AND schema_name = 'main' "
+            "AND table_name IN (SELECT unnest(?)) ORDER BY table_name, column_index",
             [list(PUBLIC_VIEWS)],
         ).fetchall()
-        for view, column in cols:
-            doc = docs.get(f"{view}.{column}") or docs.get(column)
-            if doc:
-                con.execute(f"COMMENT ON COLUMN {_quote_ident(view)}.{_quote_ident(column)} IS {_sql_literal(doc)}")
+        rows = [[v, c, docs.get(f"{v}.{c}") or docs.get(c)] for v, c in cols]
+        con.executemany(
+            "INSERT INTO schema_docs (kind, name, column_name, comment) VALUES ('column', ?, ?, ?)",
+            [r for r in rows if r[2]],
+        )
         con.execute("DELETE FROM schema_views")
         con.execute("INSERT INTO schema_views (checksum) VALUES (?)", [checksum])
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+
+    _transaction(con, apply)
     return True
 
 
@@ -378,9 +464,11 @@ def sync_partners(con: duckdb.DuckDBPyConnection, specs: dict[str, PartnerSpec])
     in_transaction(con, unit, what="addition of the new partners")
 
 
-def init_warehouse(path: Path, specs: dict[str, PartnerSpec], *, timeout_s: float = 60.0) -> list[str]:
-    with open_warehouse(path, timeout_s=timeout_s) as con:
+def init_warehouse(target: Path | Backend, specs: dict[str, PartnerSpec], *, timeout_s: float = 60.0) -> list[str]:
+    """Create or upgrade the warehouse; a DuckDB file is then checkpointed (a lake needs no such step)."""
+    with open_warehouse(target, timeout_s=timeout_s) as con:
         applied = migrate(con)
         sync_partners(con, specs)
-        con.execute("CHECKPOINT")
+        if not is_lake(con):
+            con.execute("CHECKPOINT")
         return applied

@@ -1,7 +1,10 @@
--- PROTOTYPE (issue 12): the warehouse as migrations 001-006 leave it, for a DuckLake catalog.
+-- The warehouse as migrations 001-006 leave it, for a DuckLake catalog, where they cannot run.
 -- DuckLake has no PRIMARY KEY, UNIQUE, CHECK, sequences or indexes: the keys are kept by the
 -- loader, file and reference-load ids from id_counters (migration 009). Same tables, same
 -- columns in the same order and types as a DuckDB-file warehouse at version 006.
+-- migrate() runs this file, then 002_reference_data.sql itself (its INSERTs are portable), and
+-- records versions 1-6 with the checksums of their own files; tests/test_lake_sql.py compares
+-- the result with a DuckDB file's.
 
 CREATE TABLE axes (
     axis        TINYINT NOT NULL,
