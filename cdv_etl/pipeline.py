@@ -241,6 +241,8 @@ class Pipeline:
         if decision.action == "already":  # nothing new: no write at all
             assert decision.file_id is not None
             return self._already(path, decision.file_id)
+        if decision.action == "busy":
+            raise self._being_loaded(path, decision)
         claim = self._claim(path, sha, stat, spec, force)
         if isinstance(claim, LoadResult):
             return claim
@@ -315,12 +317,7 @@ class Pipeline:
             assert decision.file_id is not None
             return self._already(path, decision.file_id)
         if decision.action == "busy":
-            assert decision.in_flight is not None
-            raise BeingLoaded(
-                f"{path.name}: the same bytes are being loaded by another writer, as "
-                f"{decision.in_flight.describe()}; nothing changed",
-                "ingest it again once that load is done: it is then recorded as a duplicate",
-            )
+            raise self._being_loaded(path, decision)
         assert claim is not None
         self.changed = self.changed or decision.action == "duplicate" or rejection is not None
         if decision.action == "duplicate":
@@ -329,6 +326,14 @@ class Pipeline:
             return self._rejected(path, partner, claim.file_id, rejection)
         checkpoint("claimed")
         return claim
+
+    def _being_loaded(self, path: Path, decision: Decision) -> BeingLoaded:
+        assert decision.in_flight is not None
+        return BeingLoaded(
+            f"{path.name}: the same bytes are being loaded by another writer, as "
+            f"{decision.in_flight.describe()}; nothing changed",
+            "ingest it again once that load is done: it is then recorded as a duplicate",
+        )
 
     def _spec_rejection(self, path: Path, spec: PartnerSpec | BrokenSpec | None) -> FileRejected | None:
         """Why the specs refuse the file unread, if they do."""
