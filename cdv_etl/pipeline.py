@@ -27,13 +27,14 @@ from cdv_etl.load.claims import SPEC_REJECTIONS, Claim, Decision, claim_new, cla
 from cdv_etl.load.loader import (
     AcceptResult,
     LoadResult,
+    ReferenceChanged,
     accept_export,
     load_export,
     record_rejected,
     write_duplicate,
     write_rejected,
 )
-from cdv_etl.load.reference import ReferenceResult, load_reference, reference_codes
+from cdv_etl.load.reference import ReferenceResult, current_reference, load_reference, reference_codes
 from cdv_etl.load.transactions import in_transaction
 from cdv_etl.load.warehouse import connect, migrate, sync_partners, writer_lock
 from cdv_etl.publish.snapshot import is_stale, publish
@@ -109,6 +110,9 @@ def _warmed_up() -> None:
 
 Progress = Callable[[str], None]
 """Called with a short description of each step (for progress bars and artifacts)."""
+
+REVALIDATIONS = 3
+"""How many times a file is validated when other writers keep changing the reference meanwhile."""
 
 
 def read_and_validate(
@@ -237,6 +241,8 @@ class Pipeline:
         if decision.action == "already":  # nothing new: no write at all
             assert decision.file_id is not None
             return self._already(path, decision.file_id)
+        if decision.action == "busy":
+            raise self._being_loaded(path, decision)
         claim = self._claim(path, sha, stat, spec, force)
         if isinstance(claim, LoadResult):
             return claim
@@ -311,12 +317,7 @@ class Pipeline:
             assert decision.file_id is not None
             return self._already(path, decision.file_id)
         if decision.action == "busy":
-            assert decision.in_flight is not None
-            raise BeingLoaded(
-                f"{path.name}: the same bytes are being loaded by another writer, as "
-                f"{decision.in_flight.describe()}; nothing changed",
-                "ingest it again once that load is done: it is then recorded as a duplicate",
-            )
+            raise self._being_loaded(path, decision)
         assert claim is not None
         self.changed = self.changed or decision.action == "duplicate" or rejection is not None
         if decision.action == "duplicate":
@@ -325,6 +326,14 @@ class Pipeline:
             return self._rejected(path, partner, claim.file_id, rejection)
         checkpoint("claimed")
         return claim
+
+    def _being_loaded(self, path: Path, decision: Decision) -> BeingLoaded:
+        assert decision.in_flight is not None
+        return BeingLoaded(
+            f"{path.name}: the same bytes are being loaded by another writer, as "
+            f"{decision.in_flight.describe()}; nothing changed",
+            "ingest it again once that load is done: it is then recorded as a duplicate",
+        )
 
     def _spec_rejection(self, path: Path, spec: PartnerSpec | BrokenSpec | None) -> FileRejected | None:
         """Why the specs refuse the file unread, if they do."""
@@ -360,7 +369,28 @@ class Pipeline:
         step: Progress,
         today: date,
     ) -> LoadResult:
-        """Read and validate a claimed file in the reader sandbox, then load it (or record its rejection)."""
+        """Read and validate a claimed file in the reader sandbox, then load it (or record its rejection).
+
+        Validated again when another writer changed the reference meanwhile (its rows must be judged
+        against the current list of communes)."""
+        for _ in range(REVALIDATIONS - 1):
+            with suppress(ReferenceChanged):
+                return self._read_and_load_once(path, sha, stat, spec, claim, force, step, today)
+            step(f"{path.name}: the reference changed meanwhile, validating again")
+        return self._read_and_load_once(path, sha, stat, spec, claim, force, step, today)
+
+    def _read_and_load_once(
+        self,
+        path: Path,
+        sha: str,
+        stat: FileStat,
+        spec: PartnerSpec,
+        claim: Claim,
+        force: bool,
+        step: Progress,
+        today: date,
+    ) -> LoadResult:
+        reference = current_reference(self.con)  # before its codes: a change in between is seen at the load
         with tempfile.TemporaryDirectory(prefix="cdv-") as tmp:
             reader = reader_connection(
                 path, Path(tmp), share_of(self.settings.memory_limit, READER_SHARE), excel=spec.format.type == "xlsx"
@@ -388,6 +418,7 @@ class Pipeline:
                 outputs=outputs,
                 stat=stat,
                 forced=force,
+                reference_load_id=reference,
             )
             self.changed = True
             return result

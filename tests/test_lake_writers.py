@@ -317,3 +317,32 @@ def test_kill_minus_nine_in_mid_load_leaves_the_lake_whole(
         assert committed_state(con) == (sorted([exports["anah"].name, exports["al"].name]), [])
         assert con.execute("SELECT count(*) FROM file_claims WHERE claimed_by = ?", [dead[0]]).fetchone() == (0,)
         assert again.file_id == first.file_id + 2  # the dead claim's id is not used again
+
+
+def test_a_reference_changed_by_another_writer_meanwhile_is_validated_against(
+    lake: tuple[Settings, str, dict[str, Path]], tmp_path: Path
+) -> None:
+    """Writer A has validated its export against the sample reference and stops before its load;
+    another writer makes a reference of two communes current. A validates again and loads its
+    rows against that one: none of its loaded rows is of a commune outside it."""
+    settings, url, exports = lake
+    pause = tmp_path / "pause-a"
+    a = writer(url, exports["al"], tmp_path, "validated", pause)
+    wait_for("writer A validated", (pause / "validated.reached").exists, a)
+    smaller = tmp_path / "acv_communes_sample_2024-10.csv"
+    smaller.write_text(
+        "\n".join(SAMPLE_REFERENCE.read_text(encoding="utf-8").splitlines()[:3]) + "\n", encoding="utf-8"
+    )
+    with open_pipeline(settings, need_reference=False) as pipe:
+        assert pipe.load_reference(smaller).changed
+    (pause / "validated.go").touch()
+    rc, out = finished(a)
+    assert rc == 0, out
+    with connect(settings.backend, read_only=True) as con:
+        outside, moved = con.execute(
+            """SELECT count(*) FILTER (WHERE insee_code NOT IN (SELECT insee_code FROM communes)),
+                      (SELECT count(*) FROM quarantine WHERE rule = 'commune_not_acv')
+               FROM engagement_rows"""
+        ).fetchone()
+        assert committed_state(con)[1] == []
+    assert outside == 0 and moved > 0

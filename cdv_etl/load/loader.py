@@ -160,6 +160,10 @@ def _drop_old_row(con: duckdb.DuckDBPyConnection, file_id: int, forced: bool) ->
     return (int(row[0]) if row else 0) + int(forced)
 
 
+class ReferenceChanged(CdvError):
+    """The reference of ACV communes changed (another writer) after the file was validated against it."""
+
+
 class ClaimLost(CdvError):
     """A load whose claim another writer took over (its lease had expired): nothing was written."""
 
@@ -333,6 +337,7 @@ def load_export(
     outputs: Outputs,
     stat: FileStat | None = None,
     forced: bool = True,
+    reference_load_id: int | None = None,
 ) -> LoadResult:
     """Write one validated, claimed file: its quarantine, its rows, then its ledger row — in one
     transaction that only inserts, so that loads of other files never conflict with it; retried
@@ -341,6 +346,8 @@ def load_export(
 
     ``claim.replaces``: the ledger row written again in place, its old rows deleted first
     (``forced``: with --force); that transaction conflicts with any concurrent load, and is retried.
+    ``reference_load_id``: the reference the file was validated against; ``ReferenceChanged`` (nothing
+    written) when another is current by then.
     """
     con.register("out_failures", outputs.failures)
     con.register("out_quarantined", outputs.quarantined)
@@ -359,6 +366,7 @@ def load_export(
                 outputs=outputs,
                 stat=stat,
                 forced=forced,
+                reference_load_id=reference_load_id,
             ),
             what=f"load of {path.name}",
         )
@@ -382,10 +390,17 @@ def _load(
     outputs: Outputs,
     stat: FileStat | None,
     forced: bool,
+    reference_load_id: int | None,
 ) -> LoadResult:
     """``load_export``'s transaction (its caller begins and commits it)."""
+    from cdv_etl.load.reference import current_reference
     from cdv_etl.validate.outputs import ENGAGEMENT_COLUMNS, QUARANTINE_RECORD_COLUMNS
 
+    if reference_load_id is not None and current_reference(con) != reference_load_id:
+        raise ReferenceChanged(
+            f"{path.name}: the reference of ACV communes changed while the file was validated; nothing was written",
+            "ingest the file again: it is validated against the new reference",
+        )
     file_id = claim.file_id
     compared = _stock_before(con, spec.partner, extraction_date, file_id if claim.replaces else None)
     reloads = _drop_old_row(con, file_id, forced) if claim.replaces else 0

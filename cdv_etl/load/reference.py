@@ -408,5 +408,12 @@ def _change_reference(
     )
 
 
+def current_reference(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The current reference's load id (None before the first): a load checks that the reference
+    it validated against is still current when it commits."""
+    row = con.execute("SELECT max(reference_load_id) FROM reference_loads").fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
 def reference_codes(con: duckdb.DuckDBPyConnection) -> frozenset[str]:
     return frozenset(r[0] for r in con.execute("SELECT insee_code FROM communes").fetchall())
