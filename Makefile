@@ -10,10 +10,14 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 .PHONY: install demo test lint format constraints check bench clean
 
 $(STAMP): pyproject.toml constraints.txt
-	@# System packages the browser tests use (Debian's chromium), when we can install them.
-	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
-	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-	  || echo "note: chromium not installed; browser tests will be skipped outside CI"; }
+	@# System packages the tests use, when we can install them: Debian's chromium (the browser tests)
+	@# and postgresql (the DuckLake tests start their own PostgreSQL server: tests/pg_server.py).
+	@missing=""; command -v chromium >/dev/null 2>&1 || missing="chromium"; \
+	  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 \
+	  || missing="$$missing postgresql"; \
+	  [ -z "$$missing" ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	  || echo "note: $$missing not installed; the tests that need it will be skipped outside CI"; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'

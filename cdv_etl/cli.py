@@ -7,7 +7,7 @@ import gc
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, cast
 
 import typer
 
@@ -78,17 +78,26 @@ console = _LazyConsole()
 err = _LazyConsole(stderr=True)
 
 WarehouseOpt = Annotated[
-    Path | None,
-    typer.Option("--warehouse", "-w", help="Warehouse file [env: CDV_WAREHOUSE; default warehouse/cdv.duckdb]."),
+    str | None,
+    typer.Option(
+        "--warehouse",
+        "-w",
+        help="Warehouse: a DuckDB file, ducklake:postgres:<libpq parameters> or ducklake:<catalog file> "
+        "[env: CDV_WAREHOUSE; default warehouse/cdv.duckdb].",
+    ),
 ]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")]
 
 
-def settings(warehouse: Path | None = None, **changes: Any) -> Settings:
-    return Settings.from_env().with_(warehouse=warehouse, **changes)
+def settings(warehouse: str | Path | None = None, **changes: Any) -> Settings:
+    """The environment's settings with the command's options; a warehouse URL that names no backend fails here."""
+    try:
+        return Settings.from_env(warehouse).with_(**changes)
+    except CdvError as exc:
+        fail(exc)
 
 
-def fail(exc: CdvError, code: int = 2) -> None:
+def fail(exc: CdvError, code: int = 2) -> NoReturn:
     """The error and what to do next, then exit ``code`` (2: the command could not run; 1: a
     file or reference was refused, nothing changed)."""
     # Messages quote partner text (file names, values, queries): printed as written, never as markup.
@@ -117,11 +126,11 @@ def init(warehouse: WarehouseOpt = None) -> None:
 
     s = settings(warehouse)
     try:
-        applied = init_warehouse(s.warehouse, load_specs(s.specs_dir), timeout_s=s.lock_timeout_s)
+        applied = init_warehouse(s.backend, load_specs(s.specs_dir), timeout_s=s.lock_timeout_s)
     except CdvError as exc:
         fail(exc)
     done = ", ".join(applied) if applied else "nothing to do: already up to date"
-    console.print(f"warehouse [bold]{s.warehouse}[/bold]: {done}")
+    console.print(f"warehouse [bold]{s.backend.display}[/bold]: {done}")
 
 
 @reference_app.command("load")
@@ -199,7 +208,7 @@ def run_ingest(s: Settings, files: list[Path], partner: str | None, force: bool)
     return results
 
 
-def print_results(results: list[LoadResult], warehouse: Path | None = None) -> None:
+def print_results(results: list[LoadResult], warehouse: str | Path | None = None) -> None:
     """The files table, then what a person must know of each file (``warehouse``: the one named
     on the command line, repeated in the commands it suggests)."""
     console.print(load_results_table(results))
@@ -241,7 +250,7 @@ def ingest(
     except CdvError as exc:
         fail(exc)
     print_results(results, warehouse)
-    console.print(f"published for analysts: [bold]{s.published_path}[/bold]")
+    print_published(s)
     if any(r.status in NEEDS_ATTENTION for r in results):
         raise typer.Exit(1)
 
@@ -272,7 +281,7 @@ def accept(
             f"stays file {r.after.file_id} ({r.after.file_name}), extracted later"
         )
     console.print(state, markup=False, emoji=False)
-    console.print(f"published for analysts: [bold]{s.published_path}[/bold]")
+    print_published(s)
 
 
 def _query(
@@ -280,7 +289,7 @@ def _query(
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
     from cdv_etl.publish.reader import query, read_only
 
-    with read_only(s.warehouse if live else s.published_path) as con:
+    with read_only(s.read_target(live)) as con:
         return query(con, sql, params)
 
 
@@ -359,7 +368,15 @@ def publish(warehouse: WarehouseOpt = None) -> None:
             path = pipe.publish()
     except CdvError as exc:
         fail(exc)
-    console.print(f"published {path}")
+    console.print(f"published {path}" if path else f"nothing to publish: readers attach the lake {s.backend} itself")
+
+
+def print_published(s: Settings) -> None:
+    """Where analysts read what a command wrote: the published copy, or the lake itself."""
+    if s.lake is not None:
+        console.print(f"analysts read it in the lake [bold]{s.lake.display}[/bold] (no copy)")
+    else:
+        console.print(f"published for analysts: [bold]{s.published_path}[/bold]")
 
 
 def print_summary(s: Settings) -> None:
@@ -383,10 +400,12 @@ def run_nightly(s: Settings) -> list[LoadResult]:
             err.print(f"running the nightly flow on the Prefect server {api}: the run shows in its UI")
             from flows.nightly import nightly as nightly_flow
 
+            if s.lake is not None:  # the flow reads it from there: a password never lands in the run's parameters
+                os.environ["CDV_WAREHOUSE"] = s.lake.attach_target
             try:
                 ran = nightly_flow(
                     inbox=str(s.inbox),
-                    warehouse=str(s.warehouse),
+                    warehouse=None if s.lake is not None else str(s.warehouse),
                     archive=str(s.archive_dir),
                     rejected=str(s.rejected_dir),
                 )
@@ -395,6 +414,8 @@ def run_nightly(s: Settings) -> list[LoadResult]:
                 assert exc.run is not None
                 run = exc.run
         else:
+            if s.writers > 1:
+                err.print(f"a DuckLake: up to {s.writers} partners' exports load at once (CDV_PARALLEL_FILES)")
             with progress_bar() as bar:
                 task = bar.add_task("nightly", total=None)
                 run = run_inbox(
@@ -409,7 +430,10 @@ def run_nightly(s: Settings) -> list[LoadResult]:
         print_results(run.results, s.warehouse)
     elif not run.references:
         console.print(f"nothing new in {s.inbox}")
-    console.print(f"published for analysts: [bold]{run.published}[/bold]")
+    if isinstance(run.published, Path):
+        console.print(f"published for analysts: [bold]{run.published}[/bold]")
+    else:  # a lake: analysts attach it, no copy
+        console.print(f"analysts read the lake: [bold]{run.published.display}[/bold]")
     if run.report:
         console.print(f"report: [bold]{run.report}[/bold]")
     return run.results
@@ -472,9 +496,7 @@ def demo(
     exports = generate_demo_exports(inbox)
     shutil.copyfile(SAMPLE_REFERENCE, inbox / SAMPLE_REFERENCE.name)
     console.print(f"demo inbox [bold]{inbox}[/bold]: {SAMPLE_REFERENCE.name}, {', '.join(p.name for p in exports)}")
-    s = Settings.from_env().with_(
-        warehouse=out / "warehouse" / "cdv.duckdb", inbox=inbox, archive=out / "archive", rejected=out / "rejected"
-    )
+    s = settings(out / "warehouse" / "cdv.duckdb", inbox=inbox, archive=out / "archive", rejected=out / "rejected")
     try:
         results = run_nightly(s)
         print_summary(s)

@@ -15,21 +15,26 @@ from typing import Annotated
 import typer
 
 from cdv_etl.errors import CdvError
+from cdv_etl.load.backend import DuckLake
 
 WarehouseOpt = Annotated[
-    Path | None,
-    typer.Option("--warehouse", "-w", help="Warehouse file [env: CDV_WAREHOUSE; default warehouse/cdv.duckdb]."),
+    str | None,
+    typer.Option(
+        "--warehouse",
+        "-w",
+        help="Warehouse: a DuckDB file, ducklake:postgres:<libpq parameters> or ducklake:<catalog file> "
+        "[env: CDV_WAREHOUSE; default warehouse/cdv.duckdb].",
+    ),
 ]
 LiveOpt = Annotated[
     bool, typer.Option(help="Read the warehouse itself (fails while a load runs) instead of the published copy.")
 ]
 
 
-def _source(warehouse: Path | None, live: bool) -> Path:
+def _source(warehouse: str | None, live: bool) -> Path | DuckLake:
     from cdv_etl.cli import settings
 
-    s = settings(warehouse)
-    return s.warehouse if live else s.published_path
+    return settings(warehouse).read_target(live)
 
 
 def changes(

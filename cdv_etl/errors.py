@@ -31,5 +31,9 @@ class WarehouseBusy(CdvError):
     """Another process holds the warehouse's write lock for longer than we may wait."""
 
 
+class BeingLoaded(WarehouseBusy):
+    """Another writer has claimed the same bytes and is loading them: nothing was changed."""
+
+
 class ReconciliationError(CdvError):
     """rows_read != rows_loaded + rows_quarantined: the load is rolled back."""

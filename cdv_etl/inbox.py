@@ -8,11 +8,15 @@ wrapped as Prefect tasks (``Steps``), so the order and the rules of a run are wr
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import re
 import shutil
+import threading
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -22,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from cdv_etl.config import Settings
 from cdv_etl.errors import CdvError
+from cdv_etl.load.backend import DuckLake, parse_warehouse
 from cdv_etl.load.loader import NEEDS_ATTENTION, LoadResult
 from cdv_etl.load.reference import ReferenceResult
 from cdv_etl.load.warehouse import writer_lock
@@ -76,7 +81,13 @@ def publish(settings: Settings) -> Path:
     from cdv_etl.pipeline import open_pipeline
 
     with open_pipeline(settings, need_reference=False, publish_on_exit=False) as pipe:
-        return pipe.publish()
+        published = pipe.publish()
+    if published is None:  # ``run_inbox`` publishes a DuckDB file only
+        raise CdvError(
+            f"the lake {settings.backend} has no published copy: its readers attach it (nothing is copied)",
+            "read the lake with cdv-etl sql, report or export",
+        )
+    return published
 
 
 def _free_name(target: Path) -> Path:
@@ -113,6 +124,20 @@ class IngestStep(Protocol):
     ) -> LoadResult: ...
 
 
+def in_threads(
+    work: Callable[[list[Path]], list[FileOutcome]], groups: list[list[Path]], workers: int
+) -> list[list[FileOutcome]]:
+    """Run ``work`` on each group in a pool of ``workers`` threads (each in a copy of the caller's
+    context, so a Prefect run's logger and artifacts work there too); the results in the groups' order."""
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cdv-writer") as pool:
+        futures = [pool.submit(contextvars.copy_context().run, work, g) for g in groups]
+        return [f.result() for f in futures]
+
+
+FanOut = Callable[[Callable[[list[Path]], list["FileOutcome"]], list[list[Path]], int], list[list["FileOutcome"]]]
+"""Runs a function on each group of exports, ``workers`` at a time; the results in the groups' order."""
+
+
 @dataclass(frozen=True)
 class Steps:
     """The units of work of a run: these plain functions, or the flow's Prefect tasks around them."""
@@ -121,6 +146,8 @@ class Steps:
     ingest: IngestStep = ingest_file
     move: Callable[[Path, Path, str | None], Path] = move_file
     publish: Callable[[Settings], Path] = publish
+    fan_out: FanOut = in_threads
+    """How a lake's partner groups run side by side: threads here, the flow's task runner in Prefect."""
 
 
 # -- the results --------------------------------------------------------------------------------
@@ -186,7 +213,8 @@ class InboxRun:
 
     references: list[ReferenceResult]
     files: list[FileOutcome]
-    published: Path
+    published: Path | DuckLake
+    """What analysts read: the published copy of a DuckDB file, or the lake itself."""
     report: Path | None
     """The HTML report written by this run; None when nothing was published."""
     feedback: dict[str, Path] = field(default_factory=dict)
@@ -224,7 +252,7 @@ class InboxRun:
         return {
             "references": [r.as_dict() for r in self.references],
             "files": [f.as_dict() for f in self.files],
-            "published": str(self.published),
+            "published": self.published.display if isinstance(self.published, DuckLake) else str(self.published),
             "report": str(self.report) if self.report else None,
             "feedback": {p: str(path) for p, path in self.feedback.items()},
         }
@@ -234,10 +262,19 @@ class InboxRun:
         return cls(
             [ReferenceResult.from_dict(r) for r in d["references"]],
             [FileOutcome.from_dict(f) for f in d["files"]],
-            Path(d["published"]),
+            _read_target(d["published"]),
             Path(d["report"]) if d["report"] else None,
             {p: Path(path) for p, path in d.get("feedback", {}).items()},
         )
+
+
+def _read_target(text: str) -> Path | DuckLake:
+    """``InboxRun.published`` back from its plain data (a lake's as shown: its password masked)."""
+    if text.startswith("ducklake:"):
+        lake = parse_warehouse(text)
+        assert isinstance(lake, DuckLake)
+        return lake
+    return Path(text)
 
 
 class NeedsAttention(CdvError):
@@ -306,15 +343,16 @@ def published_is_stale(settings: Settings) -> bool:
 
 
 def reports_dir(settings: Settings) -> Path:
-    """Where the steering committee's HTML reports go: ``reports/`` beside the warehouse."""
-    return settings.warehouse.parent / "reports"
+    """Where the steering committee's HTML reports go: ``CDV_REPORTS``, or ``reports/`` beside the warehouse."""
+    return settings.reports or settings.warehouse.parent / "reports"
 
 
-def write_report(published: Path, folder: Path) -> Path | None:
-    """The steering committee's HTML report of the published copy: a dated file and ``latest.html``."""
+def write_report(published: Path | DuckLake, folder: Path) -> Path | None:
+    """The steering committee's HTML report of the published copy (or the lake): a dated file and
+    ``latest.html``."""
     from cdv_etl.publish.report import build_report
 
-    if not published.exists():
+    if isinstance(published, Path) and not published.exists():
         return None
     folder.mkdir(parents=True, exist_ok=True)
     html = build_report(published)
@@ -324,13 +362,13 @@ def write_report(published: Path, folder: Path) -> Path | None:
     return path
 
 
-def write_feedback(published: Path, folder: Path, partners: set[str] | None) -> dict[str, Path]:
+def write_feedback(published: Path | DuckLake, folder: Path, partners: set[str] | None) -> dict[str, Path]:
     """A feedback workbook (``cdv_etl.publish.feedback``) for each of ``partners`` (None: every
     partner) whose current export has rejected rows, in ``folder``: ``rejets_<partner>_<when>.xlsx``."""
     from cdv_etl.publish import feedback as fb
     from cdv_etl.publish.reader import read_only
 
-    if not published.exists():
+    if isinstance(published, Path) and not published.exists():
         return {}
     stamp = f"{datetime.now():%Y-%m-%d_%H%M%S}"
     with read_only(published) as con:
@@ -353,7 +391,8 @@ def run_inbox(
     progress: RunProgress = _ignore,
     finished: Callable[[ReferenceResult | FileOutcome], None] = _skip,
 ) -> InboxRun:
-    """Run the inbox once, holding the writer lock throughout.
+    """Run the inbox once: on a DuckDB file holding the writer lock throughout, on a DuckLake
+    loading several partners' exports at once (``Settings.writers``).
 
     A new ANCT reference first (a reference that fails to load stops the run: the exports would
     be judged against the old one). Then each export, oldest first: a rejected file goes to
@@ -361,17 +400,23 @@ def run_inbox(
     ``archive/<partner>/`` (a held export is in the ledger, rows and all: ``cdv-etl accept``
     takes it from there, not from the file); a file whose ingest raised stays in the inbox, and
     the run goes on, then raises ``InboxFailed`` at the end (after publishing what was done).
+    On a lake, the exports of different partners load at the same time, each file in its own
+    transaction, and one partner's files one after the other, oldest first (each is judged against
+    the partner's current export); ``files`` keeps the inbox's order whatever order they finish in.
     ``finished`` is called with each reference's and each export's outcome as soon as it is
-    known. When a file was processed or the published copy lags, the warehouse is published and
-    the report written, with a feedback workbook beside it for each partner with a file loaded
-    this run (every partner, after a new reference) whose current export has rejected rows; a
-    night with nothing new changes nothing.
+    known. When a file was processed or the published copy lags, the warehouse is published (a
+    lake has no copy: readers attach it) and the report written, with a feedback workbook beside it
+    for each partner with a file loaded this run (every partner, after a new reference) whose
+    current export has rejected rows; a night with nothing new changes nothing.
     """
     s = settings
-    with writer_lock(s.warehouse, s.lock_timeout_s):
+    lake = s.lake is not None
+    with nullcontext() if lake else writer_lock(s.warehouse, s.lock_timeout_s):
         refs, exports = inbox_files(s.inbox)
         total = len(refs) + len(exports)
-        progress(0, total, f"inbox {s.inbox}: {len(refs)} reference file(s), {len(exports)} export(s)")
+        groups = partner_groups(exports, s) if s.writers > 1 and len(exports) > 1 else [exports]
+        at_once = f", {min(s.writers, len(groups))} partners at a time" if len(groups) > 1 else ""
+        progress(0, total, f"inbox {s.inbox}: {len(refs)} reference file(s), {len(exports)} export(s){at_once}")
         references: list[ReferenceResult] = []
         for ref in refs:
             progress(len(references), total, f"reference {ref.name}")
@@ -380,38 +425,88 @@ def run_inbox(
             finished(loaded)
             moved = steps.move(ref, s.archive_dir / "reference", None)
             progress(len(references), total, f"{loaded.summary()}; moved to {moved}")
-        files: list[FileOutcome] = []
-        for path in exports:  # one at a time: one writer; a file that crashes fails alone
-            done = len(refs) + len(files)
-            try:
-                r = steps.ingest(s, path, progress=partial(progress, done, total))
-            except Exception as exc:
-                files.append(FileOutcome(path.name, None, None, f"{type(exc).__name__}: {exc}"))
-                finished(files[-1])
-                progress(done + 1, total, f"{path.name}: failed, {LEFT_IN_INBOX}")
-                continue
-            if r.status == "rejected":
-                moved = steps.move(path, s.rejected_dir, r.message)
-            else:
-                moved = steps.move(path, s.archive_dir / (r.partner or "unknown"), None)
-            files.append(FileOutcome(path.name, r, moved))
-            finished(files[-1])
-            progress(done + 1, total, f"{path.name}: {r.status}, moved to {moved}")
+        done = [len(refs)]
+        counting = threading.Lock()
+        reported: set[int] = set()
+
+        def one(path: Path) -> FileOutcome:  # a file that crashes fails alone
+            with counting:
+                at = done[0]
+            outcome, said = process_export(s, path, steps, progress=partial(progress, at, total))
+            tell(outcome, said)
+            return outcome
+
+        def tell(outcome: FileOutcome, said: str) -> None:
+            with counting:
+                reported.add(id(outcome))
+                done[0] += 1
+                finished(outcome)
+                progress(done[0], total, said)
+
+        def group(paths: list[Path]) -> list[FileOutcome]:
+            return [one(path) for path in paths]
+
+        finishing = steps.fan_out(group, groups, s.writers) if len(groups) > 1 else [group(exports)]
+        for outcome in (f for fs in finishing for f in fs if id(f) not in reported):  # loaded elsewhere (a pool)
+            tell(
+                outcome,
+                f"{outcome.file_name}: {outcome.status}"
+                + (f", moved to {outcome.moved_to}" if outcome.moved_to else f", {LEFT_IN_INBOX}"),
+            )
+        outcomes = {path: f for g, fs in zip(groups, finishing, strict=True) for path, f in zip(g, fs, strict=True)}
+        files = [outcomes[path] for path in exports]
         report, feedback = None, {}
-        if total or published_is_stale(s):
-            progress(total, total, "publishing")
-            published = steps.publish(s)
+        target = s.read_target()
+        if total or (not lake and published_is_stale(s)):
+            if not lake:
+                progress(total, total, "publishing")
+                target = steps.publish(s)
             progress(total, total, "writing the report")
-            report = write_report(published, reports_dir(s))
+            report = write_report(target, reports_dir(s))
             touched = {f.result.partner for f in files if f.result and f.result.status == "loaded"}
             renewed = any(r.changed for r in references)  # every current export judged again
-            feedback = write_feedback(published, reports_dir(s), None if renewed else {p for p in touched if p})
-        else:
-            published = s.published_path
-    run = InboxRun(references, files, published, report, feedback)
+            feedback = write_feedback(target, reports_dir(s), None if renewed else {p for p in touched if p})
+    run = InboxRun(references, files, target, report, feedback)
     if run.failures:
         raise InboxFailed(run)
     return run
+
+
+def process_export(
+    settings: Settings, path: Path, steps: Steps = Steps(), progress: Progress | None = None
+) -> tuple[FileOutcome, str]:
+    """Ingest one export of the inbox and move it (archive, or rejected with its reason): its
+    outcome, and the line that says so. A file whose ingest raised fails alone, left in the inbox."""
+    s = settings
+    try:
+        r = steps.ingest(s, path, progress=progress)
+    except Exception as exc:
+        return FileOutcome(
+            path.name, None, None, f"{type(exc).__name__}: {exc}"
+        ), f"{path.name}: failed, {LEFT_IN_INBOX}"
+    if r.status == "rejected":
+        moved = steps.move(path, s.rejected_dir, r.message)
+    else:
+        moved = steps.move(path, s.archive_dir / (r.partner or "unknown"), None)
+    return FileOutcome(path.name, r, moved), f"{path.name}: {r.status}, moved to {moved}"
+
+
+def partner_groups(exports: list[Path], settings: Settings) -> list[list[Path]]:
+    """The exports by partner (as their specs recognise their names), in the inbox's order within
+    each partner: the units a lake loads side by side. A file no spec claims is a group of its own
+    (its ingest rejects it, saying why)."""
+    from cdv_etl.errors import SpecError
+    from cdv_etl.specs import load_specs, recognise
+
+    specs = load_specs(settings.specs_dir)
+    groups: dict[str, list[Path]] = {}
+    for path in exports:
+        try:
+            spec = recognise(path.name, specs)
+        except SpecError:
+            spec = None
+        groups.setdefault(spec.partner if spec else f"?{path.name}", []).append(path)
+    return list(groups.values())
 
 
 def existing_file(path: Path, what: str) -> Path:

@@ -7,12 +7,13 @@ files one after the other; the CLI and the Prefect flows both drive it.
 from __future__ import annotations
 
 import importlib
+import logging
 import re
 import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,10 +21,21 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from cdv_etl.config import Settings
-from cdv_etl.errors import CdvError, FileRejected, SpecError
+from cdv_etl.errors import BeingLoaded, CdvError, FileRejected, SpecError
 from cdv_etl.faults import checkpoint
-from cdv_etl.load.loader import AcceptResult, LoadResult, accept_export, load_export, record_duplicate, record_rejected
-from cdv_etl.load.reference import ReferenceResult, load_reference, reference_codes
+from cdv_etl.load.claims import SPEC_REJECTIONS, Claim, Decision, claim_new, claimant, decide, release, serialise
+from cdv_etl.load.loader import (
+    AcceptResult,
+    LoadResult,
+    ReferenceChanged,
+    accept_export,
+    load_export,
+    record_rejected,
+    write_duplicate,
+    write_rejected,
+)
+from cdv_etl.load.reference import ReferenceResult, current_reference, load_reference, reference_codes
+from cdv_etl.load.transactions import in_transaction
 from cdv_etl.load.warehouse import connect, migrate, sync_partners, writer_lock
 from cdv_etl.publish.snapshot import is_stale, publish
 from cdv_etl.read import FileStat, RawExport, check_size, extraction_date, read_export, sha256_of
@@ -33,6 +45,8 @@ from cdv_etl.validate.parse import build_canonical
 
 if TYPE_CHECKING:
     from cdv_etl.validate.outputs import Outputs
+
+_log = logging.getLogger("cdv_etl")
 
 # CDV_MEMORY_LIMIT is what the whole run may use. Two DuckDB instances share it (the reader
 # parses the file, the warehouse takes the validated rows from a Parquet file), and Python
@@ -97,8 +111,8 @@ def _warmed_up() -> None:
 Progress = Callable[[str], None]
 """Called with a short description of each step (for progress bars and artifacts)."""
 
-SPEC_REJECTIONS = ("unknown_partner", "spec_invalid")
-"""Rejections the specs decided, not the file's bytes: such a file is tried again without --force."""
+REVALIDATIONS = 3
+"""How many times a file is validated when other writers keep changing the reference meanwhile."""
 
 
 def read_and_validate(
@@ -182,15 +196,6 @@ class Pipeline:
             return broken
         return recognise(path.name, self.specs) or self.specs.broken_for(file_name=path.name)
 
-    def seen(self, sha: str) -> tuple[int, str, str, str | None] | None:
-        """The first ledger row with these bytes: (file_id, file_name, status, partner)."""
-        row = self.con.execute(
-            "SELECT file_id, file_name, status, partner FROM files WHERE sha256 = ? "
-            "ORDER BY (status IN ('loaded', 'held')) DESC, file_id LIMIT 1",
-            [sha],
-        ).fetchone()
-        return (int(row[0]), str(row[1]), str(row[2]), row[3]) if row else None
-
     def known_sha(self, stat: FileStat) -> str | None:
         """The hash of a ledger file that looked exactly like this on disk, if any.
 
@@ -232,74 +237,166 @@ class Pipeline:
                 if isinstance(spec, PartnerSpec):
                     warm_up_validation(spec)
                 sha = sha256_of(path)
-        known = self.seen(sha)
-        same_name = self.con.execute(
-            "SELECT file_id, status, reason FROM files WHERE sha256 = ? AND file_name = ? ORDER BY file_id LIMIT 1",
-            [sha, path.name],
-        ).fetchone()
-        # A file the specs refused (none recognised it, or its spec was invalid) is tried again
-        # without --force once a valid spec takes it (named, added or fixed): its ledger row is
-        # updated in place, one row per file. Met again with nothing new, it changes nothing.
-        retry = (
-            same_name is not None
-            and same_name[1] == "rejected"
-            and same_name[2] in SPEC_REJECTIONS
-            and isinstance(spec, PartnerSpec)
+        decision = self._decide(sha, path, spec, force)
+        if decision.action == "already":  # nothing new: no write at all
+            assert decision.file_id is not None
+            return self._already(path, decision.file_id)
+        if decision.action == "busy":
+            raise self._being_loaded(path, decision)
+        claim = self._claim(path, sha, stat, spec, force)
+        if isinstance(claim, LoadResult):
+            return claim
+        assert isinstance(spec, PartnerSpec), "a file its spec refuses is recorded by its claim"
+        try:
+            return self._read_and_load(path, sha, stat, spec, claim, force, step, today or date.today())
+        except BaseException:
+            self._release(claim)
+            raise
+
+    def _decide(self, sha: str, path: Path, spec: PartnerSpec | BrokenSpec | None, force: bool) -> Decision:
+        return decide(
+            self.con,
+            sha=sha,
+            file_name=path.name,
+            loadable=isinstance(spec, PartnerSpec),
+            force=force,
+            timeout_s=self.settings.claim_timeout_s,
         )
-        replace_id = int(same_name[0]) if (same_name and (force or retry)) else None
-        if known and not force:
-            if same_name and not retry:
-                return self._already(path, int(same_name[0]))
-            if known[2] in ("loaded", "held"):  # its rows are in the ledger: the same bytes load nothing new
-                fid = record_duplicate(
-                    self.con,
-                    partner=spec.partner if spec else known[3],
+
+    def _claim(
+        self, path: Path, sha: str, stat: FileStat, spec: PartnerSpec | BrokenSpec | None, force: bool
+    ) -> Claim | LoadResult:
+        """The claim transaction: the ledger's decision taken again, serialised with every other
+        writer's (``cdv_etl.load.claims``), and its file id taken. A duplicate, or a file its spec
+        refuses, is written whole here; a file to read is claimed (``Claim``): nothing else is
+        written until its load."""
+        rejection = self._spec_rejection(path, spec)
+        partner = spec.partner if spec else None
+
+        def unit(con: duckdb.DuckDBPyConnection) -> tuple[Decision, Claim | None]:
+            serialise(con)
+            d = self._decide(sha, path, spec, force)
+            if d.action in ("already", "busy"):
+                return d, None
+            if d.action == "duplicate":
+                assert d.file_id is not None and d.original_name is not None
+                claim = claim_new(con, sha=sha, file_name=path.name, stale=())
+                write_duplicate(
+                    con,
+                    claim,
+                    partner=partner or d.original_partner,
                     path=path,
                     sha=sha,
-                    size=size,
-                    original_id=known[0],
-                    original_name=known[1],
+                    size=stat.size,
+                    original_id=d.file_id,
+                    original_name=d.original_name,
                     stat=stat,
                 )
-                self.changed = True
-                return self._already(path, fid, already=False)
+                return d, claim
+            if d.file_id is not None:
+                claim = Claim(d.file_id, replaces=True, by=claimant())
+            else:
+                claim = claim_new(con, sha=sha, file_name=path.name, stale=d.stale)
+            if rejection is not None:
+                write_rejected(
+                    con,
+                    claim,
+                    partner=partner,
+                    path=path,
+                    sha=sha,
+                    size=stat.size,
+                    reason=rejection.reason,
+                    message=str(rejection),
+                    stat=stat,
+                    forced=force,
+                )
+            return d, claim
+
+        decision, claim = in_transaction(self.con, unit, what=f"claim of {path.name}")
+        if decision.action == "already":
+            assert decision.file_id is not None
+            return self._already(path, decision.file_id)
+        if decision.action == "busy":
+            raise self._being_loaded(path, decision)
+        assert claim is not None
+        self.changed = self.changed or decision.action == "duplicate" or rejection is not None
+        if decision.action == "duplicate":
+            return self._already(path, claim.file_id, already=False)
+        if rejection is not None:
+            return self._rejected(path, partner, claim.file_id, rejection)
+        checkpoint("claimed")
+        return claim
+
+    def _being_loaded(self, path: Path, decision: Decision) -> BeingLoaded:
+        assert decision.in_flight is not None
+        return BeingLoaded(
+            f"{path.name}: the same bytes are being loaded by another writer, as "
+            f"{decision.in_flight.describe()}; nothing changed",
+            "ingest it again once that load is done: it is then recorded as a duplicate",
+        )
+
+    def _spec_rejection(self, path: Path, spec: PartnerSpec | BrokenSpec | None) -> FileRejected | None:
+        """Why the specs refuse the file unread, if they do."""
         if isinstance(spec, BrokenSpec):
-            return self._reject(
-                path,
-                spec.partner,
-                sha,
-                stat,
-                FileRejected(
-                    "spec_invalid",
-                    f"{path.name}: not read, its partner's spec is invalid — {spec.error.message}",
-                    "fix the spec (cdv-etl specs lists the problems), then ingest the file again: no --force needed",
-                ),
-                replace_id,
-                force,
+            return FileRejected(
+                "spec_invalid",
+                f"{path.name}: not read, its partner's spec is invalid — {spec.error.message}",
+                "fix the spec (cdv-etl specs lists the problems), then ingest the file again: no --force needed",
             )
         if spec is None:
-            names = ", ".join(sorted(self.specs))
-            return self._reject(
-                path,
-                None,
-                sha,
-                stat,
-                FileRejected(
-                    "unknown_partner",
-                    f"{path.name}: no partner spec recognises this file name",
-                    f"pass --partner ({names}) or add a spec under schemas/partners/",
-                ),
-                replace_id,
-                force,
+            return FileRejected(
+                "unknown_partner",
+                f"{path.name}: no partner spec recognises this file name",
+                f"pass --partner ({', '.join(sorted(self.specs))}) or add a spec under schemas/partners/",
             )
+        return None
+
+    def _release(self, claim: Claim) -> None:
+        """A claimed file whose run failed gives its claim back: its bytes may be ingested again at once."""
+        try:
+            in_transaction(self.con, lambda con: release(con, claim), what=f"release of file {claim.file_id}'s claim")
+        except Exception as exc:  # the failure itself goes up; the claim goes stale with this process
+            _log.warning("could not give back the claim of file %s: %s", claim.file_id, exc)
+
+    def _read_and_load(
+        self,
+        path: Path,
+        sha: str,
+        stat: FileStat,
+        spec: PartnerSpec,
+        claim: Claim,
+        force: bool,
+        step: Progress,
+        today: date,
+    ) -> LoadResult:
+        """Read and validate a claimed file in the reader sandbox, then load it (or record its rejection).
+
+        Validated again when another writer changed the reference meanwhile (its rows must be judged
+        against the current list of communes)."""
+        for _ in range(REVALIDATIONS - 1):
+            with suppress(ReferenceChanged):
+                return self._read_and_load_once(path, sha, stat, spec, claim, force, step, today)
+            step(f"{path.name}: the reference changed meanwhile, validating again")
+        return self._read_and_load_once(path, sha, stat, spec, claim, force, step, today)
+
+    def _read_and_load_once(
+        self,
+        path: Path,
+        sha: str,
+        stat: FileStat,
+        spec: PartnerSpec,
+        claim: Claim,
+        force: bool,
+        step: Progress,
+        today: date,
+    ) -> LoadResult:
+        reference = current_reference(self.con)  # before its codes: a change in between is seen at the load
         with tempfile.TemporaryDirectory(prefix="cdv-") as tmp:
             reader = reader_connection(
                 path, Path(tmp), share_of(self.settings.memory_limit, READER_SHARE), excel=spec.format.type == "xlsx"
             )
             try:
-                checked = self._read_validate(
-                    reader, path, spec, sha, stat, Path(tmp), replace_id, force, step, today or date.today()
-                )
+                checked = self._read_validate(reader, path, spec, sha, stat, Path(tmp), claim, force, step, today)
             finally:
                 # The reader's memory (the file's cells) is given back before the warehouse
                 # takes the rows: at 5M rows the two together went past 1 GiB.
@@ -311,6 +408,7 @@ class Pipeline:
             step(f"{path.name}: loading")
             result = load_export(
                 self.con,
+                claim=claim,
                 spec=spec,
                 path=path,
                 sha=sha,
@@ -318,9 +416,9 @@ class Pipeline:
                 extraction_date=extracted,
                 raw=raw,
                 outputs=outputs,
-                replace_file_id=replace_id,
                 stat=stat,
                 forced=force,
+                reference_load_id=reference,
             )
             self.changed = True
             return result
@@ -333,7 +431,7 @@ class Pipeline:
         sha: str,
         stat: FileStat,
         workdir: Path,
-        replace_id: int | None,
+        claim: Claim,
         forced: bool,
         step: Progress,
         today: date,
@@ -351,7 +449,20 @@ class Pipeline:
                 step=step,
             )
         except FileRejected as exc:
-            return self._reject(path, spec.partner, sha, stat, exc, replace_id, forced)
+            record_rejected(
+                self.con,
+                claim,
+                partner=spec.partner,
+                path=path,
+                sha=sha,
+                size=stat.size,
+                reason=exc.reason,
+                message=str(exc),
+                stat=stat,
+                forced=forced,
+            )
+            self.changed = True
+            return self._rejected(path, spec.partner, claim.file_id, exc)
 
     def _already(self, path: Path, file_id: int, already: bool = True) -> LoadResult:
         row = self.con.execute(
@@ -397,33 +508,9 @@ class Pipeline:
             already_recorded=already,
         )
 
-    def _reject(
-        self,
-        path: Path,
-        partner: str | None,
-        sha: str,
-        stat: FileStat,
-        exc: FileRejected,
-        replace_id: int | None,
-        forced: bool,
-    ) -> LoadResult:
+    def _rejected(self, path: Path, partner: str | None, file_id: int, exc: FileRejected) -> LoadResult:
         message = str(exc)
-        file_id = record_rejected(
-            self.con,
-            partner=partner,
-            path=path,
-            sha=sha,
-            size=stat.size,
-            reason=exc.reason,
-            message=message,
-            replace_file_id=replace_id,
-            stat=stat,
-            forced=forced,
-        )
-        self.changed = True
-        return LoadResult(
-            file_name=path.name, partner=partner, status="rejected", file_id=file_id, reason=exc.reason, message=message
-        )
+        return LoadResult(path.name, partner, "rejected", file_id=file_id, reason=exc.reason, message=message)
 
     # -- held exports ------------------------------------------------------------------
     def accept(self, file_id: int) -> AcceptResult:
@@ -433,7 +520,7 @@ class Pipeline:
         return result
 
     # -- publish -----------------------------------------------------------------------
-    def publish(self) -> Path:
+    def publish(self) -> Path | None:
         return publish(self.con, self.settings.warehouse, self.settings.published_path)
 
 
@@ -445,11 +532,15 @@ def open_pipeline(
 
     On leaving, a run that changed something publishes the read-only copy for analysts
     (unless ``publish_on_exit`` is False: a nightly run publishes once, at its end).
+
+    A DuckLake takes several writers at once: no lock is taken (the claims serialise what must
+    be, ``cdv_etl.load.claims``), and nothing is published (readers attach the lake itself).
     """
     specs = load_specs(settings.specs_dir)
-    with writer_lock(settings.warehouse, settings.lock_timeout_s):
+    lake = settings.lake is not None
+    with nullcontext() if lake else writer_lock(settings.warehouse, settings.lock_timeout_s):
         con = connect(
-            settings.warehouse,
+            settings.backend,
             timeout_s=settings.lock_timeout_s,
             memory_limit=share_of(settings.memory_limit, WAREHOUSE_SHARE),
         )
@@ -460,7 +551,7 @@ def open_pipeline(
         # ends before COMMIT returns); a crash during it leaves the warehouse as it was.
         con.execute("SET checkpoint_threshold = '1MB'")
         try:
-            yield from _run(settings, con, specs, need_reference, publish_on_exit)
+            yield from _run(settings, con, specs, need_reference, publish_on_exit and not lake)
         finally:
             con.close()
 
@@ -480,7 +571,8 @@ def _run(
         count = con.execute("SELECT count(*) FROM communes").fetchone()
         if not count or count[0] == 0:
             raise CdvError(
-                f"the warehouse {settings.warehouse} has no ACV reference communes yet: every row would be quarantined",
+                f"the warehouse {settings.backend.display} has no ACV reference communes yet: "
+                "every row would be quarantined",
                 "load the ANCT list first: cdv-etl reference load FILE "
                 "(or `cdv-etl reference load --sample` for the bundled sample)",
             )

@@ -23,6 +23,7 @@ import duckdb
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from cdv_etl.inbox import LEFT_IN_INBOX
+from cdv_etl.load.backend import DuckLake
 from cdv_etl.publish.reader import read_only
 from cdv_etl.publish.tables import SUMMARY_LABELS, SUMMARY_QUERIES, euros
 
@@ -52,6 +53,14 @@ CONTROL_TOTAL, CHECK, RECONCILIATION, MOVED_TO, MESSAGE, RULE = (
     "règle",
 )
 TOTAL = "Total"
+
+ReadTarget = Path | DuckLake
+"""What the artifacts read: the published copy of a DuckDB file, or the lake itself."""
+
+
+def readable(published: ReadTarget) -> bool:
+    """Whether there is something to read: a lake always; a DuckDB file's copy once published."""
+    return isinstance(published, DuckLake) or published.exists()
 
 
 def count(n: Any) -> str:
@@ -101,9 +110,9 @@ def files_table(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _control_split(published: Path, file_ids: Sequence[int]) -> dict[int, tuple[Decimal, ...]]:
+def _control_split(published: ReadTarget, file_ids: Sequence[int]) -> dict[int, tuple[Decimal, ...]]:
     """file id → (control total, engaged, not engaged, quarantined, unexplained), from ``v_control_totals``."""
-    if not file_ids or not published.exists():
+    if not file_ids or not readable(published):
         return {}
     with read_only(published) as con:
         rows = con.execute(
@@ -133,7 +142,7 @@ def _moved_to(moved: str | None) -> str:
     return f"{path.parent}/{BREAK}{path.name}"  # the folder, then the file's name there
 
 
-def details_table(published: Path, results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def details_table(published: ReadTarget, results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rest of each file: its control total and how it reconciles, where it went, the message."""
     split = _control_split(published, [int(r["file_id"]) for r in results if r.get("file_id")])
     rows = []
@@ -153,8 +162,8 @@ def details_table(published: Path, results: Sequence[dict[str, Any]]) -> list[di
     return rows
 
 
-def quarantine_table(published: Path, file_ids: Sequence[int]) -> list[dict[str, Any]]:
-    if not file_ids or not published.exists():
+def quarantine_table(published: ReadTarget, file_ids: Sequence[int]) -> list[dict[str, Any]]:
+    if not file_ids or not readable(published):
         return []
     with read_only(published) as con:
         rows = con.execute(
@@ -209,9 +218,9 @@ def files_line(results: Sequence[dict[str, Any]]) -> str:
     return f"Fichiers : {count(len(results))} ({detail})."
 
 
-def summary_markdown(published: Path, results: Sequence[dict[str, Any]], title: str) -> str:
+def summary_markdown(published: ReadTarget, results: Sequence[dict[str, Any]], title: str) -> str:
     lines = [f"# {title}", "", files_line(results), ""]
-    if published.exists():
+    if readable(published):
         with read_only(published) as con:
             lines += [grand_total(con), ""]
             for heading, query in SUMMARY_QUERIES:
@@ -221,7 +230,9 @@ def summary_markdown(published: Path, results: Sequence[dict[str, Any]], title: 
     return "\n".join(lines)
 
 
-def publish_artifacts(published: Path, results: Sequence[dict[str, Any]], *, prefix: str | None, title: str) -> None:
+def publish_artifacts(
+    published: ReadTarget, results: Sequence[dict[str, Any]], *, prefix: str | None, title: str
+) -> None:
     """Files table, their details, rejected rows per rule and partner, and the summary; keyed when ``prefix``."""
 
     def key(name: str) -> str | None:
@@ -258,7 +269,7 @@ def publish_artifacts(published: Path, results: Sequence[dict[str, Any]], *, pre
 REPORT_TITLE = "Rapport du comité de pilotage"
 
 
-def link_report(report: Path, published: Path, *, url: str | None, key: str | None) -> None:
+def link_report(report: Path, published: ReadTarget, *, url: str | None, key: str | None) -> None:
     """The steering committee's HTML report from the run: a link to the report server when ``url``
     (``cdv-etl serve``), otherwise its key figures and where the file is (a ``file://`` link would
     not open from the UI)."""
@@ -279,7 +290,7 @@ def link_report(report: Path, published: Path, *, url: str | None, key: str | No
 FEEDBACK_TITLE = "Retours aux partenaires : lignes rejetées"
 
 
-def feedback_markdown(feedback: dict[str, Path], published: Path, urls: dict[str, str | None]) -> str:
+def feedback_markdown(feedback: dict[str, Path], published: ReadTarget, urls: dict[str, str | None]) -> str:
     """The feedback workbooks of the run, one line per partner: its rejected rows and euros, and
     the workbook's link (``urls``, on the report server) or, without a server, where the file is."""
     with read_only(published) as con:
@@ -305,7 +316,9 @@ def feedback_markdown(feedback: dict[str, Path], published: Path, urls: dict[str
     return "\n".join(lines) + "\n"
 
 
-def link_feedback(feedback: dict[str, Path], published: Path, *, urls: dict[str, str | None], key: str | None) -> None:
+def link_feedback(
+    feedback: dict[str, Path], published: ReadTarget, *, urls: dict[str, str | None], key: str | None
+) -> None:
     """The run's feedback workbooks (``cdv_etl.inbox.write_feedback``) in one markdown artifact."""
     create_markdown_artifact(
         feedback_markdown(feedback, published, urls),

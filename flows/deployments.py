@@ -15,6 +15,7 @@ from cdv_etl.inbox import reports_dir
 from flows import report_server
 from flows.accept_export import accept_export
 from flows.ingest_export import ingest_export
+from flows.ingest_partner import ingest_partner
 from flows.nightly import ensure_writer_limit, nightly
 from flows.reference_refresh import reference_refresh
 
@@ -45,6 +46,11 @@ def deployments() -> list[Any]:
             concurrency_limit=1,
             tags=tags,
             description="Started by hand: a new ANCT list of ACV communes.",
+        ),
+        ingest_partner.to_deployment(
+            name="ingest-partner",
+            tags=tags,
+            description="Started by a DuckLake's nightly run (CDV_FAN_OUT=pool): one partner's exports of the night.",
         ),
         accept_export.to_deployment(
             name="accept-export",

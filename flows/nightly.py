@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -35,9 +36,8 @@ WRITER_SLOTS = 1
 def flow_settings(
     inbox: str | None = None, warehouse: str | None = None, archive: str | None = None, rejected: str | None = None
 ) -> Settings:
-    return Settings.from_env().with_(
+    return Settings.from_env(warehouse or None).with_(
         inbox=Path(inbox) if inbox else None,
-        warehouse=Path(warehouse) if warehouse else None,
         archive=Path(archive) if archive else None,
         rejected=Path(rejected) if rejected else None,
     )
@@ -69,8 +69,13 @@ def ensure_writer_limit() -> str | None:
 
 @contextmanager
 def writer_slot(settings: Settings) -> Iterator[None]:
-    """The writers' global concurrency slot (the core takes the warehouse's lock inside it). The limit
-    is made first if it is missing, so the slot is never skipped (``strict``: no limit is an error)."""
+    """The writers' global concurrency slot on a DuckDB file (the core takes the warehouse's lock inside
+    it). The limit is made first if it is missing, so the slot is never skipped (``strict``: no limit
+    is an error). A DuckLake takes none: its writers run side by side."""
+    if settings.lake is not None:  # several writers commit at once; the claims serialise what must be
+        get_run_logger().info("a DuckLake: no writers' slot, up to %d partners' exports load at once", settings.writers)
+        yield
+        return
     changed = ensure_writer_limit()
     if changed:
         get_run_logger().warning("%s (one writer at a time on the warehouse)", changed)
@@ -111,10 +116,14 @@ def nightly(
                 artifact.append(cast(UUID, create_progress_artifact(0.0, description="Fichiers de la nuit traités")))
             update_progress_artifact(artifact[0], 100 * done / total)
 
+    steps = tasks.STEPS
+    if s.lake is not None and s.fan_out == "pool":  # each partner's exports on a worker of the pool
+        folders = {"inbox": str(s.inbox), "archive": str(s.archive_dir), "rejected": str(s.rejected_dir)}
+        steps = replace(steps, fan_out=tasks.pool_fan_out({**folders, "warehouse": warehouse}))
     failed: InboxFailed | None = None
     with writer_slot(s):
         try:
-            run = run_inbox(s, steps=tasks.STEPS, progress=progress, finished=partial(outcome.log_step, log))
+            run = run_inbox(s, steps=steps, progress=progress, finished=partial(outcome.log_step, log))
         except InboxFailed as exc:
             run, failed = exc.run, exc
         except CdvError as exc:  # stopped before its files (a reference that does not load, a busy warehouse)

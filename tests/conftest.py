@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import itertools
 import json
 import os
 import shutil
@@ -12,9 +13,13 @@ from pathlib import Path
 
 import pytest
 from hypothesis import settings as hypothesis_settings
+from pg_server import PgServer
+from pg_server import bin_dir as pg_bin_dir
+from pg_server import start as start_pg
 from prefect_server import BIN, DEPLOYMENTS, PrefectServer, free_port, start_server
 
 from cdv_etl.config import Settings
+from cdv_etl.load.backend import parse_warehouse
 from cdv_etl.load.reference import SAMPLE_REFERENCE
 from cdv_etl.pipeline import Pipeline, open_pipeline
 
@@ -47,6 +52,45 @@ def expected() -> dict[str, dict]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
+    return Settings(warehouse=tmp_path / "wh" / "cdv.duckdb", inbox=tmp_path / "inbox", lock_timeout_s=5)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One throwaway PostgreSQL server for the session (``tests/pg_server.py``: socket only, its own
+    folder), the DuckLake catalogs' host; stopped at the end. Skipped (failed in CI) without PostgreSQL."""
+    if pg_bin_dir() is None:
+        skip_or_fail("PostgreSQL is not installed (apt-get install -y postgresql)")
+    server = start_pg()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+_LAKES = itertools.count(1)
+
+
+@pytest.fixture
+def fresh_lake(pg_server: PgServer, tmp_path: Path) -> Settings:
+    """Settings for a new, empty DuckLake: a catalog database of its own on the session's PostgreSQL
+    (``createdb``), its data files under ``tmp_path/lake-data``. Nothing is attached yet: the first
+    writable ``connect`` creates the lake (``cdv-etl init`` / ``migrate`` its tables)."""
+    libpq = pg_server.createdb(f"lake_{os.getpid()}_{next(_LAKES)}")
+    lake = parse_warehouse(f"ducklake:postgres:{libpq}", str(tmp_path / "lake-data"))
+    return Settings(warehouse=tmp_path / "wh" / "cdv.duckdb", inbox=tmp_path / "inbox", lock_timeout_s=5).with_(
+        lake=lake
+    )
+
+
+@pytest.fixture(params=["file", "lake"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Settings for a fresh, empty warehouse on each backend in turn: a DuckDB file, then a DuckLake
+    (``fresh_lake``). For the tests of the one SQL interface both backends share; loading the
+    DuckLake extensions costs 1-2 s per DuckDB instance, so the rest of the suite runs on the file."""
+    if request.param == "lake":
+        lake: Settings = request.getfixturevalue("fresh_lake")
+        return lake
     return Settings(warehouse=tmp_path / "wh" / "cdv.duckdb", inbox=tmp_path / "inbox", lock_timeout_s=5)
 
 
@@ -163,7 +207,8 @@ CHROMIUM_ARGS = [
 
 
 def skip_or_fail(reason: str) -> None:
-    """No browser here: skip on a developer's machine, fail in CI (the test must run there)."""
+    """A requirement missing here (a browser, PostgreSQL): skip on a developer's machine, fail in CI
+    (the test must run there)."""
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (CI is set: the browser test must run)")
     pytest.skip(reason)

@@ -361,13 +361,14 @@ def test_migration_007_keeps_every_file_its_columns_and_the_id_sequence(tmp_path
     assert [
         r[: len(columns_before)] for r in con.execute("SELECT * FROM files ORDER BY file_id").fetchall()
     ] == rows_before
-    new = con.execute(
-        "INSERT INTO files (partner, file_name, sha256, size_bytes, status) VALUES ('anah', 'c.csv', 's3', 1, 'held') "
-        "RETURNING file_id"
-    ).fetchone()
-    assert new == (3,)  # the ids go on from the same sequence
+    assert con.execute("SELECT next_file_id FROM id_counters").fetchone() == (3,)  # ids go on (migration 009)
+    con.execute(
+        "INSERT INTO files (file_id, partner, file_name, sha256, size_bytes, status) "
+        "VALUES (3, 'anah', 'c.csv', 's3', 1, 'held')"
+    )
     with pytest.raises(duckdb.ConstraintException):
         con.execute(
-            "INSERT INTO files (partner, file_name, sha256, size_bytes, status) VALUES ('x', 'd', 's4', 1, 'odd')"
+            "INSERT INTO files (file_id, partner, file_name, sha256, size_bytes, status) "
+            "VALUES (4, 'x', 'd', 's4', 1, 'odd')"
         )
     con.close()

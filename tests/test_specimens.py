@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from conftest import ANCT_REFERENCE, SPECIMENS, expected, needs_shared, one_worker, table_snapshot
 
 from cdv_etl.config import Settings
+from cdv_etl.load.backend import parse_warehouse
 from cdv_etl.pipeline import Pipeline, open_pipeline
 
 pytestmark = [needs_shared, pytest.mark.shared, one_worker(__name__)]
@@ -30,10 +32,15 @@ KIND_TO_RULE = {
 }
 
 
-@pytest.fixture(scope="module")
-def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pipeline, dict]]:
+@pytest.fixture(scope="module", params=["file", "lake"])
+def loaded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pipeline, dict]]:
+    """The specimens loaded into a DuckDB file, then into a DuckLake (its catalog in PostgreSQL):
+    every golden case below holds on both."""
     tmp = tmp_path_factory.mktemp("specimens")
     settings = Settings(warehouse=tmp / "cdv.duckdb", lock_timeout_s=5)
+    if request.param == "lake":
+        catalog = request.getfixturevalue("pg_server").createdb(f"specimens_{os.getpid()}")
+        settings = settings.with_(lake=parse_warehouse(f"ducklake:postgres:{catalog}", str(tmp / "lake-data")))
     with open_pipeline(settings, need_reference=False) as pipe:
         pipe.load_reference(ANCT_REFERENCE)
         results = {name: pipe.ingest(SPECIMENS / name) for name in expected()}

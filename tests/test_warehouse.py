@@ -16,6 +16,7 @@ from conftest import sample_warehouse, table_snapshot
 
 from cdv_etl.config import Settings
 from cdv_etl.errors import ReconciliationError
+from cdv_etl.load.claims import Claim, claimant
 from cdv_etl.load.loader import load_export
 from cdv_etl.load.warehouse import PUBLIC_VIEWS, init_warehouse, migrate, migrations
 from cdv_etl.pipeline import Pipeline, open_pipeline
@@ -73,8 +74,9 @@ def test_every_public_view_and_column_is_commented(pipe: Pipeline) -> None:
     for view in PUBLIC_VIEWS:
         assert views.get(view), f"view {view} has no comment"
     missing = pipe.con.execute(
-        "SELECT table_name || '.' || column_name FROM duckdb_columns() "
-        "WHERE table_name IN (SELECT unnest(?)) AND (comment IS NULL OR comment = '')",
+        "SELECT c.table_name || '.' || c.column_name FROM duckdb_columns() AS c "
+        "LEFT JOIN schema_docs AS d ON d.kind = 'column' AND d.name = c.table_name AND d.column_name = c.column_name "
+        "WHERE c.table_name IN (SELECT unnest(?)) AND (d.comment IS NULL OR d.comment = '')",
         [list(PUBLIC_VIEWS)],
     ).fetchall()
     assert missing == []
@@ -172,6 +174,7 @@ def _unreconciled_load(pipe: Pipeline, tmp_path: Path, forge: Callable[[RawExpor
     ):
         load_export(
             pipe.con,
+            claim=Claim(99, replaces=False, by=claimant()),
             spec=spec,
             path=path,
             sha=sha256_of(path),

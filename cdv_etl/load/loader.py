@@ -2,6 +2,8 @@
 
 The file's ledger row, its loaded rows and its quarantined rows commit together or not at
 all, and only once the loader has checked that every row read ends in exactly one place.
+The file id comes from its claim (``cdv_etl.load.claims``), and the transaction inserts only,
+its ledger row last and whole: loads of different files by several writers never conflict.
 
 Each export is its partner's full stock. One that would become current is compared with the
 partner's current export first: when it withdraws more than the partner's threshold of the
@@ -19,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from cdv_etl.errors import CdvError, ReconciliationError
 from cdv_etl.faults import checkpoint
+from cdv_etl.load.claims import Claim, held_by
+from cdv_etl.load.transactions import in_transaction
 from cdv_etl.publish.tables import euros
 
 if TYPE_CHECKING:
@@ -92,17 +96,91 @@ class LoadResult:
         return self.control_total_diff_eur == 0
 
 
-def _forget_comparison(con: duckdb.DuckDBPyConnection, file_id: int) -> None:
-    """A ledger row written again (--force, or a spec fixed) forgets its earlier comparison."""
-    con.execute(
-        "UPDATE files SET compared_file_id = NULL, withdrawn_operations = NULL, withdrawn_absent = NULL, "
-        "withdrawn_quarantined = NULL, withdrawn_eur = NULL, accepted_at = NULL WHERE file_id = ?",
-        [file_id],
-    )
+_FILE_COLUMNS = (
+    "file_id",
+    "partner",
+    "file_name",
+    "sha256",
+    "size_bytes",
+    "extraction_date",
+    "status",
+    "reason",
+    "message",
+    "rows_read",
+    "rows_loaded",
+    "rows_quarantined",
+    "loaded_amount_eur",
+    "engaged_amount_eur",
+    "control_total_eur",
+    "control_total_diff_eur",
+    "duplicate_of",
+    "forced_reloads",
+    "stat_device",
+    "stat_inode",
+    "stat_mtime_ns",
+    "stat_ctime_ns",
+    "compared_file_id",
+    "withdrawn_operations",
+    "withdrawn_absent",
+    "withdrawn_quarantined",
+    "withdrawn_eur",
+)
+"""The ledger columns a load writes (``loaded_at`` is the transaction's time, ``accepted_at`` an acceptance's)."""
+_INSERT_FILE = f"INSERT INTO files ({', '.join(_FILE_COLUMNS)}) VALUES ({', '.join('?' * len(_FILE_COLUMNS))})"  # noqa: S608
+_COUNTS = {"rows_read": 0, "rows_loaded": 0, "rows_quarantined": 0}
 
 
-def record_rejected(
+def _insert_files_row(
+    con: duckdb.DuckDBPyConnection, file_id: int, *, reloads: int, stat: FileStat | None, **columns: object
+) -> None:
+    """The file's ledger row, written once and whole, last in its transaction: on a lake an UPDATE of
+    ``files`` would conflict with every other writer's insert. ``stat``: how the file looked on disk
+    when hashed (``Pipeline.known_sha``'s quick check), kept when it had settled."""
+    settled = stat if stat is not None and stat.settled else None
+    values: dict[str, object] = {
+        **_COUNTS,
+        **columns,
+        "file_id": file_id,
+        "forced_reloads": reloads,
+        "stat_device": settled.device if settled else None,
+        "stat_inode": settled.inode if settled else None,
+        "stat_mtime_ns": settled.mtime_ns if settled else None,
+        "stat_ctime_ns": settled.ctime_ns if settled else None,
+    }
+    assert set(values) <= set(_FILE_COLUMNS), sorted(set(values) - set(_FILE_COLUMNS))
+    con.execute(_INSERT_FILE, [values.get(c) for c in _FILE_COLUMNS])
+
+
+def _drop_old_row(con: duckdb.DuckDBPyConnection, file_id: int, forced: bool) -> int:
+    """A ledger row written again in place (--force, or a spec fixed): its rows and its ledger row
+    deleted, in the caller's transaction; the forced reloads it counts from now (one more when ``forced``)."""
+    row = con.execute("SELECT forced_reloads FROM files WHERE file_id = ?", [file_id]).fetchone()
+    _delete_rows(con, file_id)
+    con.execute("DELETE FROM files WHERE file_id = ?", [file_id])
+    return (int(row[0]) if row else 0) + int(forced)
+
+
+class ReferenceChanged(CdvError):
+    """The reference of ACV communes changed (another writer) after the file was validated against it."""
+
+
+class ClaimLost(CdvError):
+    """A load whose claim another writer took over (its lease had expired): nothing was written."""
+
+
+def _check_claim(con: duckdb.DuckDBPyConnection, claim: Claim, name: str) -> None:
+    holder = held_by(con, claim)
+    if holder != claim.by:
+        raise ClaimLost(
+            f"{name}: the claim of file {claim.file_id} was taken over by {holder or 'another writer'} "
+            "(it was older than CDV_CLAIM_TIMEOUT); nothing of this run was written",
+            "ingest the file again once that run is done; raise CDV_CLAIM_TIMEOUT above the longest load",
+        )
+
+
+def write_rejected(
     con: duckdb.DuckDBPyConnection,
+    claim: Claim,
     *,
     partner: str | None,
     path: Path,
@@ -110,46 +188,42 @@ def record_rejected(
     size: int,
     reason: str,
     message: str,
-    replace_file_id: int | None = None,
     stat: FileStat | None = None,
     forced: bool = True,
-) -> int:
-    """The ledger row of a file refused whole (nothing of it is loaded).
+) -> None:
+    """The ledger row of a file refused whole (nothing of it is loaded), in the caller's transaction.
 
-    ``replace_file_id``: the ledger row this file had, updated in place (``forced``: with --force).
-    """
-    con.execute("BEGIN TRANSACTION")
-    try:
-        if replace_file_id is not None:
-            _delete_rows(con, replace_file_id)
-            con.execute(
-                "UPDATE files SET status = 'rejected', partner = ?, reason = ?, message = ?, rows_read = 0, "
-                "rows_loaded = 0, rows_quarantined = 0, loaded_amount_eur = NULL, "
-                "engaged_amount_eur = NULL, control_total_eur = NULL, "
-                "control_total_diff_eur = NULL, loaded_at = current_timestamp, "
-                "forced_reloads = forced_reloads + ? WHERE file_id = ?",
-                [partner, reason, message, int(forced), replace_file_id],
-            )
-            _forget_comparison(con, replace_file_id)
-            file_id = replace_file_id
-        else:
-            row = con.execute(
-                "INSERT INTO files (partner, file_name, sha256, size_bytes, status, reason, message)"
-                " VALUES (?, ?, ?, ?, 'rejected', ?, ?) RETURNING file_id",
-                [partner, path.name, sha, size, reason, message],
-            ).fetchone()
-            assert row is not None
-            file_id = int(row[0])
-        record_stat(con, file_id, stat)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
-    return file_id
+    A row written again in place (``claim.replaces``) loses its rows (``forced``: with --force)."""
+    reloads = _drop_old_row(con, claim.file_id, forced) if claim.replaces else 0
+    _insert_files_row(
+        con,
+        claim.file_id,
+        reloads=reloads,
+        stat=stat,
+        partner=partner,
+        file_name=path.name,
+        sha256=sha,
+        size_bytes=size,
+        status="rejected",
+        reason=reason,
+        message=message,
+    )
 
 
-def record_duplicate(
+def record_rejected(con: duckdb.DuckDBPyConnection, claim: Claim, **rejection: Any) -> int:
+    """``write_rejected`` for a claimed file, in its own transaction (retried on a conflict)."""
+
+    def unit(c: duckdb.DuckDBPyConnection) -> None:
+        _check_claim(c, claim, rejection["path"].name)
+        write_rejected(c, claim, **rejection)
+
+    in_transaction(con, unit, what=f"rejection of {rejection['path'].name}")
+    return claim.file_id
+
+
+def write_duplicate(
     con: duckdb.DuckDBPyConnection,
+    claim: Claim,
     *,
     partner: str | None,
     path: Path,
@@ -158,31 +232,21 @@ def record_duplicate(
     original_id: int,
     original_name: str,
     stat: FileStat | None = None,
-) -> int:
-    message = f"same bytes as file {original_id} ({original_name}), already in the ledger; nothing loaded"
-    con.execute("BEGIN TRANSACTION")
-    try:
-        row = con.execute(
-            "INSERT INTO files (partner, file_name, sha256, size_bytes, status, reason, message, "
-            "duplicate_of) VALUES (?, ?, ?, ?, 'duplicate', 'same_bytes', ?, ?) RETURNING file_id",
-            [partner, path.name, sha, size, message, original_id],
-        ).fetchone()
-        assert row is not None
-        record_stat(con, int(row[0]), stat)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
-    return int(row[0])
-
-
-def record_stat(con: duckdb.DuckDBPyConnection, file_id: int, stat: FileStat | None) -> None:
-    """Remember how the file looked on disk when hashed (``Pipeline.known_sha``'s quick check)."""
-    if stat is None or not stat.settled:
-        return
-    con.execute(
-        "UPDATE files SET stat_device = ?, stat_inode = ?, stat_mtime_ns = ?, stat_ctime_ns = ? WHERE file_id = ?",
-        [stat.device, stat.inode, stat.mtime_ns, stat.ctime_ns, file_id],
+) -> None:
+    """The ledger row of a file with the bytes of a loaded one, in the caller's (claim) transaction."""
+    _insert_files_row(
+        con,
+        claim.file_id,
+        reloads=0,
+        stat=stat,
+        partner=partner,
+        file_name=path.name,
+        sha256=sha,
+        size_bytes=size,
+        status="duplicate",
+        reason="same_bytes",
+        message=f"same bytes as file {original_id} ({original_name}), already in the ledger; nothing loaded",
+        duplicate_of=original_id,
     )
 
 
@@ -198,8 +262,13 @@ def _delete_rows(con: duckdb.DuckDBPyConnection, file_id: int) -> None:
 
 
 def sum_financing_totals(con: duckdb.DuckDBPyConnection, file_id: int) -> None:
-    """The file's ``financing_totals`` (the views' pre-aggregated lines), from its engagement rows."""
+    """The file's ``financing_totals`` (the views' pre-aggregated lines) again, from its engagement rows."""
     con.execute("DELETE FROM financing_totals WHERE file_id = ?", [file_id])
+    _insert_financing_totals(con, file_id)
+
+
+def _insert_financing_totals(con: duckdb.DuckDBPyConnection, file_id: int) -> None:
+    """The ``financing_totals`` of a file that has none yet (its load inserts only)."""
     con.execute(
         """INSERT INTO financing_totals
         SELECT file_id, partner, axis, year, insee_code, instrument, counts_as_engaged,
@@ -258,6 +327,7 @@ def file_totals(con: duckdb.DuckDBPyConnection, file_id: int) -> tuple[int, int,
 def load_export(
     con: duckdb.DuckDBPyConnection,
     *,
+    claim: Claim,
     spec: PartnerSpec,
     path: Path,
     sha: str,
@@ -265,129 +335,169 @@ def load_export(
     extraction_date: date,
     raw: RawExport,
     outputs: Outputs,
-    replace_file_id: int | None = None,
     stat: FileStat | None = None,
     forced: bool = True,
+    reference_load_id: int | None = None,
 ) -> LoadResult:
-    """Write one validated file: ledger row, loaded rows, quarantine — in one transaction.
+    """Write one validated, claimed file: its quarantine, its rows, then its ledger row — in one
+    transaction that only inserts, so that loads of other files never conflict with it; retried
+    whole when another writer's commit conflicts with it all the same (a reference change, a
+    forced reload).
 
-    ``replace_file_id``: the ledger row this file had, updated in place (``forced``: with --force).
+    ``claim.replaces``: the ledger row written again in place, its old rows deleted first
+    (``forced``: with --force); that transaction conflicts with any concurrent load, and is retried.
+    ``reference_load_id``: the reference the file was validated against; ``ReferenceChanged`` (nothing
+    written) when another is current by then.
     """
-    from cdv_etl.validate.outputs import ENGAGEMENT_COLUMNS, QUARANTINE_RECORD_COLUMNS
-
     con.register("out_failures", outputs.failures)
     con.register("out_quarantined", outputs.quarantined)
-    con.execute("BEGIN TRANSACTION")
     try:
-        compared = _stock_before(con, spec.partner, extraction_date, replace_file_id)
-        if replace_file_id is not None:
-            _delete_rows(con, replace_file_id)
-            con.execute(
-                "UPDATE files SET status = 'loaded', reason = NULL, message = NULL, "
-                "partner = ?, extraction_date = ?, loaded_at = current_timestamp, "
-                "forced_reloads = forced_reloads + ? WHERE file_id = ?",
-                [spec.partner, extraction_date, int(forced), replace_file_id],
-            )
-            _forget_comparison(con, replace_file_id)
-            file_id = replace_file_id
-        else:
-            row = con.execute(
-                "INSERT INTO files (partner, file_name, sha256, size_bytes, extraction_date, status)"
-                " VALUES (?, ?, ?, ?, ?, 'loaded') RETURNING file_id",
-                [spec.partner, path.name, sha, size, extraction_date],
-            ).fetchone()
-            assert row is not None
-            file_id = int(row[0])
-        checkpoint("load.ledger")
-
-        con.execute(
-            "INSERT INTO quarantine_failures SELECT ?, row_key, rule, rule_order, column_name, value, "
-            "message FROM out_failures",
-            [file_id],
+        result = in_transaction(
+            con,
+            lambda c: _load(
+                c,
+                claim=claim,
+                spec=spec,
+                path=path,
+                sha=sha,
+                size=size,
+                extraction_date=extraction_date,
+                raw=raw,
+                outputs=outputs,
+                stat=stat,
+                forced=forced,
+                reference_load_id=reference_load_id,
+            ),
+            what=f"load of {path.name}",
         )
-        con.execute(
-            "INSERT INTO quarantine_rows SELECT ?, row_key, source_row, sheet, raw_record FROM out_quarantined",
-            [file_id],
-        )
-        # The quarantined rows' typed values too: a reference change revalidates them.
-        con.execute(
-            f"""INSERT INTO quarantine_records (file_id, row_key, {", ".join(QUARANTINE_RECORD_COLUMNS)})
-            SELECT ?, row_key, {", ".join(QUARANTINE_RECORD_COLUMNS)} FROM read_parquet(?)
-            WHERE row_key IN (SELECT row_key FROM out_quarantined)""",  # noqa: S608 - constant column list
-            [file_id, str(outputs.rows)],
-        )
-        checkpoint("load.quarantine")
-        con.execute(
-            f"""INSERT INTO engagement_rows
-            SELECT ?, row_key, source_row, sheet, ?, {", ".join(ENGAGEMENT_COLUMNS[3:])}
-            FROM read_parquet(?)
-            WHERE row_key NOT IN (SELECT row_key FROM out_failures)""",  # noqa: S608 - constant column list
-            [file_id, spec.partner, str(outputs.rows)],
-        )
-        sum_financing_totals(con, file_id)
-        checkpoint("load.rows")
-
-        loaded, quarantined, distinct_keys, loaded_eur, engaged_eur = file_totals(con, file_id)
-        if loaded + quarantined != raw.rows_read or distinct_keys != raw.rows_read:
-            raise ReconciliationError(
-                f"{path.name}: {raw.rows_read} rows read but {loaded} loaded + {quarantined} "
-                f"quarantined ({distinct_keys} distinct rows); the load was rolled back",
-                "this is a bug in cdv-etl: please report it with the file",
-            )
-        diff = None
-        if raw.control_total is not None:
-            diff = (raw.control_total - outputs.amount_read).quantize(Decimal("0.01"))
-        current = _current_file(con, spec.partner)
-        became_current = current is not None and current[0] == file_id
-        shrink = _withdrawn(con, file_id, outputs.rows) if compared is not None and became_current else None
-        held = shrink is not None and shrink.over(spec.hold_threshold_pct)
-        if shrink is not None:
-            assert compared is not None
-            con.execute(
-                "UPDATE files SET compared_file_id = ?, withdrawn_operations = ?, withdrawn_absent = ?, "
-                "withdrawn_quarantined = ?, withdrawn_eur = ? WHERE file_id = ?",
-                [compared[0], shrink.operations, shrink.absent, shrink.quarantined, shrink.eur, file_id],
-            )
-        if held:
-            assert compared is not None and shrink is not None
-            head = _held_message(file_id, compared, shrink, spec.hold_threshold_pct)
-            con.execute("UPDATE files SET status = 'held', reason = ? WHERE file_id = ?", [STOCK_SHRANK, file_id])
-            became_current = False
-        elif became_current or current is None:
-            head = "loaded"
-        else:
-            head = (
-                f"loaded into history only, not current: this export is dated {extraction_date.isoformat()}, "
-                f"before the partner's current export, file {current[0]} ({current[1]}, "
-                f"extracted {current[2].isoformat()})"
-            )
-        con.execute("DROP TABLE IF EXISTS temp.stock_before")
-        message = head + _control_note(raw.control_total, diff)
-        con.execute(
-            """UPDATE files SET rows_read = ?, rows_loaded = ?, rows_quarantined = ?,
-                 loaded_amount_eur = ?, engaged_amount_eur = ?, control_total_eur = ?,
-                 control_total_diff_eur = ?, message = ? WHERE file_id = ?""",
-            [raw.rows_read, loaded, quarantined, loaded_eur, engaged_eur, raw.control_total, diff, message, file_id],
-        )
-        by_rule = dict(
-            con.execute(
-                """SELECT rule, count(*) FROM (
-                 SELECT file_id, row_key, arg_min(rule, rule_order) AS rule
-                 FROM quarantine_failures WHERE file_id = ? GROUP BY ALL)
-               GROUP BY rule ORDER BY rule""",
-                [file_id],
-            ).fetchall()
-        )
-        record_stat(con, file_id, stat)
-        checkpoint("load.reconciled")
-        con.execute("COMMIT")
-        checkpoint("load.committed")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     finally:
         for name in ("out_failures", "out_quarantined"):
             con.unregister(name)
+    checkpoint("load.committed")
+    return result
+
+
+def _load(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    claim: Claim,
+    spec: PartnerSpec,
+    path: Path,
+    sha: str,
+    size: int,
+    extraction_date: date,
+    raw: RawExport,
+    outputs: Outputs,
+    stat: FileStat | None,
+    forced: bool,
+    reference_load_id: int | None,
+) -> LoadResult:
+    """``load_export``'s transaction (its caller begins and commits it)."""
+    from cdv_etl.load.reference import current_reference
+    from cdv_etl.validate.outputs import ENGAGEMENT_COLUMNS, QUARANTINE_RECORD_COLUMNS
+
+    if reference_load_id is not None and current_reference(con) != reference_load_id:
+        raise ReferenceChanged(
+            f"{path.name}: the reference of ACV communes changed while the file was validated; nothing was written",
+            "ingest the file again: it is validated against the new reference",
+        )
+    file_id = claim.file_id
+    compared = _stock_before(con, spec.partner, extraction_date, file_id if claim.replaces else None)
+    reloads = _drop_old_row(con, file_id, forced) if claim.replaces else 0
+    con.execute(
+        "INSERT INTO quarantine_failures SELECT ?, row_key, rule, rule_order, column_name, value, "
+        "message FROM out_failures",
+        [file_id],
+    )
+    con.execute(
+        "INSERT INTO quarantine_rows SELECT ?, row_key, source_row, sheet, raw_record FROM out_quarantined",
+        [file_id],
+    )
+    # The quarantined rows' typed values too: a reference change revalidates them.
+    con.execute(
+        f"""INSERT INTO quarantine_records (file_id, row_key, {", ".join(QUARANTINE_RECORD_COLUMNS)})
+        SELECT ?, row_key, {", ".join(QUARANTINE_RECORD_COLUMNS)} FROM read_parquet(?)
+        WHERE row_key IN (SELECT row_key FROM out_quarantined)""",  # noqa: S608 - constant column list
+        [file_id, str(outputs.rows)],
+    )
+    checkpoint("load.quarantine")
+    con.execute(
+        f"""INSERT INTO engagement_rows
+        SELECT ?, row_key, source_row, sheet, ?, {", ".join(ENGAGEMENT_COLUMNS[3:])}
+        FROM read_parquet(?)
+        WHERE row_key NOT IN (SELECT row_key FROM out_failures)""",  # noqa: S608 - constant column list
+        [file_id, spec.partner, str(outputs.rows)],
+    )
+    _insert_financing_totals(con, file_id)
+    checkpoint("load.rows")
+
+    loaded, quarantined, distinct_keys, loaded_eur, engaged_eur = file_totals(con, file_id)
+    if loaded + quarantined != raw.rows_read or distinct_keys != raw.rows_read:
+        raise ReconciliationError(
+            f"{path.name}: {raw.rows_read} rows read but {loaded} loaded + {quarantined} "
+            f"quarantined ({distinct_keys} distinct rows); the load was rolled back",
+            "this is a bug in cdv-etl: please report it with the file",
+        )
+    checkpoint("load.reconciled")
+    diff = None
+    if raw.control_total is not None:
+        diff = (raw.control_total - outputs.amount_read).quantize(Decimal("0.01"))
+    current = _current_file(con, spec.partner)  # the file's own row is not written yet
+    became_current = _takes_over(current, extraction_date)
+    shrink = _withdrawn(con, file_id, outputs.rows) if compared is not None and became_current else None
+    held = shrink is not None and shrink.over(spec.hold_threshold_pct)
+    if held:
+        assert compared is not None and shrink is not None
+        head = _held_message(file_id, compared, shrink, spec.hold_threshold_pct)
+        became_current = False
+    elif became_current:
+        head = "loaded"
+    else:
+        assert current is not None
+        head = (
+            f"loaded into history only, not current: this export is dated {extraction_date.isoformat()}, "
+            f"before the partner's current export, file {current[0]} ({current[1]}, "
+            f"extracted {current[2].isoformat()})"
+        )
+    con.execute("DROP TABLE IF EXISTS temp.stock_before")
+    message = head + _control_note(raw.control_total, diff)
+    by_rule = dict(
+        con.execute(
+            """SELECT rule, count(*) FROM (
+             SELECT file_id, row_key, arg_min(rule, rule_order) AS rule
+             FROM quarantine_failures WHERE file_id = ? GROUP BY ALL)
+           GROUP BY rule ORDER BY rule""",
+            [file_id],
+        ).fetchall()
+    )
+    _check_claim(con, claim, path.name)
+    _insert_files_row(
+        con,
+        file_id,
+        reloads=reloads,
+        stat=stat,
+        partner=spec.partner,
+        file_name=path.name,
+        sha256=sha,
+        size_bytes=size,
+        extraction_date=extraction_date,
+        status="held" if held else "loaded",
+        reason=STOCK_SHRANK if held else None,
+        message=message,
+        rows_read=raw.rows_read,
+        rows_loaded=loaded,
+        rows_quarantined=quarantined,
+        loaded_amount_eur=loaded_eur,
+        engaged_amount_eur=engaged_eur,
+        control_total_eur=raw.control_total,
+        control_total_diff_eur=diff,
+        compared_file_id=compared[0] if shrink is not None and compared is not None else None,
+        withdrawn_operations=shrink.operations if shrink else None,
+        withdrawn_absent=shrink.absent if shrink else None,
+        withdrawn_quarantined=shrink.quarantined if shrink else None,
+        withdrawn_eur=shrink.eur if shrink else None,
+    )
+    checkpoint("load.ledger")
     return LoadResult(
         file_name=path.name,
         partner=spec.partner,
@@ -437,6 +547,12 @@ def _current_file(con: duckdb.DuckDBPyConnection, partner: str) -> CurrentFile |
     return (int(row[0]), str(row[1]), row[2]) if row else None
 
 
+def _takes_over(current: CurrentFile | None, extraction_date: date) -> bool:
+    """Whether an export extracted on ``extraction_date`` becomes current over ``current``: the view
+    ``current_files`` ranks by extraction date, then load time, and a file being loaded is the latest."""
+    return current is None or extraction_date >= current[2]
+
+
 def _stock_before(
     con: duckdb.DuckDBPyConnection, partner: str, extraction_date: date, replace_file_id: int | None
 ) -> CurrentFile | None:
@@ -445,7 +561,7 @@ def _stock_before(
     may be that export: its rows are about to be replaced). None for a partner's first export,
     or for an export older than the current one (history only: nothing to protect)."""
     current = _current_file(con, partner)
-    if current is None or (current[0] != replace_file_id and extraction_date < current[2]):
+    if current is None or (current[0] != replace_file_id and not _takes_over(current, extraction_date)):
         return None
     con.execute(
         "CREATE OR REPLACE TEMP TABLE stock_before AS SELECT operation_id, "
@@ -584,9 +700,9 @@ def accept_export(con: duckdb.DuckDBPyConnection, file_id: int) -> AcceptResult:
     Its rows need no second validation: every reference change revalidates every file that has
     rows, held ones included (``revalidate.revalidate``), so a held export is already judged
     against the current list of communes."""
-    con.execute("BEGIN TRANSACTION")
-    try:
-        row = con.execute(
+
+    def unit(c: duckdb.DuckDBPyConnection) -> AcceptResult:
+        row = c.execute(
             "SELECT partner, file_name, status, compared_file_id, withdrawn_operations, withdrawn_eur, "
             "control_total_eur, control_total_diff_eur FROM files WHERE file_id = ?",
             [file_id],
@@ -608,20 +724,19 @@ def accept_export(con: duckdb.DuckDBPyConnection, file_id: int) -> AcceptResult:
                 "nothing was changed",
                 "only a held export can be accepted: `cdv-etl files` lists them (status held)",
             )
-        before = _partner_figures(con, partner)
+        before = _partner_figures(c, partner)
         message = (
             f"loaded: accepted after being held — it withdrew {row[4]} operations and {euros(row[5])} engaged "
             f"of file {row[3]}" + _control_note(row[6], row[7])
         )
-        con.execute(
+        c.execute(
             # From now on it is in the figures: loaded_at is when (financing_as_of reads it).
             "UPDATE files SET status = 'loaded', accepted_at = current_timestamp, loaded_at = current_timestamp, "
             "message = ? WHERE file_id = ?",
             [message, file_id],
         )
-        after = _partner_figures(con, partner)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    return AcceptResult(file_id, name, partner, before, after, message)
+        after = _partner_figures(c, partner)
+        return AcceptResult(file_id, name, partner, before, after, message)
+
+    # An UPDATE of files: it conflicts with any other writer's insert into the ledger, and is retried.
+    return in_transaction(con, unit, what=f"acceptance of file {file_id}")

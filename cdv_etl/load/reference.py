@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cdv_etl.errors import CdvError
+from cdv_etl.load.claims import take_reference_load_id
+from cdv_etl.load.transactions import in_transaction
 from cdv_etl.read import sha256_of
 
 if TYPE_CHECKING:
@@ -289,16 +291,44 @@ def load_reference(
     force: bool = False,
 ) -> ReferenceResult:
     """Make ``path`` the current reference, keep it as a vintage, and revalidate every loaded
-    export against it: one transaction (a failure leaves everything as it was).
+    export against it: one transaction (a failure leaves everything as it was), run again whole
+    when another writer's commit conflicts with it (it moves rows of every file: any concurrent
+    load conflicts with it).
 
     Refused (ReferenceRefused, nothing changed) without a vintage, or when it is older than the
     current one unless ``force``. The same bytes as the current reference change nothing.
     """
-    from cdv_etl.load.revalidate import revalidate
-
     dated = vintage_of(path, vintage)
     frame = read_reference(path)
     sha = sha256_of(path)
+    con.register("ref_frame", frame)
+    try:
+        return in_transaction(
+            con,
+            lambda c: _change_reference(c, path, frame, specs, sha=sha, dated=dated, force=force),
+            what=f"reference load of {path.name}",
+        )
+    finally:
+        con.unregister("ref_frame")
+
+
+def _change_reference(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    frame: pd.DataFrame,
+    specs: Mapping[str, PartnerSpec],
+    *,
+    sha: str,
+    dated: date,
+    force: bool,
+) -> ReferenceResult:
+    """``load_reference``'s transaction (its caller begins and commits it; ``ref_frame`` is registered).
+
+    What it decides on is read in the transaction; its id then comes from ``id_counters`` (that
+    UPDATE serialises it with every other reference load, which decided on the same rows), and
+    its ``reference_loads`` row is written last, whole."""
+    from cdv_etl.load.revalidate import revalidate
+
     n_conv = int(frame["convention_id"].nunique())
     last = con.execute(
         "SELECT sha256, vintage, file_name FROM reference_loads ORDER BY reference_load_id DESC LIMIT 1"
@@ -313,70 +343,57 @@ def load_reference(
             "nothing was changed",
             "load the newer list, or pass --force to go back to this vintage on purpose",
         )
-    con.execute("BEGIN TRANSACTION")
-    try:
-        row = con.execute(
-            "INSERT INTO reference_loads (file_name, sha256, communes, conventions, vintage, forced) "
-            "VALUES (?, ?, ?, ?, ?, ?) RETURNING reference_load_id",
-            [path.name, sha, len(frame), n_conv, dated, older],
-        ).fetchone()
-        assert row is not None
-        load_id = int(row[0])
-        con.register("ref_frame", frame)
-        changes = con.execute(
-            """SELECT
-                 (SELECT count(*) FROM ref_frame WHERE insee_code NOT IN (SELECT insee_code FROM communes)),
-                 (SELECT count(*) FROM communes WHERE insee_code NOT IN (SELECT insee_code FROM ref_frame))"""
-        ).fetchone()
-        assert changes is not None
-        columns = "insee_code, name, convention_id, department, region_code, region, epci_siren, population, "
-        columns += "longitude, latitude"
+    load_id = take_reference_load_id(con)
+    changes = con.execute(
+        """SELECT
+             (SELECT count(*) FROM ref_frame WHERE insee_code NOT IN (SELECT insee_code FROM communes)),
+             (SELECT count(*) FROM communes WHERE insee_code NOT IN (SELECT insee_code FROM ref_frame))"""
+    ).fetchone()
+    assert changes is not None
+    columns = "insee_code, name, convention_id, department, region_code, region, epci_siren, population, "
+    columns += "longitude, latitude"
+    con.execute(
+        f"INSERT INTO reference_communes (reference_load_id, {columns}) SELECT ?, {columns} FROM ref_frame",  # noqa: S608
+        [load_id],
+    )
+    con.execute("DELETE FROM communes")
+    con.execute(
+        f"INSERT INTO communes ({columns}, reference_load_id) "  # noqa: S608 - constant column list
+        f"SELECT {columns}, reference_load_id FROM reference_communes WHERE reference_load_id = ?",
+        [load_id],
+    )
+    con.execute("DELETE FROM conventions")
+    con.execute(
+        "INSERT INTO conventions SELECT convention_id, string_agg(name, ' + ' ORDER BY name) "
+        "FROM ref_frame GROUP BY convention_id"
+    )
+    moves = revalidate(con, specs)
+    for f in moves.files:
         con.execute(
-            f"INSERT INTO reference_communes (reference_load_id, {columns}) SELECT ?, {columns} FROM ref_frame",  # noqa: S608
-            [load_id],
+            "INSERT INTO reference_moves VALUES (?, ?, ?, ?, ?, ?)",
+            [load_id, f.file_id, f.rows_to_quarantine, f.eur_to_quarantine]
+            + [f.rows_from_quarantine, f.eur_from_quarantine],
         )
-        con.execute("DELETE FROM communes")
-        con.execute(
-            f"INSERT INTO communes ({columns}, reference_load_id) "  # noqa: S608 - constant column list
-            f"SELECT {columns}, reference_load_id FROM reference_communes WHERE reference_load_id = ?",
-            [load_id],
-        )
-        con.execute("DELETE FROM conventions")
-        con.execute(
-            "INSERT INTO conventions SELECT convention_id, string_agg(name, ' + ' ORDER BY name) "
-            "FROM ref_frame GROUP BY convention_id"
-        )
-        con.unregister("ref_frame")
-        moves = revalidate(con, specs)
-        for f in moves.files:
-            con.execute(
-                "INSERT INTO reference_moves VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    load_id,
-                    f.file_id,
-                    f.rows_to_quarantine,
-                    f.eur_to_quarantine,
-                    f.rows_from_quarantine,
-                    f.eur_from_quarantine,
-                ],
-            )
-        con.execute(
-            "UPDATE reference_loads SET communes_added = ?, communes_removed = ?, rows_to_quarantine = ?, "
-            "eur_to_quarantine = ?, rows_from_quarantine = ?, eur_from_quarantine = ? WHERE reference_load_id = ?",
-            [
-                changes[0],
-                changes[1],
-                moves.rows_to_quarantine,
-                moves.eur_to_quarantine,
-                moves.rows_from_quarantine,
-                moves.eur_from_quarantine,
-                load_id,
-            ],
-        )
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+    con.execute(
+        "INSERT INTO reference_loads (reference_load_id, file_name, sha256, communes, conventions, vintage, forced, "
+        "communes_added, communes_removed, rows_to_quarantine, eur_to_quarantine, rows_from_quarantine, "
+        "eur_from_quarantine) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            load_id,
+            path.name,
+            sha,
+            len(frame),
+            n_conv,
+            dated,
+            older,
+            changes[0],
+            changes[1],
+            moves.rows_to_quarantine,
+            moves.eur_to_quarantine,
+            moves.rows_from_quarantine,
+            moves.eur_from_quarantine,
+        ],
+    )
     return ReferenceResult(
         path.name,
         len(frame),
@@ -389,6 +406,13 @@ def load_reference(
         communes_removed=int(changes[1]),
         moves=moves,
     )
+
+
+def current_reference(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The current reference's load id (None before the first): a load checks that the reference
+    it validated against is still current when it commits."""
+    row = con.execute("SELECT max(reference_load_id) FROM reference_loads").fetchone()
+    return None if row is None or row[0] is None else int(row[0])
 
 
 def reference_codes(con: duckdb.DuckDBPyConnection) -> frozenset[str]:

@@ -1,8 +1,10 @@
 """The data dictionary: every public view, table macro and column, from the warehouse's own comments.
 
-The comments live in the SQL (``COMMENT ON VIEW``, ``COMMENT ON MACRO TABLE``) and in
-``warehouse/columns.yaml`` (applied as ``COMMENT ON COLUMN``); this module only reads them
-back from ``duckdb_views()``, ``duckdb_columns()`` and ``duckdb_functions()``, so the
+The views' comments live in their SQL (``COMMENT ON VIEW``); the docs of their columns
+(``warehouse/columns.yaml``) and of the table macros (their SQL) in the ``schema_docs`` table,
+on a DuckDB file and a DuckLake alike (DuckLake refuses ``COMMENT ON COLUMN`` of a view and
+``COMMENT ON MACRO``). This module only reads them back, with ``duckdb_views()``,
+``duckdb_columns()`` and ``duckdb_functions()`` of the warehouse's own catalog, so the
 dictionary describes the warehouse it was built from, whatever its version. Then come the
 quarantine's rule codes and their explanations, from the programme's rules
 (``schemas.canonical.RULES``, read in ``rule_explanations``).
@@ -18,6 +20,7 @@ from datetime import datetime
 
 import duckdb
 
+from cdv_etl.errors import CdvError
 from cdv_etl.load.warehouse import PUBLIC_VIEWS
 from cdv_etl.sql import quote_ident as _quote_ident
 from schemas.canonical import RULES
@@ -80,22 +83,40 @@ def _macro_columns(con: duckdb.DuckDBPyConnection, name: str, parameters: int) -
 
 
 def read_dictionary(con: duckdb.DuckDBPyConnection) -> Dictionary:
-    """Public views (in PUBLIC_VIEWS order), then the table macros, with their comments."""
+    """Public views (in PUBLIC_VIEWS order), then the table macros, with their comments.
+
+    Each catalog query keeps to ``current_database()``: on a lake, the memory catalog has a ``main`` too.
+    """
+    has_docs = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name = 'schema_docs'"
+    ).fetchone()
+    if not has_docs or not has_docs[0]:
+        raise CdvError(
+            "this warehouse has no schema_docs table: it was built by an older cdv-etl",
+            "run cdv-etl init (it upgrades the warehouse in place), then publish it (cdv-etl publish)",
+        )
+    docs = {
+        (kind, name, column): comment
+        for kind, name, column, comment in con.execute(
+            "SELECT kind, name, column_name, comment FROM schema_docs"
+        ).fetchall()
+    }
     views = dict(
         con.execute(
-            "SELECT view_name, comment FROM duckdb_views() "
-            "WHERE NOT internal AND schema_name = 'main' AND view_name IN (SELECT unnest(?))",
+            "SELECT view_name, comment FROM duckdb_views() WHERE NOT internal "
+            "AND database_name = current_database() AND schema_name = 'main' AND view_name IN (SELECT unnest(?))",
             [list(PUBLIC_VIEWS)],
         ).fetchall()
     )
     columns: dict[str, list[Column]] = {}
-    for table, name, data_type, comment in con.execute(
-        "SELECT table_name, column_name, data_type, comment FROM duckdb_columns() "
-        "WHERE schema_name = 'main' AND table_name IN (SELECT unnest(?)) "
+    for table, name, data_type in con.execute(
+        "SELECT table_name, column_name, data_type FROM duckdb_columns() "
+        "WHERE database_name = current_database() AND schema_name = 'main' AND table_name IN (SELECT unnest(?)) "
         "ORDER BY table_name, column_index",
         [list(PUBLIC_VIEWS)],
     ).fetchall():
-        columns.setdefault(table, []).append(Column(name, data_type, comment or None))
+        columns.setdefault(table, []).append(Column(name, data_type, docs.get(("column", table, name)) or None))
     entries = [Entry("view", v, views[v] or None, columns.get(v, [])) for v in PUBLIC_VIEWS if v in views]
 
     # A macro's columns are those of the public views: each borrows the comment of the
@@ -106,13 +127,13 @@ def read_dictionary(con: duckdb.DuckDBPyConnection) -> Dictionary:
             if c.comment:
                 by_name.setdefault(c.name, c.comment)
     macros = con.execute(
-        "SELECT function_name, comment, parameters FROM duckdb_functions() "
-        "WHERE NOT internal AND schema_name = 'main' AND function_type = 'table_macro' "
+        "SELECT function_name, parameters FROM duckdb_functions() WHERE NOT internal "
+        "AND database_name = current_database() AND schema_name = 'main' AND function_type = 'table_macro' "
         "ORDER BY function_name"
     ).fetchall()
-    for name, comment, parameters in macros:
+    for name, parameters in macros:
         cols = [Column(n, t, by_name.get(n)) for n, t in _macro_columns(con, name, len(parameters))]
-        entries.append(Entry("macro", name, comment or None, cols, list(parameters)))
+        entries.append(Entry("macro", name, docs.get(("macro", name, None)) or None, cols, list(parameters)))
     return Dictionary(entries, [v for v in PUBLIC_VIEWS if v not in views])
 
 

@@ -10,6 +10,13 @@ opened, then the configuration is locked so that no statement can turn it back o
 
 DuckDB shares one database instance between the connections a process opens on the same
 file, and these settings belong to the instance: a second connection finds it locked already.
+
+A DuckLake is read in place, with no copy: attached ``READ_ONLY`` in an in-memory DuckDB, and
+DuckDB may read files under the lake's data path only (``allowed_directories``, set before the
+lock-down, or no view could read its Parquet). The connection holds one transaction, hence one
+snapshot of the lake, for the whole command. The lock-down does not keep a session from the
+catalog database itself (``postgres_execute`` on the lake's metadata catalog): the libpq user
+that readers' ``CDV_WAREHOUSE`` names must be allowed to SELECT only (README, "Warehouse backends").
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any
 import duckdb
 
 from cdv_etl.errors import CdvError
+from cdv_etl.load.backend import DuckLake
 
 EXPORT_HINT = (
     "use `cdv-etl export VIEW_OR_QUERY -o FILE` to write a view or a query to xlsx, csv or parquet"
@@ -31,12 +39,27 @@ _SESSION = "this session reads the warehouse only (read-only, with DuckDB's file
 
 
 @contextmanager
-def read_only(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    """The hardened, read-only connection to ``path``, closed on leaving; a clear error when there is none.
+def read_only(target: Path | DuckLake) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The hardened, read-only connection to ``target``, closed on leaving; a clear error when there is none.
 
-    The published copy is replaced by renaming a new file over it: a connection keeps the
-    copy it opened, so every query of one command sees one state of the warehouse.
+    A DuckDB file: the published copy is replaced by renaming a new file over it, and a
+    connection keeps the copy it opened. A lake: the connection's one transaction keeps the
+    snapshot its first query saw (and, as any DuckDB transaction, refuses further queries once
+    one has failed at run time: a command stops at its first error). Either way, every query of
+    one command sees one state of the warehouse.
     """
+    if isinstance(target, DuckLake):
+        from cdv_etl.load.warehouse import connect, lake_data_path  # `cdv-etl sql` on a file stays light
+
+        con = connect(target, read_only=True, timeout_s=0)  # a local catalog being written: say so at once
+        try:
+            _lock_down(con, target.display, allowed_directories=[lake_data_path(con)])
+            con.execute("BEGIN TRANSACTION")
+            yield con
+        finally:
+            con.close()
+        return
+    path = target
     if not path.exists():
         raise CdvError(f"no warehouse at {path}", "load something first (cdv-etl ingest FILE, or cdv-etl demo)")
     try:
@@ -49,24 +72,26 @@ def read_only(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
             ) from exc
         raise CdvError(f"cannot open {path}: {exc}", "is it a DuckDB warehouse?") from exc
     try:
-        _lock_down(con, path)
+        _lock_down(con, str(path))
         yield con
     finally:
         con.close()
 
 
-def _lock_down(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+def _lock_down(con: duckdb.DuckDBPyConnection, source: str, allowed_directories: list[str] | None = None) -> None:
     locked, external = con.execute(
         "SELECT current_setting('lock_configuration'), current_setting('enable_external_access')"
     ).fetchone() or (False, True)
     if not locked:
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET autoload_known_extensions = false")
+        if allowed_directories:
+            con.execute("SET allowed_directories = ?", [allowed_directories])
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     elif external:
         raise CdvError(
-            f"{path} is already open in this process with file access on and its configuration locked",
+            f"{source} is already open in this process with file access on and its configuration locked",
             "close the other connection to it first",
         )
 

@@ -41,6 +41,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patheffects import withStroke
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+from cdv_etl.load.backend import DuckLake, mask_secrets
 from cdv_etl.publish.reader import read_only
 from cdv_etl.publish.tables import euros
 
@@ -1435,11 +1436,14 @@ comptée). Les tableaux sont exacts au centime ; les graphiques arrondissent.</p
 """
 
 
-def build_report(con_or_path: duckdb.DuckDBPyConnection | Path | str, *, generated_at: datetime | None = None) -> str:
-    """The report's HTML, from an open connection or a warehouse file (opened read-only)."""
-    if isinstance(con_or_path, str | Path):
-        path = Path(con_or_path)
-        with read_only(path) as con:
-            return render(read_report_data(con), source=str(path), generated_at=generated_at)
+def build_report(
+    con_or_path: duckdb.DuckDBPyConnection | Path | str | DuckLake, *, generated_at: datetime | None = None
+) -> str:
+    """The report's HTML, from an open connection, a warehouse file or a lake (opened read-only)."""
+    if isinstance(con_or_path, str | Path | DuckLake):
+        target = con_or_path if isinstance(con_or_path, DuckLake) else Path(con_or_path)
+        with read_only(target) as con:
+            return render(read_report_data(con), source=str(target), generated_at=generated_at)
     row = con_or_path.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
-    return render(read_report_data(con_or_path), source=str(row[0] or "") if row else "", generated_at=generated_at)
+    source = mask_secrets(str(row[0] or "")) if row else ""  # a lake's path is its libpq string
+    return render(read_report_data(con_or_path), source=source, generated_at=generated_at)

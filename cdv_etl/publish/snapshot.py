@@ -5,6 +5,9 @@ read-only ones. So analysts never open the warehouse itself: after each successf
 the pipeline checkpoints it, copies it to a temporary file beside the published one, makes
 that copy durable, and renames it over the previous one — an atomic step on POSIX. A
 reader holds either the previous copy or the new one, never a mix.
+
+A DuckLake needs no copy: its readers attach the lake read-only and see its latest commit
+(``cdv_etl.publish.reader``), so on a lake there is nothing to publish and nothing is stale.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 import duckdb
 
 from cdv_etl.faults import checkpoint
+from cdv_etl.load.warehouse import is_lake
 
 STATE_SQL = """SELECT (SELECT count(*) FROM files), (SELECT max(file_id) FROM files),
     (SELECT sum(forced_reloads) FROM files), (SELECT CAST(max(loaded_at) AS VARCHAR) FROM files),
@@ -31,7 +35,9 @@ def state(con: duckdb.DuckDBPyConnection) -> tuple[object, ...]:
 
 def is_stale(con: duckdb.DuckDBPyConnection, target: Path) -> bool:
     """True when the published copy is missing or lags the warehouse (e.g. after a crash
-    between a load's commit and its publication): the next run then publishes."""
+    between a load's commit and its publication): the next run then publishes. Never on a lake."""
+    if is_lake(con):
+        return False
     if not target.exists():
         return True
     try:
@@ -46,7 +52,10 @@ def is_stale(con: duckdb.DuckDBPyConnection, target: Path) -> bool:
         pub.close()
 
 
-def publish(con: duckdb.DuckDBPyConnection, warehouse: Path, target: Path) -> Path:
+def publish(con: duckdb.DuckDBPyConnection, warehouse: Path, target: Path) -> Path | None:
+    """Copy the DuckDB file ``warehouse`` to ``target`` for readers; ``None`` on a lake, where nothing is copied."""
+    if is_lake(con):
+        return None
     con.execute("CHECKPOINT")
     checkpoint("publish.checkpointed")
     target.parent.mkdir(parents=True, exist_ok=True)

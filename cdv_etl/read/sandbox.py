@@ -22,17 +22,29 @@ import duckdb
 from cdv_etl.errors import CdvError
 
 
-def excel_extension() -> Path:
-    """The excel extension's binary for the installed DuckDB, from its pinned wheel."""
+def extension(name: str) -> Path:
+    """A DuckDB extension's binary for the installed DuckDB, from its pinned wheel (``duckdb-extension-<name>``).
+
+    ``excel`` reads workbooks; ``ducklake`` and ``postgres_scanner`` open a DuckLake warehouse.
+    Nothing is downloaded: a missing binary is an error that says which wheel to install.
+    """
     from importlib.resources import files
 
-    path = Path(
-        str(files("duckdb_extension_excel") / "extensions" / f"v{duckdb.__version__}" / "excel.duckdb_extension")
-    )
-    if not path.is_file():
+    wheel = "duckdb-extension-" + name.replace("_", "-")
+    try:
+        package = files("duckdb_extension_" + name)
+    except ModuleNotFoundError:
+        package = None
+    binary = f"extensions/v{duckdb.__version__}/{name}.duckdb_extension"
+    path = Path(str(package.joinpath(*binary.split("/")))) if package else None
+    # is_file() matters: once an extension of that name is loaded, DuckDB's load_extension of a
+    # path that does not exist succeeds silently.
+    if path is None or not path.is_file():
         raise CdvError(
-            f"DuckDB's excel extension for DuckDB {duckdb.__version__} is not installed ({path})",
-            "reinstall the project (make install): duckdb and duckdb-extension-excel must be the same version",
+            f"DuckDB's {name} extension for DuckDB {duckdb.__version__} is not installed"
+            + (f" ({path})" if path else f" (no {wheel} wheel)"),
+            f"reinstall the project (make install), or pip install {wheel}=={duckdb.__version__}: "
+            f"duckdb and {wheel} must be the same version",
         )
     return path
 
@@ -53,7 +65,7 @@ def reader_connection(
     )
     try:
         if excel:
-            con.load_extension(str(excel_extension()))
+            con.load_extension(str(extension("excel")))
         con.execute("SET allowed_directories = ?", [[str(workdir.resolve()) + "/"]])
         con.execute("SET allowed_paths = ?", [[str(source.resolve())]])
         con.execute("SET enable_external_access = false")

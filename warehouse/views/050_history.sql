@@ -136,7 +136,9 @@ JOIN pairs AS p USING (from_file_id, to_file_id)
 WHERE c.change IS NOT NULL AND (c.change <> 'revised' OR c.differences IS NOT NULL)
 ORDER BY p.partner, p.to_extraction_date, p.to_file_id, p.from_file_id, c.change, c.operation_id;
 
-COMMENT ON MACRO TABLE changes_between IS 'changes_between(from_export, to_export), deux file_id : d''un export chargé d''un partenaire à un autre, les opérations ajoutées, retirées et révisées, et celles qui sont seulement entrées en quarantaine ou en sont sorties, avec les anciennes et nouvelles valeurs et leurs euros (une borne NULL désigne l''export voisin). Mêmes colonnes que v_changes.';
+-- A table macro's doc goes to schema_docs (apply_views empties it first, then fills it with the
+-- column docs): DuckLake has no COMMENT ON MACRO.
+INSERT INTO schema_docs (kind, name, comment) VALUES ('macro', 'changes_between', 'changes_between(from_export, to_export), deux file_id : d''un export chargé d''un partenaire à un autre, les opérations ajoutées, retirées et révisées, et celles qui sont seulement entrées en quarantaine ou en sont sorties, avec les anciennes et nouvelles valeurs et leurs euros (une borne NULL désigne l''export voisin). Mêmes colonnes que v_changes.');
 
 CREATE OR REPLACE VIEW v_changes AS
 SELECT * FROM changes_between(NULL, NULL);
@@ -173,7 +175,7 @@ SELECT
 FROM financing_history
 WHERE file_id IN (SELECT file_id FROM chosen);
 
-COMMENT ON MACRO TABLE financing_as_of IS 'financing_as_of(as_of_date [, hindsight := false]) : les lignes d''engagement telles que connues ce jour-là (pour chaque partenaire, son dernier export extrait ce jour-là ou avant et chargé avant la fin du jour ; hindsight := true compte aussi les exports chargés plus tard). Colonnes de financing, plus file_name et extraction_date.';
+INSERT INTO schema_docs (kind, name, comment) VALUES ('macro', 'financing_as_of', 'financing_as_of(as_of_date [, hindsight := false]) : les lignes d''engagement telles que connues ce jour-là (pour chaque partenaire, son dernier export extrait ce jour-là ou avant et chargé avant la fin du jour ; hindsight := true compte aussi les exports chargés plus tard). Colonnes de financing, plus file_name et extraction_date.');
 
 -- engaged_as_of(as_of_date [, hindsight := false]): the consolidated figures as known on a
 -- day, per partner, axis and year (the cube of v_financing_axis_partner_year, back then).
@@ -188,4 +190,4 @@ WHERE counts_as_engaged
 GROUP BY partner, axis, year, file_id, extraction_date
 ORDER BY partner, axis, year;
 
-COMMENT ON MACRO TABLE engaged_as_of IS 'engaged_as_of(as_of_date [, hindsight := false]) : montants engagés par partenaire, axe et année tels que connus ce jour-là, avec l''export d''où viennent les chiffres de chaque partenaire.';
+INSERT INTO schema_docs (kind, name, comment) VALUES ('macro', 'engaged_as_of', 'engaged_as_of(as_of_date [, hindsight := false]) : montants engagés par partenaire, axe et année tels que connus ce jour-là, avec l''export d''où viennent les chiffres de chaque partenaire.');

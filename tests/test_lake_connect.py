@@ -1,0 +1,159 @@
+"""Opening either backend: ``CDV_WAREHOUSE`` parsed at start, ``connect`` on a DuckDB file or a DuckLake
+with its catalog in a real PostgreSQL, and the errors of a lake that cannot be opened."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+from analyst_helpers import run_cli
+from pg_server import PgServer
+
+from cdv_etl.config import Settings
+from cdv_etl.errors import CdvError
+from cdv_etl.load.backend import ACCEPTED_FORMS, DuckDBFile, DuckLake, parse_warehouse
+from cdv_etl.load.warehouse import LAKE, connect, is_lake, lake_error
+from cdv_etl.read.sandbox import extension
+
+
+def test_settings_parse_the_warehouse_url_and_data_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("CDV_WAREHOUSE", raising=False)
+    monkeypatch.delenv("CDV_DATA_PATH", raising=False)
+    default = Settings.from_env()
+    assert default.backend == DuckDBFile(Path("warehouse/cdv.duckdb")) and default.lake is None
+    assert default.data_path is None
+
+    monkeypatch.setenv("CDV_WAREHOUSE", "ducklake:postgres:host=/run/pg dbname=acv user=cdv password=s3cret")
+    monkeypatch.setenv("CDV_DATA_PATH", str(tmp_path / "data"))
+    lake = Settings.from_env()
+    assert isinstance(lake.backend, DuckLake) and lake.backend.catalog == "postgres"
+    assert lake.data_path == str(tmp_path / "data") + "/"
+    assert "s3cret" not in lake.backend.display
+
+    # -w wins over CDV_WAREHOUSE; a DuckDB file with CDV_DATA_PATH set is refused (the file holds its data).
+    with pytest.raises(CdvError, match="CDV_DATA_PATH"):
+        Settings.from_env(str(tmp_path / "cdv.duckdb"))
+    monkeypatch.delenv("CDV_DATA_PATH")
+    assert Settings.from_env(str(tmp_path / "cdv.duckdb")).backend == DuckDBFile(tmp_path / "cdv.duckdb")
+    # A path given to with_ names a DuckDB file: the lake is dropped.
+    assert lake.with_(warehouse=tmp_path / "x.duckdb").backend == DuckDBFile(tmp_path / "x.duckdb")
+
+
+def test_a_bad_warehouse_url_fails_at_start_showing_the_accepted_forms(tmp_path: Path) -> None:
+    done = run_cli(["init", "-w", "postgres://cdv:pw@db/acv"], tmp_path, ok=False)
+    assert done.returncode == 2
+    assert "cannot use CDV_WAREHOUSE / -w" in done.stderr
+    assert ACCEPTED_FORMS.split(",")[0] in done.stderr.replace("\n", "")
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "warehouse").exists()
+
+
+def test_connect_opens_either_backend(backend: Settings) -> None:
+    con = connect(backend.backend)
+    try:
+        con.execute("CREATE TABLE t (a INTEGER)")
+        con.execute("INSERT INTO t VALUES (1), (2)")
+        assert con.execute("SELECT sum(a) FROM t").fetchone() == (3,)
+        assert is_lake(con) == (backend.lake is not None)
+        if backend.lake is not None:
+            assert con.execute("SELECT current_database()").fetchone() == (LAKE,)
+            loaded = con.execute(
+                "SELECT extension_name FROM duckdb_extensions() WHERE loaded AND install_mode IS DISTINCT FROM "
+                "'STATICALLY_LINKED' ORDER BY 1"
+            ).fetchall()
+            assert ("ducklake",) in loaded and ("postgres_scanner",) in loaded
+            assert con.execute("SELECT current_setting('autoinstall_known_extensions')").fetchone() == (False,)
+    finally:
+        con.close()
+    ro = connect(backend.backend, read_only=True)
+    try:
+        assert ro.execute("SELECT sum(a) FROM t").fetchone() == (3,)
+        with pytest.raises(duckdb.Error, match="read-only"):
+            ro.execute("INSERT INTO t VALUES (3)")
+    finally:
+        ro.close()
+
+
+def test_a_lake_that_does_not_exist_yet_says_to_run_init(fresh_lake: Settings) -> None:
+    assert fresh_lake.lake is not None
+    with pytest.raises(CdvError, match="no warehouse in the lake ducklake:postgres:") as info:
+        connect(fresh_lake.backend, read_only=True)
+    assert "cdv-etl init" in str(info.value)
+    # A writer creating a lake needs somewhere for its data files.
+    without_data = DuckLake(fresh_lake.lake.catalog, fresh_lake.lake.target, None)
+    with pytest.raises(CdvError, match="CDV_DATA_PATH"):
+        connect(without_data)
+
+
+def test_an_unreachable_catalog_names_it_masks_the_password_and_says_what_to_start(
+    pg_server: PgServer, tmp_path: Path
+) -> None:
+    down = parse_warehouse(
+        f"ducklake:postgres:host={pg_server.root} port=1 dbname=acv user=cdv password=s3cret", str(tmp_path / "d")
+    )
+    with pytest.raises(CdvError) as info:
+        connect(down)
+    text = str(info.value)
+    assert f"cannot reach the catalog of the lake ducklake:postgres:host={pg_server.root} port=1" in text
+    assert "password=***" in text and "s3cret" not in text
+    assert "start PostgreSQL" in text and "INSTALL" not in text
+
+    missing = parse_warehouse(f"ducklake:postgres:{pg_server.libpq('nosuchdb')}", str(tmp_path / "d"))
+    with pytest.raises(CdvError, match='database "nosuchdb" does not exist') as info:
+        connect(missing)
+    assert "createdb" in str(info.value)
+
+
+def test_a_data_path_other_than_the_lakes_is_refused(fresh_lake: Settings, tmp_path: Path) -> None:
+    assert fresh_lake.lake is not None
+    connect(fresh_lake.backend).close()  # creates the lake, recording its data path
+    elsewhere = DuckLake(fresh_lake.lake.catalog, fresh_lake.lake.target, str(tmp_path / "elsewhere") + "/")
+    with pytest.raises(CdvError, match="is not the data path") as info:
+        connect(elsewhere)
+    assert "unset CDV_DATA_PATH" in str(info.value)
+    # A reader needs no data path: the lake knows its own.
+    reader = DuckLake(fresh_lake.lake.catalog, fresh_lake.lake.target, None)
+    connect(reader, read_only=True).close()
+
+
+def test_a_missing_extension_says_which_wheel_to_install_never_to_download(tmp_path: Path) -> None:
+    with pytest.raises(CdvError, match="pip install duckdb-extension-no-such==") as info:
+        extension("no_such")
+    assert "INSTALL" not in str(info.value)
+    # DuckDB's own failure when the extension is not loaded, as connect would meet it.
+    lake = parse_warehouse(f"ducklake:{tmp_path / 'acv.ducklake'}")
+    assert isinstance(lake, DuckLake)
+    con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    try:
+        with pytest.raises(duckdb.Error) as raw:
+            con.execute(lake.attach_sql(LAKE))
+    finally:
+        con.close()
+    assert "INSTALL ducklake" in str(raw.value)
+    mapped = str(lake_error(lake, raw.value))
+    assert "has not loaded an extension" in mapped and "duckdb-extension-ducklake==" in mapped
+    assert 'INSTALL "' not in mapped and "using" not in mapped
+
+
+def test_a_local_lake_opens_without_postgresql(tmp_path: Path) -> None:
+    lake = parse_warehouse(f"ducklake:{tmp_path / 'cat' / 'acv.ducklake'}")
+    con = connect(lake)
+    try:
+        con.execute("CREATE TABLE t AS SELECT 42 AS a")
+        assert is_lake(con)
+    finally:
+        con.close()
+    assert (tmp_path / "cat" / "acv.ducklake").is_file()
+
+
+def test_a_local_lake_takes_one_connection_at_a_time(tmp_path: Path) -> None:
+    lake = parse_warehouse(f"ducklake:{tmp_path / 'acv.ducklake'}")
+    writer = connect(lake)
+    try:
+        with pytest.raises(CdvError, match="one connection at a time") as info:
+            connect(lake, read_only=True, timeout_s=0)
+        assert "ducklake:postgres:" in str(info.value)
+    finally:
+        writer.close()
+    connect(lake, read_only=True).close()  # free again
