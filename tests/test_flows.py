@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import shutil
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -14,7 +12,7 @@ from typing import Any
 import duckdb
 import pytest
 from analyst_helpers import al_export
-from conftest import ANCT_REFERENCE, SPECIMENS, expected, needs_shared, sample_warehouse
+from conftest import sample_warehouse
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -36,14 +34,11 @@ from cdv_etl.errors import CdvError
 from cdv_etl.inbox import NEXT_STEP, FileOutcome, InboxRun, NeedsAttention
 from cdv_etl.load.loader import NEEDS_ATTENTION, LoadResult
 from cdv_etl.load.reference import SAMPLE_REFERENCE
-from cdv_etl.publish.tables import euros
 from cdv_etl.specs import load_specs
-from flows.artifacts import count
 from flows.ingest_export import ingest_export
 from flows.nightly import WRITER_LIMIT, WRITER_SLOTS, nightly
 from flows.outcome import LEVEL, file_line
 from flows.reference_refresh import reference_refresh
-from flows.report_server import URL_ENV
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -65,166 +60,6 @@ def latest_artifact(key: str) -> object:
         except json.JSONDecodeError:  # a markdown link: [text](url)
             return data
     return data
-
-
-def fill_inbox(inbox: Path) -> list[str]:
-    inbox.mkdir(parents=True)
-    names = []
-    for name in expected():
-        shutil.copy(SPECIMENS / name, inbox / Path(name).name)
-        names.append(name)
-    shutil.copy(ANCT_REFERENCE, inbox / ANCT_REFERENCE.name)
-    (inbox / "notes_partenaire.csv").write_text("bonjour;\n1;2\n", encoding="utf-8")  # matches no partner
-    return names
-
-
-@needs_shared
-def test_nightly_over_the_specimens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    inbox, wh = tmp_path / "inbox", tmp_path / "wh" / "cdv.duckdb"
-    names = fill_inbox(inbox)
-    with pytest.raises(NeedsAttention) as caught:  # notes_partenaire.csv was rejected: the run is not green
-        nightly(inbox=str(inbox), warehouse=str(wh))
-    assert caught.value.run is not None and [f.file_name for f in caught.value.run.attention] == [
-        "notes_partenaire.csv"
-    ]
-    summary = caught.value.run.as_dict()
-    assert list(inbox.iterdir()) == []
-    for name in names:
-        partner = expected()[name]["partner"]
-        assert (tmp_path / "archive" / partner / Path(name).name).exists()
-    assert (tmp_path / "archive" / "reference" / ANCT_REFERENCE.name).exists()
-    assert (tmp_path / "rejected" / "notes_partenaire.csv").exists()
-    reason = (tmp_path / "rejected" / "notes_partenaire.csv.reason.txt").read_text(encoding="utf-8")
-    assert "no partner spec recognises" in reason
-
-    con = duckdb.connect(str(summary["published"]), read_only=True)
-    for name in names:
-        exp = expected()[name]
-        rows_loaded, engaged = con.execute(
-            "SELECT rows_loaded, engaged_amount_eur FROM file_loads WHERE file_name = ?", [Path(name).name]
-        ).fetchone()
-        assert rows_loaded == exp["loaded_rows"] and engaged == Decimal(exp["engaged_amount_eur"])
-    total = con.execute("SELECT sum(engaged_eur) FROM v_financing_by_partner").fetchone()[0]
-    assert total == sum(Decimal(e["engaged_amount_eur"]) for e in expected().values())
-
-    # The files table: the essentials in French, French numbers, a total row; the rest in a second table.
-    files = latest_artifact("nightly-files")
-    assert list(files[0]) == [  # type: ignore[index]
-        "fichier · partenaire",
-        "statut",
-        "lignes lues",
-        "chargées",
-        "en quarantaine",
-        "engagé",
-    ]
-    by_file = {r["fichier · partenaire"]: r for r in files}  # type: ignore[union-attr]
-    bdt = expected()["bdt/BDT_ACV_engagements_20261115.xlsx"]
-    row = by_file["BDT_ACV_engagements_20261115.xlsx  \nbdt"]  # the partner under the file name
-    assert (row["statut"], row["lignes lues"], row["chargées"], row["en quarantaine"], row["engagé"]) == (
-        "chargé",
-        count(bdt["data_rows"]),
-        count(bdt["loaded_rows"]),
-        count(bdt["quarantined_rows"]),
-        euros(Decimal(bdt["engaged_amount_eur"])),
-    )
-    assert by_file["notes_partenaire.csv  \n?"]["statut"] == "rejeté"
-    total_row = files[-1]  # type: ignore[index]
-    assert total_row["fichier · partenaire"] == f"Total (chargés : {len(names)})"
-    assert total_row["lignes lues"] == count(sum(e["data_rows"] for e in expected().values()))
-    assert total_row["chargées"] == count(sum(e["loaded_rows"] for e in expected().values()))
-    engaged_all = sum(Decimal(e["engaged_amount_eur"]) for e in expected().values())
-    assert total_row["engagé"] == euros(engaged_all)
-    assert "\u202f" in total_row["lignes lues"]  # French thousands separator
-
-    details = {r["fichier"]: r for r in latest_artifact("nightly-file-details")}  # type: ignore[union-attr]
-    assert list(details["notes_partenaire.csv"]) == [
-        "fichier",
-        "total de contrôle",
-        "contrôle",
-        "rapprochement",
-        "déplacé vers",
-        "message",
-    ]
-    total, engaged, not_engaged, quarantined, diff = con.execute(
-        "SELECT control_total_eur, engaged_amount_eur, not_engaged_amount_eur, quarantined_amount_eur, "
-        "control_total_diff_eur FROM v_control_totals WHERE file_name = ?",
-        ["BDT_ACV_engagements_20261115.xlsx"],
-    ).fetchone()
-    assert total == engaged + not_engaged + quarantined + diff and total == Decimal("1032906237.00")  # its footer TOTAL
-    d = details["BDT_ACV_engagements_20261115.xlsx"]
-    assert (d["total de contrôle"], d["contrôle"]) == (euros(total), "ok")
-    assert d["rapprochement"] == (  # one part a line
-        f"{euros(total)} =  \n{euros(engaged)} engagés +  \n{euros(not_engaged)} non engagés +  \n"
-        f"{euros(quarantined)} en quarantaine"
-    )
-    assert d["déplacé vers"] == f"{tmp_path / 'archive' / 'bdt'}/  \nBDT_ACV_engagements_20261115.xlsx"
-    message = details["notes_partenaire.csv"]["message"]
-    assert "no partner spec recognises" in message.replace("  \n", " ")
-    assert all(len(line) <= 50 or " " not in line for line in message.split("  \n"))
-
-    quarantine = latest_artifact("nightly-quarantine")
-    anah = {r["règle"]: r["en quarantaine"] for r in quarantine if r["partenaire"] == "anah"}  # type: ignore[union-attr]
-    assert anah == {"commune_not_acv": "49", "unknown_status": "26", "year_date_mismatch": "39"}
-
-    # The summary: French headings and headers, French numbers, a total line.
-    summary_md = str(latest_artifact("nightly-summary"))
-    assert "## Engagé par axe" in summary_md and "## Consommation des enveloppes" in summary_md
-    assert "| axe | libellé | engagé | opérations | part |" in summary_md
-    assert "short_label" not in summary_md and "engaged_eur" not in summary_md and "share_pct" not in summary_md
-    assert f"**Total engagé : {euros(engaged_all)}**" in summary_md
-    assert f"Fichiers : {len(names) + 1} (chargé : {len(names)}, rejeté : 1)." in summary_md
-    al = Decimal(expected()["action_logement/AL_ACV_export_2026-10.csv"]["engaged_amount_eur"])
-    assert f"| action_logement | Action Logement | {euros(al)} |" in summary_md
-    assert re.search(r"\| \d+,\d\u202f% \|", summary_md)  # share of an axis: 12,3 %
-
-    # No report server here (no `cdv-etl serve`): the report's key figures and where its file is.
-    report = Path(summary["report"])
-    report_md = str(latest_artifact("nightly-report"))
-    assert report.exists() and f"`{report}`" in report_md and "file://" not in report_md
-    assert f"**Total engagé : {euros(engaged_all)}**" in report_md
-    # A feedback workbook for each partner with rejected rows (every specimen has some), beside the report.
-    feedback = summary["feedback"]
-    assert sorted(feedback) == sorted({e["partner"] for e in expected().values()})
-    feedback_md = str(latest_artifact("nightly-feedback"))
-    for path in feedback.values():
-        assert Path(path).parent == report.parent and f"`{path}`" in feedback_md
-    html = report.read_text(encoding="utf-8")
-    assert html.count("data:image/svg+xml") >= 4 and "http://" not in html.replace("http://www.w3.org", "")
-
-    # A night with nothing new is cheap, changes nothing, and says so (no progress bar at 0 %).
-    state = nightly(inbox=str(inbox), warehouse=str(wh), return_state=True)
-    assert (state.type, state.name) == (StateType.COMPLETED, "Completed")  # a clean night is green
-    again = state.result()
-    assert again["files"] == []
-    with get_client(sync_client=True) as client:
-        kinds = [
-            a.type
-            for a in client.read_artifacts(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
-            )
-        ]
-    assert sorted(kinds) == ["markdown", "table", "table"], kinds  # files, quarantine, summary
-    assert latest_artifact("nightly-files") == [
-        {
-            "fichier · partenaire": "rien de nouveau",
-            "statut": "—",
-            "lignes lues": "0",
-            "chargées": "0",
-            "en quarantaine": "0",
-        }
-    ]
-    assert "Fichiers : rien de nouveau." in str(latest_artifact("nightly-summary"))
-
-    # Under `cdv-etl serve` (CDV_REPORTS_URL, the reports folder of CDV_WAREHOUSE) the report is a link there.
-    monkeypatch.setenv(URL_ENV, "http://127.0.0.1:4201/")
-    monkeypatch.setenv("CDV_WAREHOUSE", str(wh))
-    shutil.copy(SPECIMENS / names[0], inbox / Path(names[0]).name)
-    third = nightly(inbox=str(inbox), warehouse=str(wh))
-    assert [f["status"] for f in third["files"]] == ["duplicate"]
-    assert latest_artifact("nightly-files")[0]["statut"] == "doublon"  # type: ignore[index]
-    link = str(latest_artifact("nightly-report"))
-    assert f"(http://127.0.0.1:4201/{Path(third['report']).name})" in link, link
-    assert con.execute("SELECT count(*) FROM file_loads").fetchone()[0] == 6  # 5 loaded + 1 rejected
 
 
 def test_ingest_export_and_reference_refresh_flows(tmp_path: Path) -> None:
