@@ -116,12 +116,13 @@ def test_readme_flows_and_deployments_exist() -> None:
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     served = {d.name: d for d in deployments()}
-    for name in ("nightly", "ingest-export", "reference-refresh", "accept-export"):
+    for name in ("nightly", "ingest-export", "reference-refresh", "accept-export", "ingest-partner"):
         assert f"`{name}`" in readme, name
         assert name in served and served[name].flow_name == name
     cron = served["nightly"].schedules[0].schedule
     assert (cron.cron, cron.timezone) == ("0 2 * * *", "Europe/Paris") and "0 2 * * *" in readme
     project = yaml.safe_load((ROOT / "prefect.yaml").read_text(encoding="utf-8"))
+    assert {dep["name"] for dep in project["deployments"]} == set(served)  # a work pool gets what serve serves
     for dep in project["deployments"]:
         module, func = dep["entrypoint"].split(":")
         assert (ROOT / module).exists()
