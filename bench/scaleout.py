@@ -549,8 +549,73 @@ def markdown(res: dict[str, Any]) -> str:
                         f"| {_f(pt.get('publish_cpu_s'))} | {_f(rd.get('attach_s'))} | {_f(rd.get('first_query_s'))} "
                         f"| {_f(rd.get('warm_query_s'), 3)} | {_f(rd.get('process_wall_s'))} |"
                     )
-        lines.append("")
+        lines += ["", *summary(out), ""]
+    noisy = [r for o in res["sizes"].values() for r in o["runs"] if r["foreign_cpu_share"] > 0.10]
+    lines += [
+        "**How to read this.** *loads wall s* is from the first export's start to the last one's end (what "
+        "parallel loading changes); *run wall s* and *run CPU s* are the whole `run_inbox` call in its process "
+        "(CPU: every thread, DuckDB's included), *peak RSS* that process's high-water mark (parallel loads share it). "
+        "A DuckDB file has one writer, so its inbox run loads one export at a time whatever `CDV_PARALLEL_FILES` "
+        "says; a lake loads that many partners at once, one partner's exports in their order (the two Action "
+        "Logement months one after the other: see the spans). *on disk* is the DuckDB file, or the lake's Parquet "
+        "files (its catalog is in PostgreSQL). † a step that failed: its error is shown; the loads were measured "
+        "all the same.",
+        "",
+    ]
+    if noisy:
+        lines += [
+            f"**Read the times with care**: other processes used over 10 % of the CPUs during {len(noisy)} of the "
+            f"{sum(len(o['runs']) for o in res['sizes'].values())} runs (up to "
+            f"{max(r['foreign_cpu_share'] for r in noisy):.0%}). Wall times are inflated and noisy; CPU seconds are "
+            "the steadier comparison. On a busy machine a run with two writers also gets a larger share of the "
+            "CPUs from the scheduler than a run with one, so its wall-time gain overstates what an idle "
+            f"{res['machine']['cores']}-core machine would show.",
+            "",
+        ]
     return "\n".join(lines)
+
+
+def _run(out: dict[str, Any], backend: str, mode: str) -> dict[str, Any] | None:
+    return next((r for r in out["runs"] if r["backend"] == backend and r["mode"] == mode), None)
+
+
+def summary(out: dict[str, Any]) -> list[str]:
+    """The comparisons the tables are for, worked out."""
+    lines = []
+    for backend in ("lake", "file"):
+        serial = _run(out, backend, "serial")
+        for r in (x for x in out["runs"] if x["backend"] == backend and x["mode"] == "parallel"):
+            if serial and r.get("loads_wall_s") and serial.get("loads_wall_s"):
+                lines.append(
+                    f"* {backend}, {r['parallel_files']} writers against 1: loads "
+                    f"{serial['loads_wall_s'] / r['loads_wall_s']:.2f}× faster in wall time "
+                    f"({_f(serial['loads_wall_s'], 1)} s → {_f(r['loads_wall_s'], 1)} s), "
+                    f"{r['run_cpu_s'] / serial['run_cpu_s']:.2f}× the CPU, "
+                    f"{r['peak_rss_mib'] / serial['peak_rss_mib']:.2f}× the peak RSS."
+                )
+    lake, file = _run(out, "lake", "serial"), _run(out, "file", "serial")
+    if lake and file and lake.get("loads_wall_s") and file.get("loads_wall_s"):
+        lines.append(
+            f"* serial, lake against file: loads {lake['loads_wall_s'] / file['loads_wall_s']:.2f}× the wall time, "
+            f"{lake['run_cpu_s'] / file['run_cpu_s']:.2f}× the CPU (the lake's writers load the ducklake and "
+            "postgres_scanner extensions and talk to PostgreSQL; the file's run also publishes a copy)."
+        )
+    g = out["growth"]
+    if "file" in g and g["file"]["points"]:
+        pts = g["file"]["points"]
+        lines.append(
+            f"* publishing the DuckDB file: {_f(pts[0].get('publish_s'))} s after {pts[0]['files']} export(s), "
+            f"{_f(pts[-1].get('publish_s'))} s after {pts[-1]['files']} "
+            f"({_f(pts[0].get('warehouse_mb'), 0)} → {_f(pts[-1].get('warehouse_mb'), 0)} MB copied)."
+        )
+    for backend, pts in ((b, g[b]["points"]) for b in ("file", "lake") if b in g and g[b]["points"]):
+        a, b = pts[0]["reader"], pts[-1]["reader"]
+        lines.append(
+            f"* a new reader of the {'published copy' if backend == 'file' else 'lake'}: connect "
+            f"{_f(a.get('attach_s'))} s + first query {_f(a.get('first_query_s'))} s after {pts[0]['files']} "
+            f"export(s); {_f(b.get('attach_s'))} s + {_f(b.get('first_query_s'))} s after {pts[-1]['files']}."
+        )
+    return lines
 
 
 if __name__ == "__main__":
