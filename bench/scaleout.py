@@ -255,29 +255,10 @@ def step_growth(p: dict[str, Any]) -> dict[str, Any]:
             point |= {"publish_s": time.perf_counter() - t0, "publish_cpu_s": time.process_time() - c0}
             point |= {"copy_s": copy_s[-1] if copy_s else None}
         point |= _sizes(s)
-        reader = _child("reader", p, f"{p['tag']}-reader-{k}", timeout=600)
+        reader = _step("reader", p, f"{p['tag']}-reader-{k}", 600, settle_first=False)
         point |= {"reader": reader}
         points.append(point)
     return {"points": points}
-
-
-def _child(step: str, params: dict[str, Any], tag: str, *, timeout: float) -> dict[str, Any]:
-    """A step in a new process, from a step (no settling: the caller measures around it)."""
-    work = OUT / "steps"
-    work.mkdir(parents=True, exist_ok=True)
-    pfile, rfile = work / f"{tag}.params.json", work / f"{tag}.result.json"
-    pfile.write_text(json.dumps(params), encoding="utf-8")
-    rfile.unlink(missing_ok=True)
-    out = run_command(
-        [sys.executable, "-m", "bench.scaleout", "--step", step, str(pfile), str(rfile)],
-        tag=tag,
-        timeout=timeout,
-        label=step,
-        settle_first=False,
-    )
-    if "error" not in out and rfile.exists():
-        out |= json.loads(rfile.read_text(encoding="utf-8"))
-    return out
 
 
 STEPS = {"setup": step_setup, "run": step_run, "reader": step_reader, "growth": step_growth}
@@ -286,8 +267,9 @@ STEPS = {"setup": step_setup, "run": step_run, "reader": step_reader, "growth": 
 # -- the harness ---------------------------------------------------------------------------------
 
 
-def _step(step: str, params: dict[str, Any], tag: str, timeout: float) -> dict[str, Any]:
-    """A measured step in a new process, after waiting for a quiet machine (``harness.settle``)."""
+def _step(step: str, params: dict[str, Any], tag: str, timeout: float, *, settle_first: bool = True) -> dict[str, Any]:
+    """A measured step in a new process, after waiting for a quiet machine (``harness.settle``; not from
+    inside a step, which measures around it)."""
     work = OUT / "steps"
     work.mkdir(parents=True, exist_ok=True)
     pfile, rfile = work / f"{tag}.params.json", work / f"{tag}.result.json"
@@ -298,6 +280,7 @@ def _step(step: str, params: dict[str, Any], tag: str, timeout: float) -> dict[s
         tag=tag,
         timeout=timeout,
         label=step,
+        settle_first=settle_first,
     )
     if "error" not in out and not rfile.exists():
         out["error"] = f"{step} wrote no result"
