@@ -32,8 +32,10 @@ import argparse
 import json
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import date
+from datetime import date, timedelta
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +55,15 @@ XLSX_MAX_ROWS = 1_000_000
 CHUNK = 500_000
 
 AL_EXTRACTION = date(2026, 10, 31)
-AL_NAME = "AL_ACV_export_2026-10.csv"
+AL_LATER_MONTH = "2026-11"
+LATER_AL = "action_logement_later"
+"""The month of the second Action Logement export (the six-export scale-out benchmark)."""
+ANAH_NAME = "anah_acv_2026.csv"
+EPF_NAME = "epf_interventions_acv.tsv"
+ETAT_NAME = "Etat_credits_ACV.xlsx"
+LATEST_DATE = date(2026, 10, 31)
+"""The latest engagement date of the exports extracted on the day they arrive (EPF) or dated by
+their year only (Anah): a date after the run's day would be quarantined, so none is drawn."""
 BDT_EXTRACTION = date(2026, 11, 15)
 BDT_NAME = "BDT_ACV_engagements_20261115.xlsx"
 PROGRAMME_START = date(2018, 1, 1)
@@ -199,6 +209,11 @@ def _log_uniform_cents(
     return np.round(np.exp(np.log(low) + u * (np.log(high) - np.log(low))) * 100).astype(np.int64)
 
 
+def _month_end(month: str) -> date:
+    year, m = (int(x) for x in month.split("-"))
+    return date(year + m // 12, m % 12 + 1, 1) - timedelta(days=1)
+
+
 def _days(rng: np.random.Generator, start: date, end: date, size: int) -> np.ndarray:
     span = (end - start).days + 1
     return np.datetime64(start, "D") + rng.integers(0, span, size=size).astype("timedelta64[D]")
@@ -243,11 +258,18 @@ def _concat_bytes(lines: pa.Array) -> bytes:
 # -- Action Logement CSV -----------------------------------------------------------------------
 
 
-def generate_al_csv(n: int, out_dir: Path, seed: int = SEED) -> Generated:
-    """``AL_ACV_export_2026-10.csv`` with ``n`` data rows, in the partner's exact layout."""
+def generate_al_csv(n: int, out_dir: Path, seed: int = SEED, month: str = "2026-10") -> Generated:
+    """``AL_ACV_export_<month>.csv`` with ``n`` data rows, in the partner's exact layout.
+
+    A later month (``AL_LATER_MONTH``) is the same stock a month on: the same operations with the
+    same ids (so it withdraws nothing and becomes current), about 1 % of them with a revised
+    amount, and the dates after the extraction moved past the later extraction date, so that it
+    quarantines the same rows as the first.
+    """
     t0 = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / AL_NAME
+    path = out_dir / f"AL_ACV_export_{month}.csv"
+    extraction = _month_end(month)
     rng = np.random.default_rng([seed, 1, n])
     codes, names = _communes()
     kinds_list = list(AL_MISTAKES)
@@ -261,6 +283,7 @@ def generate_al_csv(n: int, out_dir: Path, seed: int = SEED) -> Generated:
     late = rng.integers(1, 46, size=int(future.sum())).astype("timedelta64[D]")
     days[future] = np.datetime64(AL_EXTRACTION, "D") + late
     years = days.astype("datetime64[Y]").astype(np.int64) + 1970
+    days[future] = np.datetime64(extraction, "D") + late  # a later month's: still after its extraction
     width = max(6, len(str(n)))
     seq = np.arange(1, n + 1)
     id_year, id_seq = years.copy(), seq.copy()
@@ -282,6 +305,9 @@ def generate_al_csv(n: int, out_dir: Path, seed: int = SEED) -> Generated:
     op_type = rng.integers(0, len(AL_TYPES), size=n)
     dwellings = rng.integers(4, 81, size=n)
     bad_amount = rng.integers(0, len(UNPARSEABLE), size=n)
+    if extraction != AL_EXTRACTION:  # drawn last: the rows before are those of the first month
+        revised = (rng.random(n) < 0.01) & (kinds == -1)
+        cents[revised] = cents[revised] * 103 // 100
 
     with path.open("wb") as fh:
         fh.write((";".join(AL_HEADER) + "\r\n").encode("cp1252"))
@@ -555,6 +581,332 @@ def generate_bdt_xlsx(n: int, out_dir: Path, seed: int = SEED) -> Generated:
     )
 
 
+# -- Anah CSV ----------------------------------------------------------------------------------
+
+ANAH_HEADER = [
+    "numero_dossier",
+    "code_insee",
+    "annee_engagement",
+    "type_intervention",
+    "nb_logements",
+    "montant_aide",
+    "date_engagement",
+    "statut",
+]
+ANAH_TYPES = ("Propriétaire occupant", "Propriétaire bailleur", "Copropriété dégradée", "RHI-THIRORI")
+# Close to the specimen: 0.6 % outside the programme, 0.3 % unknown status, 0.5 % year ≠ date.
+ANAH_MISTAKES = {
+    "commune_not_acv": 0.0061,
+    "unknown_status": 0.0033,
+    "year_date_mismatch": 0.0049,
+    "amount_not_positive": 0.0010,
+}
+ANAH_UNKNOWN_STATUSES = ("en attente", "à instruire", "suspendu")
+
+
+def _dot_decimals(cents: np.ndarray) -> pa.Array:
+    """1234.50: dot decimals, no thousands separator (``-`` before a negative)."""
+    a = np.abs(cents)
+    text = pc.binary_join_element_wise(_s(a // 100), pc.utf8_lpad(_s(a % 100), 2, "0"), ".")
+    return pc.if_else(pa.array(cents < 0), pc.binary_join_element_wise("-", text, ""), text)
+
+
+def _iso(days: np.ndarray) -> pa.Array:
+    return pc.strftime(pc.cast(pa.array(days), pa.timestamp("s")), format="%Y-%m-%d")
+
+
+def generate_anah_csv(n: int, out_dir: Path, seed: int = SEED) -> Generated:
+    """``anah_acv_2026.csv``: UTF-8 with a byte-order mark, ``,``, dot decimals, ISO dates, a status
+    per grant (5 % ``annulé``: loaded, not engaged) — the specimen's layout."""
+    t0 = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / ANAH_NAME
+    rng = np.random.default_rng([seed, 3, n])
+    codes, _ = _communes()
+    kinds, _, counts = _plan(rng, n, ANAH_MISTAKES)
+    kind_of = {k: i for i, k in enumerate(ANAH_MISTAKES)}
+
+    days = _days(rng, PROGRAMME_START, LATEST_DATE, n)
+    years = days.astype("datetime64[Y]").astype(np.int64) + 1970
+    mismatch = kinds == kind_of["year_date_mismatch"]
+    stated = years.copy()
+    stated[mismatch] = np.where(years[mismatch] > PROGRAMME_START.year, years[mismatch] - 1, years[mismatch] + 1)
+    all_codes = codes + [c for c, _ in OUTSIDERS]
+    commune_idx = rng.integers(0, len(codes), size=n)
+    outsider = kinds == kind_of["commune_not_acv"]
+    commune_idx = np.where(outsider, len(codes) + rng.integers(0, len(OUTSIDERS), size=n), commune_idx)
+    cents = _log_uniform_cents(rng, 3_000, 300_000, n)
+    negative = kinds == kind_of["amount_not_positive"]
+    cents[negative] = -cents[negative]
+    statuses = ["engagé", "annulé", *ANAH_UNKNOWN_STATUSES]
+    status = (rng.random(n) < 0.05).astype(np.int64)
+    unknown = kinds == kind_of["unknown_status"]
+    status[unknown] = 2 + rng.integers(0, len(ANAH_UNKNOWN_STATUSES), size=int(unknown.sum()))
+    scheme = rng.integers(0, len(ANAH_TYPES), size=n)
+    dwellings = rng.integers(1, 13, size=n)
+    seq = np.arange(1, n + 1)
+    width = max(7, len(str(n)))
+
+    with path.open("wb") as fh:
+        fh.write(("\ufeff" + ",".join(ANAH_HEADER) + "\n").encode("utf-8"))
+        for lo in range(0, n, CHUNK):
+            sl = slice(lo, min(n, lo + CHUNK))
+            code = _pick(all_codes, commune_idx[sl])
+            line = pc.binary_join_element_wise(
+                pc.binary_join_element_wise("ANAH", code, pc.utf8_lpad(_s(seq[sl]), width, "0"), "-"),
+                code,
+                _s(stated[sl]),
+                _pick(ANAH_TYPES, scheme[sl]),
+                _s(dwellings[sl]),
+                _dot_decimals(cents[sl]),
+                _iso(days[sl]),
+                _pick(statuses, status[sl]),
+                ",",
+            )
+            fh.write(_concat_bytes(pc.binary_join_element_wise(line, "\n", "")))
+    return Generated(
+        "anah",
+        size_label(n),
+        n,
+        str(path),
+        path.stat().st_size,
+        sum(counts.values()),
+        counts,
+        None,
+        round(time.perf_counter() - t0, 2),
+    )
+
+
+# -- EPF TSV -----------------------------------------------------------------------------------
+
+EPF_HEADER = ["id_intervention", "insee", "commune", "vocation", "date_acte", "montant_keur", "surface_m2"]
+EPF_VOCATIONS = ("habitat", "économie", "équipement public")
+EPF_UNKNOWN_VOCATIONS = ("loisirs", "à définir")
+EPF_MISTAKES = {
+    "commune_not_acv": 0.0067,
+    "amount_missing": 0.0200,
+    "unknown_category": 0.0050,
+    "date_before_programme": 0.0030,
+    "duplicate_operation_id": 0.0010,
+}
+
+
+def generate_epf_tsv(n: int, out_dir: Path, seed: int = SEED) -> Generated:
+    """``epf_interventions_acv.tsv``: UTF-8, tab-separated, ISO dates, amounts in k€ with one comma
+    decimal — the specimen's layout. Its extraction date is the day it arrives: no date after
+    ``LATEST_DATE`` is drawn, so its quarantine does not depend on the day of the run."""
+    t0 = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / EPF_NAME
+    rng = np.random.default_rng([seed, 4, n])
+    codes, names = _communes()
+    kinds, copied, counts = _plan(rng, n, EPF_MISTAKES)
+    kind_of = {k: i for i, k in enumerate(EPF_MISTAKES)}
+    days = _days(rng, PROGRAMME_START, LATEST_DATE, n)
+    before = kinds == kind_of["date_before_programme"]
+    days[before] = _days(rng, date(2014, 1, 1), date(2017, 12, 31), int(before.sum()))
+    seq = np.arange(1, n + 1)
+    seq[np.flatnonzero(kinds == kind_of["duplicate_operation_id"])] = seq[copied]
+    all_codes = codes + [c for c, _ in OUTSIDERS]
+    all_names = names + [nm for _, nm in OUTSIDERS]
+    commune_idx = rng.integers(0, len(codes), size=n)
+    outsider = kinds == kind_of["commune_not_acv"]
+    commune_idx = np.where(outsider, len(codes) + rng.integers(0, len(OUTSIDERS), size=n), commune_idx)
+    vocations = [*EPF_VOCATIONS, *EPF_UNKNOWN_VOCATIONS]
+    vocation = rng.integers(0, len(EPF_VOCATIONS), size=n)
+    unknown = kinds == kind_of["unknown_category"]
+    vocation[unknown] = len(EPF_VOCATIONS) + rng.integers(0, len(EPF_UNKNOWN_VOCATIONS), size=int(unknown.sum()))
+    tenths = np.round(_log_uniform_cents(rng, 1.5, 250, n) / 10).astype(np.int64)  # k€ in tenths: 15,0 to 2 500,0
+    missing = kinds == kind_of["amount_missing"]
+    surface = rng.integers(200, 20_000, size=n)
+    width = max(5, len(str(n)))
+
+    with path.open("wb") as fh:
+        fh.write(("\t".join(EPF_HEADER) + "\n").encode("utf-8"))
+        for lo in range(0, n, CHUNK):
+            sl = slice(lo, min(n, lo + CHUNK))
+            amount = pc.binary_join_element_wise(_s(tenths[sl] // 10), _s(tenths[sl] % 10), ",")
+            line = pc.binary_join_element_wise(
+                pc.binary_join_element_wise("EPF", pc.utf8_lpad(_s(seq[sl]), width, "0"), ""),
+                _pick(all_codes, commune_idx[sl]),
+                _pick(all_names, commune_idx[sl]),
+                _pick(vocations, vocation[sl]),
+                _iso(days[sl]),
+                pc.if_else(pa.array(missing[sl]), "", amount),
+                _s(surface[sl]),
+                "\t",
+            )
+            fh.write(_concat_bytes(pc.binary_join_element_wise(line, "\n", "")))
+    quarantined = sum(counts.values()) + len(np.unique(copied))
+    return Generated(
+        "epf",
+        size_label(n),
+        n,
+        str(path),
+        path.stat().st_size,
+        quarantined,
+        counts,
+        None,
+        round(time.perf_counter() - t0, 2),
+    )
+
+
+# -- État XLSX ---------------------------------------------------------------------------------
+
+ETAT_YEARS = tuple(range(2019, 2026))
+"""One sheet per year of award, as in the specimen."""
+ETAT_HEADER = [
+    "Dispositif",
+    "Département",
+    "Commune (INSEE)",
+    "Bénéficiaire",
+    "Objet",
+    "Axe ACV",
+    "Montant attribué",
+]
+ETAT_SCHEMES = ("FNADT", "Fonds friches", "FISAC", "DSIL", "DETR")
+ETAT_AXES = (
+    "Axe 1 - Réhabilitation-restructuration de l'habitat",
+    "Axe 2 - Développement économique et commercial",
+    "Axe 3 - Accessibilité, mobilité et connexions",
+    "Axe 4 - Espace public et patrimoine",
+    "Axe 5 - Équipements et services publics",
+)
+ETAT_UNKNOWN_AXES = ("Axe 7 - Autre", "Hors axe")
+ETAT_MISTAKES = {
+    "commune_missing": 0.0078,
+    "commune_not_acv": 0.0050,
+    "unknown_category": 0.0112,
+    "amount_missing": 0.0030,
+}
+
+
+def _etat_parts(years: tuple[int, ...]) -> dict[str, str]:
+    """The workbook's fixed parts for one sheet per year."""
+    sheets = "".join(
+        f'<sheet name="{y}" sheetId="{i}" state="visible" r:id="rId{i}" />' for i, y in enumerate(years, 1)
+    )
+    rels = "".join(
+        f'<Relationship Type="{_REL}/worksheet" Target="/xl/worksheets/sheet{i}.xml" Id="rId{i}" />'
+        for i in range(1, len(years) + 1)
+    )
+    overrides = "".join(
+        f'<Override PartName="/xl/worksheets/sheet{i}.xml" ContentType="{_CT}.spreadsheetml.worksheet+xml" />'
+        for i in range(2, len(years) + 1)
+    )
+    k = len(years) + 1
+    return {
+        "[Content_Types].xml": _CONTENT_TYPES.replace("</Types>", overrides + "</Types>"),
+        "_rels/.rels": _ROOT_RELS,
+        "docProps/app.xml": _APP,
+        "docProps/core.xml": _CORE.replace("Banque des Territoires", "DGCL"),
+        "xl/workbook.xml": _WORKBOOK.replace(
+            '<sheet name="Engagements" sheetId="1" state="visible" r:id="rId1" />', sheets
+        ),
+        "xl/_rels/workbook.xml.rels": (
+            f'<Relationships xmlns="{_PKG}">{rels}'
+            f'<Relationship Type="{_REL}/styles" Target="styles.xml" Id="rId{k}" /></Relationships>'
+        ),
+        "xl/styles.xml": _STYLES,
+    }
+
+
+def generate_etat_xlsx(n: int, out_dir: Path, seed: int = SEED) -> Generated:
+    """``Etat_credits_ACV.xlsx`` with ``n`` awards over one sheet per year (2019-2025): a merged
+    title on row 1, the header on row 2, inline strings, amounts as numbers; no operation id (an
+    award is known by its year, scheme, commune and object) and no date — the specimen's layout."""
+    if n > XLSX_MAX_ROWS:
+        raise ValueError(f"{n} rows: workbooks stop at {XLSX_MAX_ROWS} rows (Excel's sheet limit)")
+    t0 = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / ETAT_NAME
+    rng = np.random.default_rng([seed, 5, n])
+    codes, names = _communes()
+    kinds, _, counts = _plan(rng, n, ETAT_MISTAKES)
+    kind_of = {k: i for i, k in enumerate(ETAT_MISTAKES)}
+    all_codes = codes + [c for c, _ in OUTSIDERS]
+    all_names = [nm.replace("&", "&amp;").replace("<", "&lt;") for nm in names + [nm for _, nm in OUTSIDERS]]
+    commune_idx = rng.integers(0, len(codes), size=n)
+    outsider = kinds == kind_of["commune_not_acv"]
+    commune_idx = np.where(outsider, len(codes) + rng.integers(0, len(OUTSIDERS), size=n), commune_idx)
+    departments = [c[:3] if c.startswith("97") else c[:2] for c in all_codes]
+    labels = [f"{nm} ({c})" for nm, c in zip(all_names, all_codes, strict=True)]
+    axes = [*ETAT_AXES, *ETAT_UNKNOWN_AXES]
+    axis = rng.integers(1, len(ETAT_AXES), size=n)  # axes 2-5, as in the specimen; axis 1 rarely
+    axis[rng.random(n) < 0.05] = 0
+    unknown = kinds == kind_of["unknown_category"]
+    axis[unknown] = len(ETAT_AXES) + rng.integers(0, len(ETAT_UNKNOWN_AXES), size=int(unknown.sum()))
+    scheme = rng.integers(0, len(ETAT_SCHEMES), size=n)
+    cents = _log_uniform_cents(rng, 15_000, 1_500_000, n)
+    no_code = kinds == kind_of["commune_missing"]
+    missing = kinds == kind_of["amount_missing"]
+    per_sheet = np.array_split(np.arange(n), len(ETAT_YEARS))
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+        for name, text in _etat_parts(ETAT_YEARS).items():
+            info = zipfile.ZipInfo(name, (2026, 11, 20, 6, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, text)
+        for i, (year, rows) in enumerate(zip(ETAT_YEARS, per_sheet, strict=True), 1):
+            last = len(rows) + 2
+            info = zipfile.ZipInfo(f"xl/worksheets/sheet{i}.xml", (2026, 11, 20, 6, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with zf.open(info, "w", force_zip64=True) as sheet:
+                sheet.write(
+                    (
+                        f'<worksheet xmlns:r="{_REL}" xmlns="{_NS}"><dimension ref="A1:G{last}" />'
+                        '<sheetViews><sheetView workbookViewId="0" /></sheetViews>'
+                        '<sheetFormatPr defaultRowHeight="15" /><sheetData>'
+                        + _inline_row(1, ["Crédits de l'État mobilisés au titre d'Action Cœur de Ville"])
+                        + _inline_row(2, ETAT_HEADER)
+                    ).encode("utf-8")
+                )
+                for lo in range(0, len(rows), CHUNK):
+                    idx = rows[lo : lo + CHUNK]
+                    r = _s(np.arange(lo, lo + len(idx)) + 3)
+                    c = commune_idx[idx]
+                    commune = pc.if_else(pa.array(no_code[idx]), _pick(all_names, c), _pick(labels, c))
+                    amount_cell = pc.if_else(
+                        pa.array(missing[idx]),
+                        "",
+                        pc.binary_join_element_wise(
+                            '<c r="G', r, '" t="n"><v>', _dot_decimals(cents[idx]), "</v></c>", ""
+                        ),
+                    )
+                    objet = pc.binary_join_element_wise(f"Opération {year}-", _s(np.arange(lo, lo + len(idx)) + 1), "")
+                    row = pc.binary_join_element_wise(
+                        '<row r="',
+                        r,
+                        '">',
+                        _inline("A", r, _pick(ETAT_SCHEMES, scheme[idx])),
+                        _inline("B", r, _pick(departments, c)),
+                        _inline("C", r, commune),
+                        _inline("D", r, pc.binary_join_element_wise("Commune de ", _pick(all_names, c), "")),
+                        _inline("E", r, objet),
+                        _inline("F", r, _pick(axes, axis[idx])),
+                        amount_cell,
+                        "</row>",
+                        "",
+                    )
+                    sheet.write(_concat_bytes(row))
+                sheet.write(
+                    b'</sheetData><mergeCells count="1"><mergeCell ref="A1:G1" /></mergeCells>'
+                    b'<pageMargins left="0.75" right="0.75" top="1" bottom="1" header="0.5" footer="0.5" />'
+                    b"</worksheet>"
+                )
+    return Generated(
+        "etat",
+        size_label(n),
+        n,
+        str(path),
+        path.stat().st_size,
+        sum(counts.values()),
+        counts,
+        None,
+        round(time.perf_counter() - t0, 2),
+    )
+
+
 # -- cache -------------------------------------------------------------------------------------
 
 
@@ -567,8 +919,24 @@ def load_manifest(data_dir: Path) -> dict[str, dict]:
     return json.loads(p.read_text(encoding="utf-8")) if p.exists() else {}
 
 
+GENERATORS: dict[str, Callable[[int, Path, int], Generated]] = {
+    "action_logement": generate_al_csv,
+    "bdt": generate_bdt_xlsx,
+    "anah": generate_anah_csv,
+    "epf": generate_epf_tsv,
+    "etat": generate_etat_xlsx,
+    LATER_AL: partial(generate_al_csv, month=AL_LATER_MONTH),
+}
+"""Each file the benchmarks use, by its key in the manifest: the partner, or ``LATER_AL`` for the
+second Action Logement export (a partner's later month)."""
+SIX_EXPORTS = ("action_logement", "bdt", "anah", "etat", "epf", LATER_AL)
+"""The scale-out benchmark's exports, in the order they arrive (the later Action Logement month last)."""
+XLSX_KINDS = frozenset({"bdt", "etat"})
+
+
 def ensure(partner: str, n: int, data_dir: Path = DATA_DIR, seed: int = SEED) -> dict:
-    """The manifest entry of this file, generating it unless an identical one is on disk."""
+    """The manifest entry of this file (``partner``: a key of ``GENERATORS``), generating it unless an
+    identical one is on disk."""
     data_dir.mkdir(parents=True, exist_ok=True)
     key = f"{partner}/{size_label(n)}"
     manifest = load_manifest(data_dir)
@@ -581,8 +949,7 @@ def ensure(partner: str, n: int, data_dir: Path = DATA_DIR, seed: int = SEED) ->
         and Path(entry["path"]).stat().st_size == entry["bytes"]
     ):
         return entry
-    out_dir = data_dir / size_label(n)
-    gen = generate_al_csv(n, out_dir, seed) if partner == "action_logement" else generate_bdt_xlsx(n, out_dir, seed)
+    gen = GENERATORS[partner](n, data_dir / size_label(n), seed)
     manifest = load_manifest(data_dir)  # re-read: another size may have been added meanwhile
     manifest[key] = asdict(gen)
     manifest_path(data_dir).write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
@@ -600,7 +967,7 @@ def main(argv: list[str] | None = None) -> None:
     for label in args.sizes.split(","):
         n = parse_size(label)
         for partner in args.partners.split(","):
-            if partner == "bdt" and n > XLSX_MAX_ROWS:
+            if partner in XLSX_KINDS and n > XLSX_MAX_ROWS:
                 continue
             entry = ensure(partner, n, args.out)
             done.append(entry)
