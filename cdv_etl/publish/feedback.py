@@ -138,7 +138,7 @@ class Feedback:
 
     def table(self) -> list[list[Any]]:
         """The rows sheet's data rows, under ``header()``."""
-        columns = self.source_columns
+        columns, sheets = self.source_columns, self.has_sheets  # once: each scans every row
         out = []
         for r in self.rows:
             f = r.reason
@@ -146,7 +146,7 @@ class Feedback:
             out.append(
                 [
                     r.source_row,
-                    *([r.sheet] if self.has_sheets else []),
+                    *([r.sheet] if sheets else []),
                     *(r.cells.get(c) for c in columns),
                     explanation(f.rule, f.message),
                     f.column,
