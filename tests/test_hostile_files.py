@@ -698,6 +698,7 @@ def test_sparse_sheet_bombs_cost_neither_memory_nor_a_crash(
     con = duckdb.connect(str(cli_warehouse), read_only=True)
     try:
         for path in paths:
+            assert path.name in files, f"{path.name} has no ledger row (its ingest raised): {out}"
             status, reason, message = files[path.name]
             if status == "rejected":
                 assert reason == "unreadable" and message.startswith(path.name + ":"), (path.name, message)
