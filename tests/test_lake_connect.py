@@ -3,6 +3,7 @@ with its catalog in a real PostgreSQL, and the errors of a lake that cannot be o
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import duckdb
@@ -73,6 +74,28 @@ def test_connect_opens_either_backend(backend: Settings) -> None:
             ro.execute("INSERT INTO t VALUES (3)")
     finally:
         ro.close()
+
+
+def test_a_lake_connection_spills_outside_the_working_folder(
+    fresh_lake: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An in-memory DuckDB spills to ``.tmp`` in the working folder by default: a lake connection
+    spills to a folder of its own in the system's temp folder, gone once it is closed."""
+    monkeypatch.chdir(tmp_path)
+    con = connect(fresh_lake.backend, memory_limit="256MB")
+    try:
+        spill = Path(con.execute("SELECT current_setting('temp_directory')").fetchone()[0])
+        assert spill.parent == Path(tempfile.gettempdir()) and spill.name.startswith("cdv-etl-")
+        n = con.execute(
+            "SELECT count(*) FROM (SELECT i, md5(i::VARCHAR) || repeat('x', 100) AS s FROM range(4000000) t(i) "
+            "ORDER BY s)"
+        ).fetchone()
+        assert n == (4_000_000,)
+        assert spill.is_dir()  # it did spill (256 MB for ~500 MB of rows to sort), and there
+        assert not (tmp_path / ".tmp").exists()
+    finally:
+        con.close()
+    assert not spill.exists() or not any(spill.iterdir())
 
 
 def test_a_lake_that_does_not_exist_yet_says_to_run_init(fresh_lake: Settings) -> None:

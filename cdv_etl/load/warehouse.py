@@ -8,8 +8,10 @@ columns and macros) is replaced by the same means on both, or by a ``warehouse/l
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -148,6 +150,9 @@ def _holder(path: Path) -> str:
         return "another process"
 
 
+_SPILLS = itertools.count(1)
+
+
 def connect(
     target: Path | Backend,
     *,
@@ -175,6 +180,10 @@ def connect(
     if isinstance(backend, DuckLake):
         config["autoinstall_known_extensions"] = False
         config["autoload_known_extensions"] = False
+        # An in-memory DuckDB spills to ``.tmp`` in the working folder: the user's, wherever a
+        # command runs. Spill to a folder of this connection's own under the system's temp folder
+        # instead (DuckDB makes it at the first spill, and removes it on closing).
+        config["temp_directory"] = str(Path(tempfile.gettempdir()) / f"cdv-etl-{os.getpid()}-{next(_SPILLS)}")
         if not read_only and backend.catalog == "duckdb":
             Path(backend.target).parent.mkdir(parents=True, exist_ok=True)
     elif not read_only:
