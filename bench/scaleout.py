@@ -232,10 +232,10 @@ def step_growth(p: dict[str, Any]) -> dict[str, Any]:
     copy_s: list[float] = []
     copy = pipeline.publish
 
-    def timed_copy(*args: Any) -> Any:  # the copy itself: CHECKPOINT, copy of the file, fsync, rename
+    def timed_copy(con: Any, warehouse: Path, target: Path) -> Path | None:  # CHECKPOINT, copy, fsync, rename
         start = time.perf_counter()
         try:
-            return copy(*args)
+            return copy(con, warehouse, target)
         finally:
             copy_s.append(time.perf_counter() - start)
 
