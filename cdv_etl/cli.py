@@ -430,10 +430,7 @@ def run_nightly(s: Settings) -> list[LoadResult]:
         print_results(run.results, s.warehouse)
     elif not run.references:
         console.print(f"nothing new in {s.inbox}")
-    if isinstance(run.published, Path):
-        console.print(f"published for analysts: [bold]{run.published}[/bold]")
-    else:  # a lake: analysts attach it, no copy
-        console.print(f"analysts read the lake: [bold]{run.published.display}[/bold]")
+    print_published(s)
     if run.report:
         console.print(f"report: [bold]{run.report}[/bold]")
     return run.results

@@ -180,6 +180,12 @@ class FileOutcome:
         return self.result.status if self.result else "failed"
 
     @property
+    def line(self) -> str:
+        """What became of it, in a few words: « x.csv: loaded, moved to archive/… »."""
+        where = f"moved to {self.moved_to}" if self.moved_to else LEFT_IN_INBOX
+        return f"{self.file_name}: {self.status}, {where}"
+
+    @property
     def needs_attention(self) -> bool:
         """Rejected or held (it changed no figure), or failed: someone must act."""
         return self.status in NEEDS_ATTENTION or self.result is None
@@ -350,9 +356,10 @@ def reports_dir(settings: Settings) -> Path:
 def write_report(published: Path | DuckLake, folder: Path) -> Path | None:
     """The steering committee's HTML report of the published copy (or the lake): a dated file and
     ``latest.html``."""
+    from cdv_etl.publish.reader import readable
     from cdv_etl.publish.report import build_report
 
-    if isinstance(published, Path) and not published.exists():
+    if not readable(published):
         return None
     folder.mkdir(parents=True, exist_ok=True)
     html = build_report(published)
@@ -366,9 +373,9 @@ def write_feedback(published: Path | DuckLake, folder: Path, partners: set[str] 
     """A feedback workbook (``cdv_etl.publish.feedback``) for each of ``partners`` (None: every
     partner) whose current export has rejected rows, in ``folder``: ``rejets_<partner>_<when>.xlsx``."""
     from cdv_etl.publish import feedback as fb
-    from cdv_etl.publish.reader import read_only
+    from cdv_etl.publish.reader import read_only, readable
 
-    if isinstance(published, Path) and not published.exists():
+    if not readable(published):
         return {}
     stamp = f"{datetime.now():%Y-%m-%d_%H%M%S}"
     with read_only(published) as con:
@@ -432,27 +439,23 @@ def run_inbox(
         def one(path: Path) -> FileOutcome:  # a file that crashes fails alone
             with counting:
                 at = done[0]
-            outcome, said = process_export(s, path, steps, progress=partial(progress, at, total))
-            tell(outcome, said)
+            outcome = process_export(s, path, steps, progress=partial(progress, at, total))
+            tell(outcome)
             return outcome
 
-        def tell(outcome: FileOutcome, said: str) -> None:
+        def tell(outcome: FileOutcome) -> None:
             with counting:
                 reported.add(id(outcome))
                 done[0] += 1
                 finished(outcome)
-                progress(done[0], total, said)
+                progress(done[0], total, outcome.line)
 
         def group(paths: list[Path]) -> list[FileOutcome]:
             return [one(path) for path in paths]
 
         finishing = steps.fan_out(group, groups, s.writers) if len(groups) > 1 else [group(exports)]
         for outcome in (f for fs in finishing for f in fs if id(f) not in reported):  # loaded elsewhere (a pool)
-            tell(
-                outcome,
-                f"{outcome.file_name}: {outcome.status}"
-                + (f", moved to {outcome.moved_to}" if outcome.moved_to else f", {LEFT_IN_INBOX}"),
-            )
+            tell(outcome)
         outcomes = {path: f for g, fs in zip(groups, finishing, strict=True) for path, f in zip(g, fs, strict=True)}
         files = [outcomes[path] for path in exports]
         report, feedback = None, {}
@@ -474,21 +477,19 @@ def run_inbox(
 
 def process_export(
     settings: Settings, path: Path, steps: Steps = Steps(), progress: Progress | None = None
-) -> tuple[FileOutcome, str]:
-    """Ingest one export of the inbox and move it (archive, or rejected with its reason): its
-    outcome, and the line that says so. A file whose ingest raised fails alone, left in the inbox."""
+) -> FileOutcome:
+    """Ingest one export of the inbox and move it (archive, or rejected with its reason). A file
+    whose ingest raised fails alone, left in the inbox."""
     s = settings
     try:
         r = steps.ingest(s, path, progress=progress)
     except Exception as exc:
-        return FileOutcome(
-            path.name, None, None, f"{type(exc).__name__}: {exc}"
-        ), f"{path.name}: failed, {LEFT_IN_INBOX}"
+        return FileOutcome(path.name, None, None, f"{type(exc).__name__}: {exc}")
     if r.status == "rejected":
         moved = steps.move(path, s.rejected_dir, r.message)
     else:
         moved = steps.move(path, s.archive_dir / (r.partner or "unknown"), None)
-    return FileOutcome(path.name, r, moved), f"{path.name}: {r.status}, moved to {moved}"
+    return FileOutcome(path.name, r, moved)
 
 
 def partner_groups(exports: list[Path], settings: Settings) -> list[list[Path]]:

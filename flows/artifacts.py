@@ -23,8 +23,7 @@ import duckdb
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from cdv_etl.inbox import LEFT_IN_INBOX
-from cdv_etl.load.backend import DuckLake
-from cdv_etl.publish.reader import read_only
+from cdv_etl.publish.reader import ReadTarget, read_only, readable
 from cdv_etl.publish.tables import SUMMARY_LABELS, SUMMARY_QUERIES, euros
 
 NOTHING_NEW = "rien de nouveau"
@@ -53,14 +52,6 @@ CONTROL_TOTAL, CHECK, RECONCILIATION, MOVED_TO, MESSAGE, RULE = (
     "règle",
 )
 TOTAL = "Total"
-
-ReadTarget = Path | DuckLake
-"""What the artifacts read: the published copy of a DuckDB file, or the lake itself."""
-
-
-def readable(published: ReadTarget) -> bool:
-    """Whether there is something to read: a lake always; a DuckDB file's copy once published."""
-    return isinstance(published, DuckLake) or published.exists()
 
 
 def count(n: Any) -> str:

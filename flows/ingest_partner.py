@@ -46,7 +46,7 @@ def ingest_partner(
     done = []
     for path in map(Path, paths):
         try:
-            found, _ = process_export(s, existing_file(path, "export"), tasks.STEPS)
+            found = process_export(s, existing_file(path, "export"), tasks.STEPS)
         except CdvError as exc:  # not in the inbox (any more): this file fails, the others go on
             found = FileOutcome(path.name, None, None, str(exc))
         outcome.log_step(log, found)

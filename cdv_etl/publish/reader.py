@@ -38,8 +38,17 @@ EXPORT_HINT = (
 _SESSION = "this session reads the warehouse only (read-only, with DuckDB's file and network access off)"
 
 
+ReadTarget = Path | DuckLake
+"""What analysts read: the published copy of a DuckDB file, or the lake itself."""
+
+
+def readable(target: ReadTarget) -> bool:
+    """Whether there is something to read: a lake always; a DuckDB file's copy once published."""
+    return isinstance(target, DuckLake) or target.exists()
+
+
 @contextmanager
-def read_only(target: Path | DuckLake) -> Iterator[duckdb.DuckDBPyConnection]:
+def read_only(target: ReadTarget) -> Iterator[duckdb.DuckDBPyConnection]:
     """The hardened, read-only connection to ``target``, closed on leaving; a clear error when there is none.
 
     A DuckDB file: the published copy is replaced by renaming a new file over it, and a
