@@ -56,14 +56,23 @@ rejected_rules AS (
     WHERE r.operation_id IS NOT NULL AND r.file_id IN (SELECT file_id FROM compared_files)
     GROUP BY ALL
 ),
-quarantined AS (
+-- Each join below is on a whole key, (file_id, row_key) or (file_id, operation_id), and the rules
+-- join the operations once these are summed: whatever order the optimizer picks, no join is on
+-- file_id alone (on a lake, without a DuckDB file's statistics, it once paired every quarantined
+-- row of an export with every other one).
+quarantined_operations AS (
     SELECT
         r.file_id, r.operation_id, sum(r.amount_eur)::DECIMAL(18, 2) AS amount_eur,
-        min(s.source_row) AS source_row, qr.rules
+        min(s.source_row) AS source_row
     FROM quarantine_records AS r
     JOIN quarantine_rows AS s USING (file_id, row_key)
+    WHERE r.operation_id IS NOT NULL AND r.file_id IN (SELECT file_id FROM compared_files)
+    GROUP BY r.file_id, r.operation_id
+),
+quarantined AS (
+    SELECT q.file_id, q.operation_id, q.amount_eur, q.source_row, qr.rules
+    FROM quarantined_operations AS q
     JOIN rejected_rules AS qr USING (file_id, operation_id)
-    GROUP BY r.file_id, r.operation_id, qr.rules
 ),
 operations AS (
     SELECT
