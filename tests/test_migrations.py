@@ -40,3 +40,32 @@ def test_an_unchanged_warehouse_is_left_as_it_is(tmp_path: Path) -> None:
     wh = tmp_path / "cdv.duckdb"
     assert init_warehouse(wh, load_specs(None))  # first run applies every migration and the views
     assert init_warehouse(wh, load_specs(None)) == []
+
+
+def test_a_warehouse_migrated_by_a_newer_cdv_etl_is_refused_and_nothing_changes(tmp_path: Path) -> None:
+    wh = tmp_path / "cdv.duckdb"
+    init_warehouse(wh, load_specs(None))
+    newest = migrations()[-1]
+    con = duckdb.connect(str(wh))
+    # What a newer cdv-etl leaves behind: a migration this code does not have, and its views.
+    con.execute(
+        "INSERT INTO schema_migrations (version, name, checksum) VALUES (?, ?, 'from-a-newer-release')",
+        [newest.version + 1, f"{newest.version + 1:03d}_from_the_future"],
+    )
+    con.execute("UPDATE schema_views SET checksum = 'newer-views'")
+    con.execute("DROP VIEW v_financing_by_axis")  # an older run that went on would put its own back
+    con.close()
+
+    with pytest.raises(CdvError) as caught:
+        init_warehouse(wh, load_specs(None))
+    assert f"{newest.version + 1:03d}_from_the_future" in caught.value.message
+    assert newest.name in caught.value.message and "nothing was changed" in caught.value.message
+    assert "upgrade cdv-etl" in caught.value.hint
+
+    con = duckdb.connect(str(wh), read_only=True)
+    try:
+        views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+        checksum = con.execute("SELECT checksum FROM schema_views").fetchall()
+    finally:
+        con.close()
+    assert "v_financing_by_axis" not in views and checksum == [("newer-views",)]

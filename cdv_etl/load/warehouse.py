@@ -366,6 +366,7 @@ def _migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
         in_transaction(con, start, what="lake's baseline", tries=1)
         applied.append(f"baseline_{LAKE_BASELINE:03d}")
         done = applied_versions(con)
+    _refuse_newer(con, done)
     for m in migrations():
         if m.version in done:
             if done[m.version] != m.checksum:
@@ -389,6 +390,24 @@ def _migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     if apply_views(con):
         applied.append("views")
     return applied
+
+
+def _refuse_newer(con: duckdb.DuckDBPyConnection, done: dict[int, str]) -> None:
+    """Refuse a warehouse that a newer cdv-etl migrated: this code would write it on the old
+    schema's assumptions, and put its older views back over the newer ones. With several
+    machines writing one lake, each must run a cdv-etl at least as new as the warehouse."""
+    ahead = sorted(set(done) - {m.version for m in migrations()})
+    if not ahead:
+        return
+    names = dict(con.execute("SELECT version, name FROM schema_migrations").fetchall())
+    known = migrations()[-1].name
+    raise CdvError(
+        f"this warehouse was migrated by a newer cdv-etl: migration(s) "
+        f"{', '.join(str(names.get(v, v)) for v in ahead)} are unknown to this one, which stops at {known}; "
+        "nothing was changed",
+        "upgrade cdv-etl on this machine to the version that migrated the warehouse (every machine that "
+        "writes it runs that version or newer), then run the command again",
+    )
 
 
 def apply_views(con: duckdb.DuckDBPyConnection) -> bool:
