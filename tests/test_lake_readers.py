@@ -9,14 +9,20 @@ DuckDB file warehouse holding two rounds of the demo exports is copied table by 
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
+import shutil
+import subprocess
+import sys
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
+import duckdb_extension_ducklake
 import pytest
 from analyst_helpers import demo_warehouse, run_cli
-from conftest import one_worker
+from conftest import ROOT, one_worker
 from lake_helpers import copy_into_lake, migrated
 from pg_server import PgServer
 
@@ -171,3 +177,38 @@ def test_a_select_only_role_reads_the_lake_and_cannot_write_its_catalog(
         with pytest.raises(duckdb.Error, match="permission denied"):
             con.execute(f"CALL postgres_execute('__ducklake_metadata_{LAKE}', 'COMMIT; CREATE TABLE evil (a int)')")
     assert pg_server.psql(params["dbname"], "SELECT count(*) FROM pg_tables WHERE tablename = 'evil'") == "0"
+
+
+def test_the_readmes_duckdb_cli_and_python_snippets_read_the_lake(lake_and_file: tuple[Settings, Settings]) -> None:
+    """The README's two ways for an analyst to read a lake without cdv-etl, run as written: only the
+    catalog (the README's example server) and the wheels' folder (its `.venv`) are this machine's."""
+    lake, file = lake_and_file
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    example = "ducklake:postgres:host=/run/postgresql dbname=acv user=analyst"
+    site = str(Path(duckdb_extension_ducklake.__file__).parent.parent) + "/"
+
+    def here(snippet: str) -> str:
+        assert example in snippet, "the README's lake example changed: update this test"
+        return snippet.replace(example, _url(lake)).replace(".venv/lib/python3.11/site-packages/", site)
+
+    with duckdb.connect(str(file.published_path), read_only=True) as con:
+        by_axis = con.execute("FROM v_financing_by_axis ORDER BY axis").fetchall()
+        by_partner = sorted(con.execute("SELECT partner, engaged_eur FROM v_financing_by_partner").fetchall())
+    assert len(by_axis) == 5 and len(by_partner) == 5
+
+    cli_sql = re.search(r'```sh\nduckdb -c "(.*?)"\n```', readme, flags=re.S)
+    assert cli_sql, "the README's DuckDB CLI snippet for a lake is gone"
+    duckdb_bin = shutil.which("duckdb", path=str(Path(sys.executable).parent))
+    assert duckdb_bin, f"no duckdb CLI beside {sys.executable}: install the dev extras (duckdb-cli)"
+    proc = subprocess.run(
+        [duckdb_bin, "-no-init", "-json", "-c", here(cli_sql.group(1))], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = json.loads(proc.stdout, parse_float=Decimal)  # the cents as printed
+    assert {r["axis"]: Decimal(r["engaged_eur"]) for r in rows} == {r[0]: r[3] for r in by_axis}
+
+    python = re.search(r"```python\n(from importlib\.resources import files\n.*?)```", readme, flags=re.S)
+    assert python, "the README's Python snippet for a lake is gone"
+    namespace: dict[str, object] = {}
+    exec(compile(here(python.group(1)), "README.md (Python, lake)", "exec"), namespace)
+    assert sorted(namespace["rows"]) == by_partner  # type: ignore[call-overload]
