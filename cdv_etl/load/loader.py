@@ -351,6 +351,7 @@ def load_export(
     """
     con.register("out_failures", outputs.failures)
     con.register("out_quarantined", outputs.quarantined)
+    con.register("out_records", outputs.quarantine_records)
     try:
         result = in_transaction(
             con,
@@ -371,7 +372,7 @@ def load_export(
             what=f"load of {path.name}",
         )
     finally:
-        for name in ("out_failures", "out_quarantined"):
+        for name in ("out_failures", "out_quarantined", "out_records"):
             con.unregister(name)
     checkpoint("load.committed")
     return result
@@ -416,9 +417,8 @@ def _load(
     # The quarantined rows' typed values too: a reference change revalidates them.
     con.execute(
         f"""INSERT INTO quarantine_records (file_id, row_key, {", ".join(QUARANTINE_RECORD_COLUMNS)})
-        SELECT ?, row_key, {", ".join(QUARANTINE_RECORD_COLUMNS)} FROM read_parquet(?)
-        WHERE row_key IN (SELECT row_key FROM out_quarantined)""",  # noqa: S608 - constant column list
-        [file_id, str(outputs.rows)],
+        SELECT ?, row_key, {", ".join(QUARANTINE_RECORD_COLUMNS)} FROM out_records""",  # noqa: S608 - constant column list
+        [file_id],
     )
     checkpoint("load.quarantine")
     con.execute(

@@ -5,6 +5,10 @@ the partner's file); the loader receives the canonical records as the Parquet fi
 wrote in the reader's private work folder (typed columns, nothing of the partner's file
 format left), the failures and the quarantine as Arrow tables, and never reads a partner
 file itself. It loads the records that broke no rule.
+
+The rejected rows' canonical records are read from the Parquet file once, into a small table
+(``stg_rejected``): the failures' values and the quarantine's typed records both come from it
+(a scan of every record each, for a few percent of them, took ~0.6 s of CPU at 1M rows).
 """
 
 from __future__ import annotations
@@ -65,8 +69,10 @@ class Outputs:
     failures: pa.Table
     """Every failure: row_key, rule, rule_order, column_name, value, message."""
     quarantined: pa.Table
-    """One row per rejected row: row_key, source_row, sheet, raw_record (JSON text). Its typed
-    values go to ``quarantine_records`` from ``rows``."""
+    """One row per rejected row: row_key, source_row, sheet, raw_record (JSON text)."""
+    quarantine_records: pa.Table
+    """One row per rejected row: row_key and its typed values (QUARANTINE_RECORD_COLUMNS), for
+    ``quarantine_records``."""
     amount_read: Decimal
     """Sum of every amount read (loaded and quarantined): compared with a control total."""
 
@@ -109,14 +115,23 @@ def build_outputs(
         con.register("failures_frame", failures)
         con.execute("INSERT INTO stg_failures SELECT row_key, rule FROM failures_frame")
         con.unregister("failures_frame")
+    # The rejected rows' records, read once from the Parquet file (one scan, for a few rows).
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE stg_rejected AS
+            SELECT * FROM {CANONICAL_TABLE}
+            WHERE row_key IN (SELECT row_key FROM stg_failures)"""  # noqa: S608 - constant SQL
+    )
     failure_rows = con.execute(
         f"""SELECT f.row_key, f.rule, r.rule_order, r.column_name, {_VALUE_CASE} AS value,
                    {_MESSAGE} AS message
             FROM stg_failures AS f
             JOIN stg_rules AS r USING (rule)
-            JOIN {CANONICAL_TABLE} AS c USING (row_key)
+            JOIN stg_rejected AS c USING (row_key)
             ORDER BY f.row_key, r.rule_order""",  # noqa: S608 - constant SQL, values bound
         [extraction_date],
+    ).to_arrow_table()
+    records = con.execute(
+        f"SELECT row_key, {', '.join(QUARANTINE_RECORD_COLUMNS)} FROM stg_rejected ORDER BY row_key"  # noqa: S608
     ).to_arrow_table()
     quarantined = con.execute(
         f"""SELECT s._row_key AS row_key, s._source_row AS source_row, s._sheet AS sheet,
@@ -130,4 +145,11 @@ def build_outputs(
         f"SELECT coalesce(sum(amount_eur), 0) FROM {CANONICAL_TABLE}"  # noqa: S608 - constant SQL
     ).fetchone()
     assert total is not None
-    return Outputs(rows=canonical, failures=failure_rows, quarantined=quarantined, amount_read=total[0])
+    con.execute("DROP TABLE stg_rejected")
+    return Outputs(
+        rows=canonical,
+        failures=failure_rows,
+        quarantined=quarantined,
+        quarantine_records=records,
+        amount_read=total[0],
+    )
