@@ -44,7 +44,11 @@ def _text(x: str) -> str:
 
 
 def _insee(x: str) -> str:
-    t = _text(x)
+    return _insee_code(_text(x))
+
+
+def _insee_code(t: str) -> str:
+    """The INSEE code of the trimmed text ``t`` (``_text``: trimmed once, not again here)."""
     # The regular expressions run only where they may change something: a "." to drop, a code
     # shorter than 5 to pad (on every code, they took 0.3 s more of CPU at 1M rows).
     v = f"upper(CASE WHEN contains({t}, '.') THEN regexp_replace({t}, '\\.0+$', '') ELSE {t} END)"
@@ -97,7 +101,7 @@ PARSERS: dict[str, ValueParser] = {
     "insee": ValueParser(
         "INSEE commune code: a number regains its leading zero (`1004` → `01004`, `47001.0` → `47001`), "
         "Corsica in capitals (`2a004` → `2A004`).",
-        lambda t, _: _insee(t),
+        lambda t, _: _insee_code(t),  # t is trimmed already: trimming it again took 0.1 s of CPU at 1M rows
     ),
     "insee_in_brackets": ValueParser(
         "The INSEE code at the end of a label in brackets: `Agen (47001)` → `47001`.",
