@@ -92,6 +92,7 @@ ALLOWLIST: list[tuple[str, str, str]] = [
     ("cdv_etl/validate/outputs.py", "_MESSAGE", "module constant: message_sql over the rules table and _VALUE_CASE"),
     ("cdv_etl/validate/outputs.py", "CANONICAL_TABLE", "module constant: the canonical table's name"),
     ("cdv_etl/validate/outputs.py", "STAGING_TABLE", "module constant: the staging table's name"),
+    ("cdv_etl/validate/outputs.py", "QUARANTINE_RECORD_COLUMNS", "column names: a module constant tuple"),
     ("cdv_etl/validate/parse.py", "typ", "a SQL type from the fixed constant table of _register_constants"),
     ("cdv_etl/validate/parse.py", "_q(k)", "a constant's column name (k_axis, k_<field>), quoted"),
     ("cdv_etl/validate/parse.py", "CANONICAL_TABLE", "module constant: the canonical table's name"),
