@@ -199,8 +199,9 @@ def loaded_lake(lake_templates: LakeTemplates, tmp_path_factory: pytest.TempPath
 @pytest.fixture(params=["file", "lake"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     """Settings for a fresh, empty warehouse on each backend in turn: a DuckDB file, then a DuckLake
-    (``fresh_lake``). For the tests of the one SQL interface both backends share; loading the
-    DuckLake extensions costs 1-2 s per DuckDB instance, so the rest of the suite runs on the file."""
+    (``fresh_lake``). For the tests of the one SQL interface both backends share; a lake costs far
+    more per statement and per connection (its catalog in PostgreSQL), so the rest of the suite runs
+    on the file."""
     if request.param == "lake":
         lake: Settings = request.getfixturevalue("fresh_lake")
         return lake
