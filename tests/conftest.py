@@ -19,7 +19,7 @@ from pg_server import start as start_pg
 from prefect_server import BIN, DEPLOYMENTS, PrefectServer, free_port, start_server
 
 from cdv_etl.config import Settings
-from cdv_etl.load.backend import parse_warehouse
+from cdv_etl.load.backend import DuckLake, parse_warehouse
 from cdv_etl.load.reference import SAMPLE_REFERENCE
 from cdv_etl.pipeline import Pipeline, open_pipeline
 
@@ -78,16 +78,130 @@ def fresh_lake(pg_server: PgServer, tmp_path: Path) -> Settings:
     writable ``connect`` creates the lake (``cdv-etl init`` / ``migrate`` its tables)."""
     libpq = pg_server.createdb(f"lake_{os.getpid()}_{next(_LAKES)}")
     lake = parse_warehouse(f"ducklake:postgres:{libpq}", str(tmp_path / "lake-data"))
-    return Settings(warehouse=tmp_path / "wh" / "cdv.duckdb", inbox=tmp_path / "inbox", lock_timeout_s=5).with_(
-        lake=lake
-    )
+    assert isinstance(lake, DuckLake)
+    return lake_settings(tmp_path, lake)
+
+
+def lake_settings(folder: Path, lake: DuckLake) -> Settings:
+    """Settings for the lake ``lake``, its other folders (warehouse path, inbox) in ``folder``, as ``fresh_lake``'s."""
+    return Settings(warehouse=folder / "wh" / "cdv.duckdb", inbox=folder / "inbox", lock_timeout_s=5).with_(lake=lake)
+
+
+class LakeTemplates:
+    """DuckLakes built once per session (per pytest-xdist worker: each has its own PostgreSQL), for
+    the tests whose subject is not how a lake is built; each such test gets a copy (``clone``).
+
+    ``migrated`` is a lake as ``cdv-etl init`` leaves it (``open_pipeline``: the migrations, views and
+    docs, the specs' partners); ``sample`` is that lake holding the bundled sample reference. Each is
+    built by the code under test, for real, on an empty catalog database: replaying the migrations
+    costs ~2.5 s of CPU per lake, copying one a few milliseconds.
+
+    A copy is the catalog database copied by PostgreSQL (``createdb --template``), the data folder
+    copied, and the copy's ``data_path`` (in ``ducklake_metadata``) set to its own folder: the one
+    absolute path a DuckLake catalog holds, schema, table and file paths being relative to it (checked
+    at each copy). ``tests/test_lake_sql.py`` checks that a copy is the lake a migration makes.
+    Tests of the migrations themselves, or of creating a lake, use ``fresh_lake``."""
+
+    KINDS = ("migrated", "sample")
+
+    def __init__(self, server: PgServer, folder: Path) -> None:
+        self.server = server
+        self.folder = folder
+        self._built: dict[str, tuple[str, Path]] = {}
+
+    def template(self, kind: str) -> tuple[str, Path]:
+        """The catalog database and the data folder of the template ``kind``, built at first use."""
+        if kind not in self._built:
+            if kind not in self.KINDS:
+                raise ValueError(f"no lake template {kind!r}: {self.KINDS}")
+            name = f"template_{kind}_{os.getpid()}"
+            data = self.folder / kind / "lake-data"
+            lake = parse_warehouse(f"ducklake:postgres:{self.server.createdb(name)}", str(data))
+            assert isinstance(lake, DuckLake)
+            with open_pipeline(lake_settings(self.folder / kind, lake), need_reference=False) as pipe:
+                if kind == "sample":
+                    pipe.load_reference(SAMPLE_REFERENCE)
+            # Closed: PostgreSQL copies a database no session is connected to.
+            self._built[kind] = (name, data)
+        return self._built[kind]
+
+    def clone(self, kind: str, folder: Path) -> DuckLake:
+        """A new lake, a copy of the template ``kind``: its catalog a new database, its data files
+        in a folder of its own under ``folder``."""
+        template, data = self.template(kind)
+        name = f"lake_{os.getpid()}_{next(_LAKES)}"
+        libpq = self.server.clone(template, name)
+        target = folder / f"{name}-data"
+        shutil.copytree(data, target)
+        lake = parse_warehouse(f"ducklake:postgres:{libpq}", str(target))
+        assert isinstance(lake, DuckLake) and lake.data_path is not None
+        literal = lake.data_path.replace("'", "''")
+        checked = self.server.psql(
+            name,
+            f"UPDATE ducklake_metadata SET value = '{literal}' WHERE key = 'data_path' AND scope IS NULL; "
+            f"SELECT (SELECT count(*) FROM ducklake_metadata WHERE key = 'data_path' AND value = '{literal}') "
+            "|| ' ' || (SELECT count(*) FROM ducklake_metadata WHERE value LIKE '/%') "
+            "|| ' ' || ((SELECT count(*) FROM ducklake_schema WHERE NOT path_is_relative) "
+            "+ (SELECT count(*) FROM ducklake_table WHERE NOT path_is_relative) "
+            "+ (SELECT count(*) FROM ducklake_data_file WHERE NOT path_is_relative) "
+            "+ (SELECT count(*) FROM ducklake_delete_file WHERE NOT path_is_relative))",
+        ).splitlines()[-1]  # after the UPDATE's tag
+        # The data path set, and no other absolute path in the catalog (it would name the template's folder).
+        assert checked == "1 1 0", f"the copy of the lake template {kind} is not its own lake: {checked}"
+        return lake
+
+
+@pytest.fixture(scope="session")
+def lake_templates(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory) -> LakeTemplates:
+    """The session's lake templates (``LakeTemplates``), built at first use."""
+    return LakeTemplates(pg_server, tmp_path_factory.mktemp("lake-templates"))
+
+
+@pytest.fixture
+def migrated_lake(lake_templates: LakeTemplates, tmp_path: Path) -> Settings:
+    """Settings for a new lake as ``cdv-etl init`` leaves it (a copy of the session's ``migrated`` template)."""
+    return lake_settings(tmp_path, lake_templates.clone("migrated", tmp_path))
+
+
+@pytest.fixture
+def sample_lake(lake_templates: LakeTemplates, tmp_path: Path) -> Settings:
+    """Settings for a new lake holding the bundled sample reference and no export (a copy of the
+    session's ``sample`` template)."""
+    return lake_settings(tmp_path, lake_templates.clone("sample", tmp_path))
+
+
+LOADED_LAKE = pytest.mark.xdist_group("loaded lake")
+"""The mark of the tests that read ``loaded_lake``: ``--dist loadgroup`` runs them in one worker,
+which builds it once."""
+
+
+@pytest.fixture(scope="session")
+def loaded_lake(lake_templates: LakeTemplates, tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Settings]:
+    """A lake holding what a DuckDB file warehouse of two rounds of the demo exports holds, and that
+    file, for comparing answers: built once per session (mark its tests ``LOADED_LAKE``), and only
+    read. The rows are put in with plain SQL (``lake_helpers.copy_into_lake``), not by the loader."""
+    from analyst_helpers import demo_warehouse
+    from lake_helpers import copy_into_lake
+
+    folder = tmp_path_factory.mktemp("loaded-lake")
+    file = demo_warehouse(folder / "file", loads=2)
+    lake = Settings(warehouse=folder / "wh" / "cdv.duckdb").with_(lake=lake_templates.clone("migrated", folder))
+    from cdv_etl.load.warehouse import connect
+
+    con = connect(lake.backend)
+    try:
+        copy_into_lake(file.warehouse, con)
+    finally:
+        con.close()
+    return lake, file
 
 
 @pytest.fixture(params=["file", "lake"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     """Settings for a fresh, empty warehouse on each backend in turn: a DuckDB file, then a DuckLake
-    (``fresh_lake``). For the tests of the one SQL interface both backends share; loading the
-    DuckLake extensions costs 1-2 s per DuckDB instance, so the rest of the suite runs on the file."""
+    (``fresh_lake``). For the tests of the one SQL interface both backends share; a lake costs far
+    more per statement and per connection (its catalog in PostgreSQL), so the rest of the suite runs
+    on the file."""
     if request.param == "lake":
         lake: Settings = request.getfixturevalue("fresh_lake")
         return lake

@@ -60,6 +60,17 @@ class PgServer:
         )
         return self.libpq(name)
 
+    def clone(self, template: str, name: str) -> str:
+        """A new database ``name``, a copy of ``template`` (``createdb --template``: no session may be
+        connected to ``template``); its libpq parameters."""
+        subprocess.run(
+            [str(self.bindir / "createdb"), "-h", str(self.root), "-p", str(self.port), "-U", SUPERUSER]
+            + ["--template", template, name],
+            check=True,
+            capture_output=True,
+        )
+        return self.libpq(name)
+
     def psql(self, dbname: str, sql: str) -> str:
         done = subprocess.run(
             [str(self.bindir / "psql"), "-h", str(self.root), "-p", str(self.port), "-U", SUPERUSER]

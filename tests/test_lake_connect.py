@@ -13,6 +13,7 @@ from pg_server import PgServer
 
 from cdv_etl.config import Settings
 from cdv_etl.errors import CdvError
+from cdv_etl.load import warehouse
 from cdv_etl.load.backend import ACCEPTED_FORMS, DuckDBFile, DuckLake, parse_warehouse
 from cdv_etl.load.warehouse import LAKE, connect, is_lake, lake_error
 from cdv_etl.read.sandbox import extension
@@ -157,6 +158,40 @@ def test_a_missing_extension_says_which_wheel_to_install_never_to_download(tmp_p
     mapped = str(lake_error(lake, raw.value))
     assert "has not loaded an extension" in mapped and "duckdb-extension-ducklake==" in mapped
     assert 'INSTALL "' not in mapped and "using" not in mapped
+
+
+def test_an_extensions_signature_is_checked_once_per_process(tmp_path: Path) -> None:
+    """DuckDB checks an extension file's signature at each load (0.2 s each): a lake connection
+    checks each file once per process, and every connection refuses unsigned extensions after."""
+    lake = parse_warehouse(f"ducklake:{tmp_path / 'acv.ducklake'}")
+    assert isinstance(lake, DuckLake)
+    for _ in range(2):  # the first connection of the process checks (or an earlier test did), the next skips
+        with connect(lake) as con:
+            assert con.execute("SELECT current_setting('allow_unsigned_extensions')").fetchone() == (False,)
+            loaded = con.execute("SELECT extension_name FROM duckdb_extensions() WHERE loaded").fetchall()
+            assert ("ducklake",) in loaded
+        path = extension("ducklake")
+        assert warehouse._SIGNATURE_CHECKED[path] == warehouse._on_disk(path)
+
+
+def test_an_extension_file_changed_since_its_check_is_checked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file checked earlier in the process, then changed on disk (here: one byte of it), is checked
+    again, and refused: its signature no longer matches."""
+    copy = tmp_path / "ducklake.duckdb_extension"
+    copy.write_bytes(extension("ducklake").read_bytes())
+    monkeypatch.setitem(warehouse._SIGNATURE_CHECKED, copy, warehouse._on_disk(copy))  # as if checked here
+    data = bytearray(copy.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    tampered = tmp_path / "tampered"
+    tampered.write_bytes(bytes(data))
+    tampered.replace(copy)
+    monkeypatch.setattr(warehouse, "extension", lambda name: copy if name == "ducklake" else extension(name))
+    lake = parse_warehouse(f"ducklake:{tmp_path / 'acv.ducklake'}")
+    with pytest.raises(CdvError, match="signature"):
+        connect(lake)
+    assert not (tmp_path / "acv.ducklake").exists()
 
 
 def test_a_local_lake_opens_without_postgresql(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PREFECT_GROUP
+from conftest import PREFECT_GROUP, sample_warehouse
 from prefect_server import PrefectServer
 from test_lake_writers import CLI, WAIT_S, committed_state, finished, wait_for
 
@@ -29,7 +29,7 @@ from cdv_etl.config import Settings
 from cdv_etl.demo_data import generate_demo_exports
 from cdv_etl.load.reference import SAMPLE_REFERENCE
 from cdv_etl.load.warehouse import connect
-from cdv_etl.pipeline import ingest_files, open_pipeline
+from cdv_etl.pipeline import ingest_files
 
 PARTNERS = ("al", "anah", "epf")
 """Three partners' text exports of the demo (quick to read): two load at once, then the third."""
@@ -40,25 +40,21 @@ LEDGER = (
 
 
 @pytest.fixture
-def lake_inbox(fresh_lake: Settings, tmp_path: Path) -> tuple[Settings, Path, list[Path]]:
-    """A new lake (made, as ``cdv-etl init`` makes it, with no reference yet), and an inbox holding
-    the sample reference and three partners' demo exports."""
+def lake_inbox(migrated_lake: Settings, tmp_path: Path) -> tuple[Settings, Path, list[Path]]:
+    """A new lake (as ``cdv-etl init`` makes it, with no reference yet: a copy of the session's
+    template), and an inbox holding the sample reference and three partners' demo exports."""
     exports = {p.name.split("_")[0].lower(): p for p in generate_demo_exports(tmp_path / "demo")}
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     for partner in PARTNERS:
         shutil.copy(exports[partner], inbox)
     shutil.copy(SAMPLE_REFERENCE, inbox)
-    with open_pipeline(fresh_lake, need_reference=False):
-        pass
-    return fresh_lake, inbox, [exports[p] for p in PARTNERS]
+    return migrated_lake, inbox, [exports[p] for p in PARTNERS]
 
 
 def serial_ledger(tmp_path: Path, exports: list[Path]) -> list[tuple]:
     """The ledger the same exports give when loaded one at a time into a DuckDB file."""
-    serial = Settings(warehouse=tmp_path / "serial" / "cdv.duckdb", inbox=tmp_path / "none")
-    with open_pipeline(serial, need_reference=False) as pipe:
-        pipe.load_reference(SAMPLE_REFERENCE)
+    serial = sample_warehouse(Settings(warehouse=tmp_path / "serial" / "cdv.duckdb", inbox=tmp_path / "none"))
     ingest_files(serial, exports)
     with connect(serial.backend, read_only=True) as con:
         return con.execute(LEDGER).fetchall()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -21,9 +20,9 @@ from pathlib import Path
 import duckdb
 import duckdb_extension_ducklake
 import pytest
-from analyst_helpers import demo_warehouse, run_cli
-from conftest import ROOT, one_worker
-from lake_helpers import copy_into_lake, migrated
+from analyst_helpers import run_cli
+from conftest import LOADED_LAKE, ROOT
+from lake_helpers import migrated
 from pg_server import PgServer
 
 from cdv_etl.config import Settings
@@ -34,24 +33,7 @@ from cdv_etl.publish.reader import read_only
 from cdv_etl.publish.report import build_report
 from cdv_etl.publish.snapshot import is_stale, publish
 
-pytestmark = one_worker(__name__)
-
-
-@pytest.fixture(scope="module")
-def lake_and_file(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Settings]:
-    """A lake holding what the file warehouse beside it holds (the file, for comparing answers)."""
-    folder = tmp_path_factory.mktemp("lake-readers")
-    file = demo_warehouse(folder / "file", loads=2)
-    libpq = pg_server.createdb(f"readers_{os.getpid()}")
-    lake = Settings(warehouse=folder / "wh" / "cdv.duckdb").with_(
-        lake=parse_warehouse(f"ducklake:postgres:{libpq}", str(folder / "lake-data"))
-    )
-    con = migrated(lake)
-    try:
-        copy_into_lake(file.warehouse, con)
-    finally:
-        con.close()
-    return lake, file
+pytestmark = LOADED_LAKE
 
 
 def _url(lake: Settings) -> str:
@@ -59,8 +41,8 @@ def _url(lake: Settings) -> str:
     return lake.lake.attach_target  # what a reader gives: no data path (the lake knows its own)
 
 
-def test_sql_reads_the_lake_as_the_published_copy(lake_and_file: tuple[Settings, Settings], tmp_path: Path) -> None:
-    lake, file = lake_and_file
+def test_sql_reads_the_lake_as_the_published_copy(loaded_lake: tuple[Settings, Settings], tmp_path: Path) -> None:
+    lake, file = loaded_lake
     query = "SELECT * FROM v_financing_by_partner ORDER BY partner"
     on_file = run_cli(["sql", "-f", "csv", "-w", str(file.warehouse), query], tmp_path).stdout
     on_lake = run_cli(["sql", "-f", "csv", "-w", _url(lake), query], tmp_path).stdout
@@ -81,16 +63,16 @@ def test_sql_reads_the_lake_as_the_published_copy(lake_and_file: tuple[Settings,
     ],
 )
 def test_a_lake_session_is_locked_down_as_the_published_copy_is(
-    lake_and_file: tuple[Settings, Settings], tmp_path: Path, sql: str, refused: str
+    loaded_lake: tuple[Settings, Settings], tmp_path: Path, sql: str, refused: str
 ) -> None:
-    lake, _ = lake_and_file
+    lake, _ = loaded_lake
     done = run_cli(["sql", "-w", _url(lake), sql], tmp_path, ok=False)
     assert done.returncode == 2 and refused in done.stderr, done.stderr
     assert not Path("/tmp/cdv-lake-leak.csv").exists() and not Path("/tmp/cdv-lake-other.duckdb").exists()
 
 
-def test_only_the_lakes_data_path_is_readable(lake_and_file: tuple[Settings, Settings]) -> None:
-    lake, _ = lake_and_file
+def test_only_the_lakes_data_path_is_readable(loaded_lake: tuple[Settings, Settings]) -> None:
+    lake, _ = loaded_lake
     assert lake.lake is not None and lake.data_path is not None
     with read_only(lake.lake) as con:
         assert lake_data_path(con) == lake.data_path
@@ -102,8 +84,8 @@ def test_only_the_lakes_data_path_is_readable(lake_and_file: tuple[Settings, Set
             con.execute("SELECT count(*) FROM glob('/etc/*')").fetchall()
 
 
-def test_docs_export_changes_and_report_read_the_lake(lake_and_file: tuple[Settings, Settings], tmp_path: Path) -> None:
-    lake, file = lake_and_file
+def test_docs_export_changes_and_report_read_the_lake(loaded_lake: tuple[Settings, Settings], tmp_path: Path) -> None:
+    lake, file = loaded_lake
     for name, source in (("lake", _url(lake)), ("file", str(file.warehouse))):
         run_cli(["docs", "-w", source, "-o", str(tmp_path / f"{name}.md")], tmp_path)
         run_cli(["export", "v_envelope_consumption", "-w", source, "-o", str(tmp_path / f"{name}.csv")], tmp_path)
@@ -123,29 +105,28 @@ def test_docs_export_changes_and_report_read_the_lake(lake_and_file: tuple[Setti
     assert f"Source : {html.escape(lake.lake.display)} — vues publiques" in page and '<figure class="chart">' in page
 
 
-def test_a_command_sees_one_snapshot_of_the_lake(fresh_lake: Settings) -> None:
-    assert fresh_lake.lake is not None
-    migrated(fresh_lake).close()
+def test_a_command_sees_one_snapshot_of_the_lake(migrated_lake: Settings) -> None:
+    assert migrated_lake.lake is not None
     count = "SELECT count(*) FROM partners"
-    with read_only(fresh_lake.lake) as reader:
+    with read_only(migrated_lake.lake) as reader:
         before = reader.execute(count).fetchone()
         assert before is not None
-        writer = connect(fresh_lake.backend)
+        writer = connect(migrated_lake.backend)
         try:
             writer.execute("INSERT INTO partners VALUES ('newcomer', 'Un nouveau partenaire')")  # committed
         finally:
             writer.close()
         assert reader.execute(count).fetchone() == before  # the command's snapshot
-    with read_only(fresh_lake.lake) as later:
+    with read_only(migrated_lake.lake) as later:
         assert later.execute(count).fetchone() == (before[0] + 1,)
 
 
-def test_nothing_is_published_or_stale_on_a_lake(fresh_lake: Settings, tmp_path: Path) -> None:
-    con = migrated(fresh_lake)
+def test_nothing_is_published_or_stale_on_a_lake(migrated_lake: Settings, tmp_path: Path) -> None:
+    con = connect(migrated_lake.backend)
     target = tmp_path / "copy.duckdb"
     try:
         assert not is_stale(con, target)
-        assert publish(con, fresh_lake.warehouse, target) is None
+        assert publish(con, migrated_lake.warehouse, target) is None
     finally:
         con.close()
     assert not target.exists()
@@ -179,10 +160,10 @@ def test_a_select_only_role_reads_the_lake_and_cannot_write_its_catalog(
     assert pg_server.psql(params["dbname"], "SELECT count(*) FROM pg_tables WHERE tablename = 'evil'") == "0"
 
 
-def test_the_readmes_duckdb_cli_and_python_snippets_read_the_lake(lake_and_file: tuple[Settings, Settings]) -> None:
+def test_the_readmes_duckdb_cli_and_python_snippets_read_the_lake(loaded_lake: tuple[Settings, Settings]) -> None:
     """The README's two ways for an analyst to read a lake without cdv-etl, run as written: only the
     catalog (the README's example server) and the wheels' folder (its `.venv`) are this machine's."""
-    lake, file = lake_and_file
+    lake, file = loaded_lake
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     example = "ducklake:postgres:host=/run/postgresql dbname=acv user=analyst"
     site = str(Path(duckdb_extension_ducklake.__file__).parent.parent) + "/"

@@ -189,13 +189,11 @@ def output(p: subprocess.Popen) -> str:
 
 
 @pytest.fixture
-def lake(fresh_lake: Settings, tmp_path: Path) -> Iterator[tuple[Settings, str, dict[str, Path]]]:
+def lake(sample_lake: Settings, tmp_path: Path) -> Iterator[tuple[Settings, str, dict[str, Path]]]:
     """A lake with the sample reference and no export yet; its URL; the demo exports by partner."""
-    with open_pipeline(fresh_lake, need_reference=False) as pipe:
-        pipe.load_reference(SAMPLE_REFERENCE)
     exports = {p.name.split("_")[0].lower(): p for p in generate_demo_exports(tmp_path / "demo")}
-    assert fresh_lake.lake is not None
-    yield fresh_lake, fresh_lake.lake.attach_target, exports
+    assert sample_lake.lake is not None
+    yield sample_lake, sample_lake.lake.attach_target, exports
 
 
 def writer(url: str, path: Path, tmp: Path, point: str | None = None, pause: Path | None = None) -> subprocess.Popen:

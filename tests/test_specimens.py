@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -11,7 +10,6 @@ import pytest
 from conftest import ANCT_REFERENCE, SPECIMENS, expected, needs_shared, one_worker, table_snapshot
 
 from cdv_etl.config import Settings
-from cdv_etl.load.backend import parse_warehouse
 from cdv_etl.pipeline import Pipeline, open_pipeline
 
 pytestmark = [needs_shared, pytest.mark.shared, one_worker(__name__)]
@@ -38,9 +36,8 @@ def loaded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     every golden case below holds on both."""
     tmp = tmp_path_factory.mktemp("specimens")
     settings = Settings(warehouse=tmp / "cdv.duckdb", lock_timeout_s=5)
-    if request.param == "lake":
-        catalog = request.getfixturevalue("pg_server").createdb(f"specimens_{os.getpid()}")
-        settings = settings.with_(lake=parse_warehouse(f"ducklake:postgres:{catalog}", str(tmp / "lake-data")))
+    if request.param == "lake":  # a copy of the session's migrated lake (conftest.LakeTemplates)
+        settings = settings.with_(lake=request.getfixturevalue("lake_templates").clone("migrated", tmp))
     with open_pipeline(settings, need_reference=False) as pipe:
         pipe.load_reference(ANCT_REFERENCE)
         results = {name: pipe.ingest(SPECIMENS / name) for name in expected()}
