@@ -118,6 +118,7 @@ def demo_warehouse(folder: Path, loads: int = 1) -> Settings:
             with FileLock(f"{build}.lock"):
                 done = build / "built"
                 if not done.exists():
+                    shutil.rmtree(build, ignore_errors=True)  # what a worker that died while building left
                     _build_demo(build, loads)
                     done.touch()
             _DEMO_WAREHOUSES[loads] = _settings_in(build)
