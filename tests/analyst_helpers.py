@@ -11,7 +11,8 @@ import tempfile
 from datetime import date
 from pathlib import Path
 
-from conftest import copy_warehouse, sample_warehouse
+from conftest import copy_warehouse, sample_warehouse, shared_temp
+from filelock import FileLock
 
 from cdv_etl.config import Settings
 from cdv_etl.demo_data import generate_demo_exports
@@ -103,17 +104,34 @@ _DEMO_WAREHOUSES: dict[int, Settings] = {}
 
 def demo_warehouse(folder: Path, loads: int = 1) -> Settings:
     """A published warehouse in ``folder`` with ``loads`` rounds of the five demo exports
-    (different days and seeds): built once per session for each ``loads``, then copied."""
+    (different days and seeds): built once per session for each ``loads``, then copied. Under
+    pytest-xdist the workers share one build (the first to ask builds it, under a file lock, in
+    the run's temporary folder; the others wait for it and copy it)."""
     if loads not in _DEMO_WAREHOUSES:
-        build = Path(tempfile.mkdtemp(prefix=f"cdv-demo-{loads}-"))
-        atexit.register(shutil.rmtree, build, True)
-        s = fresh_settings(build)
-        for i in range(loads):
-            exports = generate_demo_exports(build / f"inbox{i}", today=date(2025, 3 + 3 * i, 15), seed=2026 + i)
-            results = accepting_held(s, ingest_files(s, exports))
-            assert all(r.status == "loaded" for r in results), [(r.file_name, r.message) for r in results]
-        _DEMO_WAREHOUSES[loads] = s
+        shared = shared_temp()
+        if shared is None:
+            build = Path(tempfile.mkdtemp(prefix=f"cdv-demo-{loads}-"))
+            atexit.register(shutil.rmtree, build, True)
+            _DEMO_WAREHOUSES[loads] = _build_demo(build, loads)
+        else:
+            build = shared / f"cdv-demo-{loads}"
+            with FileLock(f"{build}.lock"):
+                done = build / "built"
+                if not done.exists():
+                    shutil.rmtree(build, ignore_errors=True)  # what a worker that died while building left
+                    _build_demo(build, loads)
+                    done.touch()
+            _DEMO_WAREHOUSES[loads] = _settings_in(build)
     return copy_warehouse(_DEMO_WAREHOUSES[loads], _settings_in(folder))
+
+
+def _build_demo(build: Path, loads: int) -> Settings:
+    s = fresh_settings(build)
+    for i in range(loads):
+        exports = generate_demo_exports(build / f"inbox{i}", today=date(2025, 3 + 3 * i, 15), seed=2026 + i)
+        results = accepting_held(s, ingest_files(s, exports))
+        assert all(r.status == "loaded" for r in results), [(r.file_name, r.message) for r in results]
+    return s
 
 
 def accepting_held(settings: Settings, results: list[LoadResult]) -> list[LoadResult]:

@@ -208,6 +208,23 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     return Settings(warehouse=tmp_path / "wh" / "cdv.duckdb", inbox=tmp_path / "inbox", lock_timeout_s=5)
 
 
+_SHARED_TEMP: list[Path] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_temp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Under pytest-xdist, note the run's temporary folder that all its workers share (the parent
+    of each worker's own; pytest removes it with the run's other old folders): see ``shared_temp``."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        _SHARED_TEMP.append(tmp_path_factory.getbasetemp().parent)
+
+
+def shared_temp() -> Path | None:
+    """The temporary folder the workers of this pytest-xdist run share (None without xdist): where
+    a costly fixture is built once for the whole run, under a ``filelock`` lock, then copied."""
+    return _SHARED_TEMP[0] if _SHARED_TEMP else None
+
+
 _SAMPLE_WAREHOUSE: list[Settings] = []
 
 

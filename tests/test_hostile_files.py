@@ -8,13 +8,16 @@ memory is capped and its peak is measured). Every hostile file is built here, in
 
 from __future__ import annotations
 
+import atexit
 import csv
+import functools
 import io
 import json
 import os
 import random
 import re
 import resource
+import shutil
 import string
 import struct
 import subprocess
@@ -34,7 +37,7 @@ from typing import Any
 import duckdb
 import pytest
 from analyst_helpers import never_holding_specs, run_cli
-from conftest import sample_warehouse, table_snapshot
+from conftest import copy_warehouse, sample_warehouse, table_snapshot
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -95,25 +98,42 @@ EPF_HEADER = ["id_intervention", "insee", "commune", "vocation", "date_acte", "m
 # -- the warehouse ---------------------------------------------------------------------------
 
 
+def hostile_settings(folder: Path, **changes: Any) -> Settings:
+    """A warehouse in ``folder``, read with the five partners' specs and ``hostile_test``'s."""
+    # Each hostile file is a case of its own, not its partner's next stock: none is held.
+    specs = never_holding_specs(folder / "specs")
+    (specs / "hostile_test.yaml").write_text(HOSTILE_SPEC.rstrip("\n") + "\nhold_threshold_pct: 100\n", "utf-8")
+    return Settings(warehouse=folder / "wh" / "cdv.duckdb", specs_dir=specs, lock_timeout_s=5, **changes)
+
+
+EARLIER_ROWS = [
+    ["AL0001", "47001", "Agen", "Construction neuve", "Prêt", "12", "1 234,56 €", "05/03/2021"],
+    ["AL0002", "62498", "Lens", "Réhabilitation lourde", "Subvention", "4", "10\u00a0000,00", "06/04/2022"],
+    ["AL0003", "75056", "Paris", "Construction neuve", "Prêt", "3", "5 000,00", "07/05/2023"],
+]
+_EARLIER: list[Settings] = []
+
+
+def earlier_warehouse() -> Settings:
+    """The sample warehouse with one Action Logement export loaded: built once per session (an
+    ingest), then copied for each test (milliseconds)."""
+    if not _EARLIER:
+        folder = Path(tempfile.mkdtemp(prefix="cdv-hostile-"))
+        atexit.register(shutil.rmtree, folder, True)
+        s = hostile_settings(folder)
+        with open_pipeline(sample_warehouse(s), publish_on_exit=False) as pipe:
+            r = pipe.ingest(write_al(folder / "earlier" / "AL_ACV_export_2026-09.csv", EARLIER_ROWS))
+            assert (r.status, r.rows_loaded, r.rows_quarantined) == ("loaded", 2, 1), r.message
+        _EARLIER.append(s)
+    return _EARLIER[0]
+
+
 @contextmanager
 def open_warehouse(tmp_path: Path, **changes: Any) -> Iterator[Pipeline]:
     """A fresh warehouse with the sample reference, the five partners and ``hostile_test``,
-    holding one export already loaded (whose rows must never change)."""
-    # Each hostile file is a case of its own, not its partner's next stock: none is held.
-    specs = never_holding_specs(tmp_path / "specs")
-    (specs / "hostile_test.yaml").write_text(HOSTILE_SPEC.rstrip("\n") + "\nhold_threshold_pct: 100\n", "utf-8")
-    s = Settings(warehouse=tmp_path / "wh" / "cdv.duckdb", specs_dir=specs, lock_timeout_s=5, **changes)
-    with open_pipeline(sample_warehouse(s), publish_on_exit=False) as pipe:
-        first = write_al(
-            tmp_path / "earlier" / "AL_ACV_export_2026-09.csv",
-            [
-                ["AL0001", "47001", "Agen", "Construction neuve", "Prêt", "12", "1 234,56 €", "05/03/2021"],
-                ["AL0002", "62498", "Lens", "Réhabilitation lourde", "Subvention", "4", "10\u00a0000,00", "06/04/2022"],
-                ["AL0003", "75056", "Paris", "Construction neuve", "Prêt", "3", "5 000,00", "07/05/2023"],
-            ],
-        )
-        r = pipe.ingest(first)
-        assert (r.status, r.rows_loaded, r.rows_quarantined) == ("loaded", 2, 1), r.message
+    holding one export already loaded (whose rows must never change): the session's, copied."""
+    s = copy_warehouse(earlier_warehouse(), hostile_settings(tmp_path, **changes))
+    with open_pipeline(s, publish_on_exit=False) as pipe:
         yield pipe
 
 
@@ -592,6 +612,12 @@ def _prologs() -> st.SearchStrategy[str]:
     return st.lists(piece, max_size=6).map("".join)
 
 
+@functools.cache
+def _one_row_workbook() -> dict[str, bytes]:
+    """The parts of a one-row BDT workbook: the same for every example, so written once."""
+    return members(bdt_workbook(bdt_rows(1)))
+
+
 @hsettings(max_examples=150, deadline=None, database=None)
 @given(
     _prologs(),
@@ -606,8 +632,7 @@ def test_prolog_check_finds_every_dtd_an_xml_parser_would_accept(
     reads exactly that far, in any encoding, past any comment, and finds it; without one, it passes."""
     declaration = f'<?xml version="1.0" encoding="{encoding.replace("-sig", "")}"?>'
     xml = f"{declaration}{prolog}{dtd if with_dtd else ''}{prolog}<worksheet><sheetData/></worksheet>"
-    parts = members(bdt_workbook(bdt_rows(1)))
-    parts[SHEET] = xml.encode(encoding)
+    parts = {**_one_row_workbook(), SHEET: xml.encode(encoding)}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "book.xlsx"
         path.write_bytes(zipped(parts))
