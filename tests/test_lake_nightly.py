@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PREFECT_GROUP
 from prefect_server import PrefectServer
 from test_lake_writers import CLI, WAIT_S, committed_state, finished, wait_for
 
@@ -112,7 +111,6 @@ def test_a_lake_nightly_loads_two_partners_at_once_and_ends_as_a_serial_run(
     check_lake(settings, serial_ledger(tmp_path, exports))
 
 
-@PREFECT_GROUP
 def test_the_nightly_flow_loads_a_lakes_partners_on_prefects_task_runner(
     lake_inbox: tuple[Settings, Path, list[Path]],
     tmp_path: Path,

@@ -15,14 +15,13 @@ import sys
 from pathlib import Path
 
 import yaml
-from conftest import PREFECT_GROUP, ROOT
+from conftest import ROOT
 from prefect_server import PrefectServer
 from test_lake_nightly import PARTNERS, check_lake, lake_inbox, serial_ledger, two_waiting
 from test_lake_writers import WAIT_S, wait_for
 
 from cdv_etl.config import Settings
 
-pytestmark = PREFECT_GROUP
 __all__ = ["lake_inbox"]  # the fixture, shared with test_lake_nightly
 POOL = "cdv-etl-pool-test"
 SUFFIX = "-pool-test"
