@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,13 +155,31 @@ _PREFECT_SERVER: list[PrefectServer] = []
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The ``prefect_server`` mark on every test that uses the session's Prefect server (it names
     ``prefect_served``, or a fixture that does): ``pytest -m prefect_server`` runs them alone. A
-    test that reaches the server through ``request.getfixturevalue`` carries the mark itself."""
+    test that reaches the server through ``request.getfixturevalue`` carries the mark itself.
+
+    When a test of the session will need the server, it starts now, in a thread, while the first
+    tests run (each pytest-xdist worker collects every test: the first one to get the lock starts it)."""
     for item in items:
         if "prefect_served" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.prefect_server)
+    if config.option.collectonly or not any(item.get_closest_marker("prefect_server") for item in items):
+        return
+    factory: pytest.TempPathFactory | None = getattr(config, "_tmp_path_factory", None)
+    if factory is not None:
+        folder = _shared_folder(factory)  # (here: the first call makes the base folder, in one thread)
+        threading.Thread(target=_session_server, args=(config, folder), name="prefect-server", daemon=True).start()
+
+
+def _session_server(config: pytest.Config, folder: Path) -> tuple[PrefectServer, Path]:
+    """The session's server: started by this process if no other has started it (``shared_server``).
+    Called early in a thread (an error there is raised again by the fixture's own call), then by
+    ``prefect_served``."""
+    cache = getattr(config, "cache", None)  # None under -p no:cacheprovider: a migration each session
+    template = cache.mkdir("prefect-db") / f"prefect-{prefect_version()}.db" if cache is not None else None
+    return shared_server(folder, lambda work, pids: _start_prefect(work, pids, template), _PREFECT_SERVER)
 
 
 def _shared_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -170,10 +189,11 @@ def _shared_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
-def _start_prefect(work: Path, template: Path | None) -> PrefectServer:
+def _start_prefect(work: Path, pids: Path, template: Path | None) -> PrefectServer:
     """A new Prefect server (its own PREFECT_HOME on the embedded SQLite, a copy of ``template``
-    when there is one) and ``cdv-etl serve`` serving the deployments to it, as in production."""
-    server = start_server(work / "prefect-home", template=template)
+    when there is one) and ``cdv-etl serve`` serving the deployments to it, as in production; their
+    process ids written to ``pids`` as they start."""
+    server = start_server(work / "prefect-home", template=template, pids=pids)
     server.reports_port = free_port()  # chosen once the server holds its own port, so that the two differ
     try:
         server.start_child(
@@ -206,22 +226,19 @@ def prefect_served(
     """The session's one real Prefect server (a free port, its own PREFECT_HOME on the embedded
     SQLite) and ``cdv-etl serve`` serving the deployments to it, as in production.
 
-    One for the whole session, however many pytest-xdist workers: the first worker to need it
-    starts it under a file lock in the folder the session's processes share, and writes where it
-    listens there; the others wait for the lock and attach (``prefect_server.shared_server``); the
-    controller stops it at the session's end (``pytest_sessionfinish``). A migrated, empty database
-    is kept in pytest's cache (by Prefect version) and copied, so a session runs no migration.
+    One for the whole session, however many pytest-xdist workers: the first worker to get a file
+    lock in the folder the session's processes share starts it, as soon as it has collected a test
+    that needs it (``pytest_collection_modifyitems``), and writes where it listens there; the others
+    wait for the lock and attach (``prefect_server.shared_server``); the controller stops it at the
+    session's end (``pytest_sessionfinish``). A migrated, empty database is kept in pytest's cache
+    (by Prefect version) and copied, so a session runs no migration.
 
     Runs that name no warehouse write to ``<work>/wh/cdv.duckdb``, whose ``reports/`` folder
     ``cdv-etl serve`` serves on ``server.reports_port`` (a free port): the modules whose runs do
     are marked ``SERVED_WAREHOUSE``. A test that needs its own state passes its own warehouse and
     inbox as the run's parameters, and its own names for what it creates on the server.
     """
-    cache = getattr(pytestconfig, "cache", None)  # None under -p no:cacheprovider: a migration each session
-    template = cache.mkdir("prefect-db") / f"prefect-{prefect_version()}.db" if cache is not None else None
-    server, work = shared_server(
-        _shared_folder(tmp_path_factory), lambda work: _start_prefect(work, template), _PREFECT_SERVER
-    )
+    server, work = _session_server(pytestconfig, _shared_folder(tmp_path_factory))
     try:
         yield server, work
     finally:
@@ -235,7 +252,18 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     factory: pytest.TempPathFactory | None = getattr(session.config, "_tmp_path_factory", None)
     if factory is not None:
-        stop_shared_server(factory.getbasetemp())
+        session.config.stash[_PREFECT_CPU] = stop_shared_server(factory.getbasetemp())
+
+
+_PREFECT_CPU = pytest.StashKey[float | None]()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """The CPU time of the session's Prefect server and `cdv-etl serve` (with the runs it served),
+    which no pytest process counts among its children's (``/usr/bin/time`` misses it)."""
+    used = config.stash.get(_PREFECT_CPU, None)
+    if used is not None:
+        terminalreporter.write_line(f"Prefect server and cdv-etl serve: {used:.1f} s of CPU")
 
 
 CHROMIUM = Path("/usr/bin/chromium")

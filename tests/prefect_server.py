@@ -75,6 +75,8 @@ class PrefectServer:
     """What this process started on the server (`cdv-etl serve`, a test's workers): stopped by ``stop``."""
     reports_port: int | None = None
     """The port ``cdv-etl serve`` serves the reports folder on, once the fixture has started it."""
+    pids: Path | None = None
+    """While the session's server starts (``shared_server``): where each process started is written, at once."""
     _http: httpx.Client | None = field(default=None, repr=False)
 
     @property
@@ -139,7 +141,13 @@ class PrefectServer:
                 args, cwd=cwd, env=self.env(**env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
         self.children.append(proc)
+        self._record(proc)
         return proc
+
+    def _record(self, proc: subprocess.Popen[bytes]) -> None:
+        if self.pids is not None:
+            with self.pids.open("a", encoding="utf-8") as out:
+                out.write(f"{proc.pid}\n")
 
     def deployment_id(self, name: str, timeout: float = 600) -> str:
         deadline = time.monotonic() + timeout
@@ -219,17 +227,20 @@ def stop_groups(pids: list[int], ended: Callable[[int], bool] = _pid_ended, grac
         time.sleep(0.05)
 
 
-def start_server(home: Path, timeout: float = 600, template: Path | None = None) -> PrefectServer:
+def start_server(
+    home: Path, timeout: float = 600, template: Path | None = None, pids: Path | None = None
+) -> PrefectServer:
     """A new server on a free port, its database in ``home``. With ``template``: a copy of it as the
     database when it exists (a migrated, empty database: no migration to run), else the new
-    database, once migrated, is saved there for the next session."""
+    database, once migrated, is saved there for the next session. With ``pids``: the server's
+    process id, and those of the children started on it, are written there as they start."""
     home.mkdir(parents=True, exist_ok=True)
     if template is not None and template.exists():
         shutil.copyfile(template, home / "prefect.db")
         template = None
     port = free_port()
     log = home / "server.log"
-    server = PrefectServer(home, port, None, log)
+    server = PrefectServer(home, port, None, log, pids=pids)
     with log.open("wb") as out:
         server.proc = subprocess.Popen(
             [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
@@ -238,6 +249,7 @@ def start_server(home: Path, timeout: float = 600, template: Path | None = None)
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    server._record(server.proc)
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -261,34 +273,38 @@ def start_server(home: Path, timeout: float = 600, template: Path | None = None)
 
 
 _SESSION_PROCESSES: list[subprocess.Popen[bytes]] = []
+PIDS = "prefect-server.pids"
+"""In the session's shared folder: the process ids of the server and `cdv-etl serve`, each written as
+it starts, so that the controller stops them even when the session ends while they start."""
 
 
 def shared_server(
-    folder: Path, start: Callable[[Path], PrefectServer], owner: list[PrefectServer]
+    folder: Path, start: Callable[[Path, Path], PrefectServer], owner: list[PrefectServer]
 ) -> tuple[PrefectServer, Path]:
     """The session's one server and its work folder (``folder / "prefect"``): started by
-    ``start(work)`` in the first process that asks (under ``folder``'s lock, so the others wait
-    for it), its state written to ``folder / STATE``; attached to in the others. The process that
-    started it finds its ``PrefectServer`` in ``owner``."""
+    ``start(work, pids)`` in the first process that asks (under ``folder``'s lock, so the others
+    wait for it), its process ids written to ``pids`` as they start and its state to
+    ``folder / STATE`` once it serves; attached to in the others. The process that started it
+    finds its ``PrefectServer`` in ``owner``."""
     state = folder / STATE
     with FileLock(folder / f"{STATE}.lock"):
         if owner:
             return owner[0], folder / "prefect"
         if not state.exists():
             work = folder / "prefect"
-            work.mkdir()
-            server = start(work)
+            work.mkdir(exist_ok=True)  # (made by an earlier try that failed)
+            try:
+                server = start(work, folder / PIDS)
+            except BaseException:  # what it started is stopped (a process id could be reused later)
+                (folder / PIDS).unlink(missing_ok=True)
+                raise
             owner.append(server)
-            started = [p for p in (server.proc, *server.children) if p is not None]
-            info = {
-                "port": server.port,
-                "home": str(server.home),
-                "reports_port": server.reports_port,
-                "pids": [p.pid for p in started],
-            }
+            info = {"port": server.port, "home": str(server.home), "reports_port": server.reports_port}
             state.write_text(json.dumps(info), encoding="utf-8")
-            _SESSION_PROCESSES.extend(started)  # the session's, stopped by stop_shared_server at its end
-            server.proc, server.children = None, []
+            # the session's processes, stopped by stop_shared_server at its end; what this process's
+            # tests start on the server from now on is theirs (``PrefectServer.stop``)
+            _SESSION_PROCESSES.extend(p for p in (server.proc, *server.children) if p is not None)
+            server.proc, server.children, server.pids = None, [], None
             return server, work
         info = json.loads(state.read_text(encoding="utf-8"))
     home = Path(info["home"])
@@ -296,10 +312,28 @@ def shared_server(
     return server, folder / "prefect"
 
 
-def stop_shared_server(folder: Path) -> None:
-    """Stop the session's server and what was started with it (`cdv-etl serve`), if it was started."""
-    state = folder / STATE
-    if state.exists():
-        pids = json.loads(state.read_text(encoding="utf-8"))["pids"]
+def cpu_seconds(pid: int) -> float:
+    """CPU time of process ``pid`` and of its children it has waited for (Linux's /proc), in seconds;
+    0 when it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
+
+
+def stop_shared_server(folder: Path) -> float | None:
+    """Stop the session's server and what was started with it (`cdv-etl serve`), if it was started
+    (or is starting): the CPU seconds they used (with the flow runs `cdv-etl serve` ran), or None.
+    (They outlive the process that started them: no pytest process counts their CPU as its children's.)"""
+    pids_file = folder / PIDS
+    if not pids_file.exists():
+        return None
+    # (a start still under way in this process's thread finishes first: a worker's died with it)
+    with FileLock(folder / f"{STATE}.lock"):
+        pids = [int(line) for line in pids_file.read_text(encoding="utf-8").split()]
+        used = sum(cpu_seconds(pid) for pid in pids)
         stop_groups(list(reversed(pids)))  # `cdv-etl serve` first, then the server
-        state.unlink()
+        pids_file.unlink()
+        (folder / STATE).unlink(missing_ok=True)
+    return used

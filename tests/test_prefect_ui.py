@@ -75,12 +75,22 @@ def test_ingest_export_started_from_the_ui(ui_served: tuple[PrefectServer, Path]
     typed_path = str(export.resolve())
     dep_id = server.deployment_id("ingest-export/ingest-export")
     requested: list[tuple[str, str]] = []  # (method, url) of every request of the browser
+    created: list[int] = []  # the status of each answer to the form's create_flow_run
+    create = f"/deployments/{dep_id}/create_flow_run"
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
             context = browser.new_context(viewport={"width": 1400, "height": 900})
             context.on("request", lambda r: requested.append((r.method, r.url)))
+            context.on(
+                "response",
+                lambda r: (
+                    created.append(r.status)
+                    if r.request.method == "POST" and urlsplit(r.url).path.endswith(create)
+                    else None
+                ),
+            )
             context.set_default_timeout(UI_TIMEOUT_MS)
             expect.set_options(timeout=UI_TIMEOUT_MS)
             page = context.new_page()
@@ -108,9 +118,9 @@ def test_ingest_export_started_from_the_ui(ui_served: tuple[PrefectServer, Path]
             path_box.fill(typed_path)
             expect(path_box).to_have_value(typed_path)
             # The run the form creates: its id as the server answered the browser's request (other
-            # tests start runs of this deployment meanwhile: the newest run need not be this one).
-            create = f"/deployments/{dep_id}/create_flow_run"
-            with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith(create)) as made:
+            # tests start runs of this deployment meanwhile: the newest run need not be this one). A
+            # busy server's 503 is retried by the UI, as by Prefect's client: the run is the 2xx answer.
+            with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith(create) and r.ok) as made:
                 page.get_by_role("button", name="Submit", exact=True).click()
             run_id = made.value.json()["id"]
 
@@ -171,8 +181,7 @@ def test_ingest_export_started_from_the_ui(ui_served: tuple[PrefectServer, Path]
     assert in_financing is not None and rows_loaded == in_financing[0] > 0
 
     # The browser created exactly one run, and everything it fetched came from the local server.
-    creates = [u for m, u in requested if m == "POST" and u.endswith(f"/deployments/{dep_id}/create_flow_run")]
-    assert len(creates) == 1, creates
+    assert len([s for s in created if s < 300]) == 1 and {s for s in created if s >= 300} <= {503}, created
     foreign = sorted(
         {
             u
