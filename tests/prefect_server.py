@@ -182,8 +182,12 @@ class PrefectServer:
         """What this process started: the children first (`cdv-etl serve` and its runs, a test's
         workers: a process group each), then the server if this process started it."""
         for group in (self.children, [self.proc] if self.proc is not None else []):
-            by_pid = {p.pid: p for p in group}
-            stop_groups(list(by_pid), ended=lambda pid, by_pid=by_pid: by_pid[pid].poll() is not None)
+            by_pid: dict[int, subprocess.Popen[bytes]] = {p.pid: p for p in group}
+
+            def ended(pid: int, by_pid: dict[int, subprocess.Popen[bytes]] = by_pid) -> bool:
+                return by_pid[pid].poll() is not None
+
+            stop_groups(list(by_pid), ended=ended)
         if self._http is not None:
             self._http.close()
             self._http = None
