@@ -28,7 +28,7 @@ install: $(STAMP)
 demo: install  ## generate demo exports for the five partners and load them
 	$(BIN)/cdv-etl demo
 
-test: install  ## the whole test suite, a worker per core (pytest-xdist; the Prefect tests share one worker)
+test: install  ## the whole test suite, a worker per core (pytest-xdist; one Prefect server for all of them)
 	$(BIN)/pytest -n auto
 
 lint: install  ## ruff (lint and format) and mypy; each one fails the target

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import atexit
+import importlib.metadata
 import itertools
 import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +18,15 @@ from hypothesis import settings as hypothesis_settings
 from pg_server import PgServer
 from pg_server import bin_dir as pg_bin_dir
 from pg_server import start as start_pg
-from prefect_server import BIN, DEPLOYMENTS, PrefectServer, free_port, start_server
+from prefect_server import (
+    BIN,
+    DEPLOYMENTS,
+    PrefectServer,
+    free_port,
+    shared_server,
+    start_server,
+    stop_shared_server,
+)
 
 from cdv_etl.config import Settings
 from cdv_etl.load.backend import DuckLake, parse_warehouse
@@ -265,47 +275,56 @@ def table_snapshot(con) -> dict[str, list]:  # type: ignore[no-untyped-def]
     return {n: sorted(map(repr, con.execute(f'SELECT * FROM "{n}"').fetchall())) for n in names}
 
 
-PREFECT_GROUP = pytest.mark.xdist_group("prefect")
-"""The mark of the tests that use the session's Prefect server: ``--dist loadgroup`` (pytest-xdist)
-runs them all in one worker, so a session starts one server, not one per worker. A test that
-names ``prefect_served`` (or a fixture that does) gets it here; one that reaches the server
-through ``request.getfixturevalue`` marks its module (``pytestmark = PREFECT_GROUP``)."""
+SERVED_WAREHOUSE = pytest.mark.xdist_group("prefect served warehouse")
+"""The mark of the modules whose runs name no warehouse, so write the one `cdv-etl serve` serves
+(and whose reports it serves): ``--dist loadgroup`` (pytest-xdist) runs them in one worker, one
+after the other, so that each sees that warehouse as the other left it, never half-way. The
+other tests that use the session's Prefect server pass their own warehouses and run in any worker."""
+
+_PREFECT_SERVER: list[PrefectServer] = []
+"""The session's Prefect server, in the process that started it (``prefect_server.shared_server``)."""
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The ``prefect_server`` mark on every test that uses the session's Prefect server (it names
+    ``prefect_served``, or a fixture that does): ``pytest -m prefect_server`` runs them alone. A
+    test that reaches the server through ``request.getfixturevalue`` carries the mark itself.
+
+    When a test of the session will need the server, it starts now, in a thread, while the first
+    tests run (each pytest-xdist worker collects every test: the first one to get the lock starts it)."""
     for item in items:
         if "prefect_served" in getattr(item, "fixturenames", ()):
-            item.add_marker(PREFECT_GROUP)
+            item.add_marker(pytest.mark.prefect_server)
+    if config.option.collectonly or not any(item.get_closest_marker("prefect_server") for item in items):
+        return
+    factory: pytest.TempPathFactory | None = getattr(config, "_tmp_path_factory", None)
+    if factory is not None:
+        folder = _shared_folder(factory)  # (here: the first call makes the base folder, in one thread)
+        threading.Thread(target=_session_server, args=(config, folder), name="prefect-server", daemon=True).start()
 
 
-@pytest.fixture(scope="session")
-def prefect_served(
-    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
-) -> Iterator[tuple[PrefectServer, Path]]:
-    """One real Prefect server for the session (a free port, its own PREFECT_HOME on the embedded
-    SQLite) and ``cdv-etl serve`` serving the deployments to it, as in production; stopped at the end.
-    Every test that needs a Prefect server uses this one (mark its module ``PREFECT_GROUP``, so
-    that under pytest-xdist all of them run in the one worker that starts it).
+def _session_server(config: pytest.Config, folder: Path) -> tuple[PrefectServer, Path]:
+    """The session's server: started by this process if no other has started it (``shared_server``).
+    Called early in a thread (an error there is raised again by the fixture's own call), then by
+    ``prefect_served``."""
+    cache = getattr(config, "cache", None)  # None under -p no:cacheprovider: a migration each session
+    template = cache.mkdir("prefect-db") / f"prefect-{prefect_version()}.db" if cache is not None else None
+    return shared_server(folder, lambda work, pids: _start_prefect(work, pids, template), _PREFECT_SERVER)
 
-    Runs that name no warehouse write to ``<work>/wh/cdv.duckdb``, whose ``reports/`` folder
-    ``cdv-etl serve`` serves on ``server.reports_port`` (a free port); a test that needs its own
-    state passes its own warehouse and inbox as the run's parameters.
-    """
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
-    if worker and getattr(pytestconfig.option, "loadgroup", False):  # a second server: the group was split
-        claim = tmp_path_factory.getbasetemp().parent / "prefect-served-by"
-        try:
-            with claim.open("x") as out:
-                out.write(worker)
-        except FileExistsError:
-            pytest.fail(
-                f"a second Prefect server, on xdist worker {worker} ({claim.read_text()} started one): "
-                "--dist loadgroup did not keep the tests marked PREFECT_GROUP in one worker (pytest 9.2 with "
-                "pytest-xdist 3.8 does not: see the pytest pin in pyproject.toml)"
-            )
-    work = tmp_path_factory.mktemp("prefect")
-    server = start_server(work / "prefect-home")
+
+def _shared_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder every process of the session shares: under pytest-xdist, the parent of each
+    worker's base temporary folder (the controller's own); else the base temporary folder."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def _start_prefect(work: Path, pids: Path, template: Path | None) -> PrefectServer:
+    """A new Prefect server (its own PREFECT_HOME on the embedded SQLite, a copy of ``template``
+    when there is one) and ``cdv-etl serve`` serving the deployments to it, as in production; their
+    process ids written to ``pids`` as they start."""
+    server = start_server(work / "prefect-home", template=template, pids=pids)
     server.reports_port = free_port()  # chosen once the server holds its own port, so that the two differ
     try:
         server.start_child(
@@ -313,14 +332,69 @@ def prefect_served(
             cwd=work,
             log=work / "serve.log",
             CDV_WAREHOUSE=str(work / "wh" / "cdv.duckdb"),
-            CDV_LOCK_TIMEOUT="120",
+            # Runs of every worker's tests queue for the writers' slot: a guard against a hang, not a timing.
+            CDV_LOCK_TIMEOUT=str(LOCK_TIMEOUT_S),
             CDV_REPORTS_PORT=str(server.reports_port),
         )
         for name in DEPLOYMENTS:
             server.deployment_id(name)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+LOCK_TIMEOUT_S = 600
+"""How long a flow run on the session's server waits for the writers' slot (``CDV_LOCK_TIMEOUT``):
+the tests of both pytest-xdist workers write through that one slot, so a run may wait for the
+other worker's; a guard against a hang."""
+
+
+@pytest.fixture(scope="session")
+def prefect_served(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[tuple[PrefectServer, Path]]:
+    """The session's one real Prefect server (a free port, its own PREFECT_HOME on the embedded
+    SQLite) and ``cdv-etl serve`` serving the deployments to it, as in production.
+
+    One for the whole session, however many pytest-xdist workers: the first worker to get a file
+    lock in the folder the session's processes share starts it, as soon as it has collected a test
+    that needs it (``pytest_collection_modifyitems``), and writes where it listens there; the others
+    wait for the lock and attach (``prefect_server.shared_server``); the controller stops it at the
+    session's end (``pytest_sessionfinish``). A migrated, empty database is kept in pytest's cache
+    (by Prefect version) and copied, so a session runs no migration.
+
+    Runs that name no warehouse write to ``<work>/wh/cdv.duckdb``, whose ``reports/`` folder
+    ``cdv-etl serve`` serves on ``server.reports_port`` (a free port): the modules whose runs do
+    are marked ``SERVED_WAREHOUSE``. A test that needs its own state passes its own warehouse and
+    inbox as the run's parameters, and its own names for what it creates on the server.
+    """
+    server, work = _session_server(pytestconfig, _shared_folder(tmp_path_factory))
+    try:
         yield server, work
     finally:
-        server.stop()
+        server.stop()  # what this process's tests started on it; the server itself: the controller's
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The controller (the one process without pytest-xdist) stops the session's Prefect server,
+    once every worker has finished."""
+    if hasattr(session.config, "workerinput"):  # a pytest-xdist worker
+        return
+    factory: pytest.TempPathFactory | None = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None:
+        session.config.stash[_PREFECT_CPU] = stop_shared_server(factory.getbasetemp())
+
+
+_PREFECT_CPU = pytest.StashKey[float | None]()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """The CPU time of the session's Prefect server and `cdv-etl serve` (with the runs it served),
+    which no pytest process counts among its children's (``/usr/bin/time`` misses it)."""
+    used = config.stash.get(_PREFECT_CPU, None)
+    if used is not None:
+        terminalreporter.write_line(f"Prefect server and cdv-etl serve: {used:.1f} s of CPU")
 
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -343,6 +417,10 @@ def skip_or_fail(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (CI is set: the browser test must run)")
     pytest.skip(reason)
+
+
+def prefect_version() -> str:
+    return importlib.metadata.version("prefect")
 
 
 def one_worker(module: str) -> pytest.MarkDecorator:

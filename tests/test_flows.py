@@ -1,4 +1,8 @@
-"""The Prefect flows end to end, in this process, on the session's real Prefect server (``conftest.prefect_served``)."""
+"""The Prefect flows end to end, in this process, on the session's real Prefect server (``conftest.prefect_served``).
+
+The server is shared with the tests of the other pytest-xdist worker: a test reads back only the
+runs, artifacts and limits it made (its runs' ids, its own tags and names), never the newest of a kind.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +12,20 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import duckdb
 import pytest
 from analyst_helpers import al_export
-from conftest import sample_warehouse
+from conftest import LOCK_TIMEOUT_S, sample_warehouse
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
+    ArtifactFilterFlowRunId,
     ArtifactFilterKey,
     FlowRunFilter,
     FlowRunFilterId,
+    FlowRunFilterTags,
     LogFilter,
     LogFilterFlowRunId,
 )
@@ -41,18 +48,25 @@ from flows.outcome import LEVEL, file_line
 from flows.reference_refresh import reference_refresh
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def harness(prefect_served: tuple[PrefectServer, Path]) -> Iterator[None]:
-    """The flows run in this process against the session's Prefect server (one server per session)."""
+    """The flows run in this process against the session's Prefect server (one server per session).
+    Their writers' slot may be held by a run of the other worker's tests: they wait for it."""
     server, _ = prefect_served
-    with temporary_settings(updates={PREFECT_API_URL: server.api}):
+    with pytest.MonkeyPatch.context() as env, temporary_settings(updates={PREFECT_API_URL: server.api}):
+        env.setenv("CDV_LOCK_TIMEOUT", str(LOCK_TIMEOUT_S))
         yield
 
 
-def latest_artifact(key: str) -> object:
+def latest_artifact(key: str, flow_run_id: UUID | str) -> object:
+    """The latest artifact ``key`` of the flow run ``flow_run_id``: its data (a table's rows)."""
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
-    assert found, f"no artifact {key}"
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(str(flow_run_id))])
+            )
+        )
+    assert found, f"no artifact {key} of flow run {flow_run_id}"
     data = sorted(found, key=lambda a: a.created)[-1].data
     if isinstance(data, str) and data[:1] in "[{":  # table artifacts are stored as JSON text
         try:
@@ -62,6 +76,7 @@ def latest_artifact(key: str) -> object:
     return data
 
 
+@pytest.mark.usefixtures("harness")
 def test_ingest_export_and_reference_refresh_flows(tmp_path: Path) -> None:
     from cdv_etl.demo_data import generate_demo_exports
 
@@ -119,31 +134,43 @@ def test_ingest_export_and_reference_refresh_flows(tmp_path: Path) -> None:
     assert (logging.ERROR, " ".join(str(error).split())) in run_logs(absent)
 
 
-def test_a_writing_flow_makes_the_writers_limit_it_holds(tmp_path: Path) -> None:
+@pytest.mark.usefixtures("harness")
+def test_a_writing_flow_makes_the_writers_limit_it_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Deployed with ``prefect deploy --all`` (no ``cdv-etl serve``), the writers' limit may be missing
-    or changed: a writing flow creates it or sets it back, says so in its log, and holds it strictly."""
+    or changed: a writing flow creates it or sets it back, says so in its log, and holds it strictly.
+
+    The flows here hold a limit of this test's own name: the session's ``cdv-warehouse-writer`` is
+    held at the same time by the runs of the other worker's tests, which deleting or widening it
+    would disturb (``test_prefect_server`` checks that `cdv-etl serve` makes that one)."""
     from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+    from prefect.exceptions import ObjectNotFound
+
+    import flows.nightly
+
+    assert WRITER_LIMIT == "cdv-warehouse-writer"
+    name = f"{WRITER_LIMIT}-of-a-test"
+    monkeypatch.setattr(flows.nightly, "WRITER_LIMIT", name)
 
     def limit() -> tuple[int, bool]:
         with get_client(sync_client=True) as client:
-            found = client.read_global_concurrency_limit_by_name(WRITER_LIMIT)
+            found = client.read_global_concurrency_limit_by_name(name)
         return found.limit, found.active
 
     wh = str(tmp_path / "cdv.duckdb")
-    with get_client(sync_client=True) as client:
-        client.delete_global_concurrency_limit_by_name(WRITER_LIMIT)
+    with pytest.raises(ObjectNotFound):  # missing, as on a server the flows were deployed to by `prefect deploy`
+        limit()
     made = reference_refresh(path=str(SAMPLE_REFERENCE), warehouse=wh, return_state=True)
     assert made.type == StateType.COMPLETED, made.message
     assert limit() == (WRITER_SLOTS, True)
-    said = f"created the global concurrency limit {WRITER_LIMIT!r} ({WRITER_SLOTS} slot) (one writer at a time"
+    said = f"created the global concurrency limit {name!r} ({WRITER_SLOTS} slot) (one writer at a time"
     assert [level for level, m in run_logs(made) if m.startswith(said)] == [logging.WARNING]
 
     with get_client(sync_client=True) as client:
-        client.update_global_concurrency_limit(WRITER_LIMIT, GlobalConcurrencyLimitUpdate(limit=3, active=False))
+        client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=3, active=False))
     reset = reference_refresh(path=str(SAMPLE_REFERENCE), warehouse=wh, return_state=True)
     assert reset.type == StateType.COMPLETED, reset.message
     assert limit() == (WRITER_SLOTS, True)
-    said = f"the global concurrency limit {WRITER_LIMIT!r} was 3 slots, inactive: set back to {WRITER_SLOTS} active"
+    said = f"the global concurrency limit {name!r} was 3 slots, inactive: set back to {WRITER_SLOTS} active"
     assert [level for level, m in run_logs(reset) if m.startswith(said)] == [logging.WARNING]
 
     quiet = reference_refresh(path=str(SAMPLE_REFERENCE), warehouse=wh, return_state=True)
@@ -213,11 +240,15 @@ def test_flow_parameters_render_a_proper_form() -> None:
     assert "inbox" in nightly_props and "Folder" in nightly_props["inbox"]["description"]
 
 
+@pytest.mark.usefixtures("harness")
 def test_command_line_nightly_with_prefect_api_url_runs_the_flow_on_that_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With PREFECT_API_URL the run is the nightly flow on that server; a file that cannot be
-    processed (here: no reference loaded yet) fails the flow run, stays in the inbox, exit 1."""
+    processed (here: no reference loaded yet) fails the flow run, stays in the inbox, exit 1.
+    Each command runs under a tag of its own (Prefect's ``tags`` context: the runs it creates
+    carry it), so the runs it made are told from those other tests make on the server meanwhile."""
+    from prefect import tags
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentTaskRunId
     from prefect.settings import PREFECT_API_URL
     from typer.testing import CliRunner
@@ -232,10 +263,15 @@ def test_command_line_nightly_with_prefect_api_url_runs_the_flow_on_that_server(
             p.unlink()
     api = str(PREFECT_API_URL.value())
     monkeypatch.setenv("PREFECT_API_URL", api)
-    with get_client(sync_client=True) as client:
-        top_level = FlowRunFilter(parent_task_run_id=FlowRunFilterParentTaskRunId(is_null_=True))
-        before = {r.id for r in client.read_flow_runs(flow_run_filter=top_level)}
-    result = CliRunner().invoke(app, ["nightly", "--inbox", str(inbox), "-w", str(wh)])
+
+    def top_level(tag: str) -> FlowRunFilter:
+        return FlowRunFilter(
+            parent_task_run_id=FlowRunFilterParentTaskRunId(is_null_=True), tags=FlowRunFilterTags(all_=[tag])
+        )
+
+    first, second = (f"cdv-test-{tmp_path.name}-{n}" for n in (1, 2))
+    with tags(first):
+        result = CliRunner().invoke(app, ["nightly", "--inbox", str(inbox), "-w", str(wh)])
 
     assert result.exit_code == 1, result.output
     stderr = " ".join(result.stderr.split())  # as printed, wrapped to the console's width
@@ -243,14 +279,14 @@ def test_command_line_nightly_with_prefect_api_url_runs_the_flow_on_that_server(
     assert f"{export.name}: CdvError: the warehouse" in stderr and "load the ANCT list first" in stderr
     assert list(inbox.iterdir()) == [export]
     with get_client(sync_client=True) as client:
-        runs = [r for r in client.read_flow_runs(flow_run_filter=top_level) if r.id not in before]
+        runs = client.read_flow_runs(flow_run_filter=top_level(first))
         assert [(client.read_flow(r.flow_id).name, r.state_type.value) for r in runs] == [("nightly", "FAILED")]
-    files = latest_artifact("nightly-files")
+    files = latest_artifact("nightly-files", runs[0].id)
     assert [(r["fichier · partenaire"], r["statut"]) for r in files] == [  # type: ignore[union-attr]
         (f"{export.name}  \n?", "échec"),
         ("Total (chargés : 0)", ""),
     ]
-    details = latest_artifact("nightly-file-details")
+    details = latest_artifact("nightly-file-details", runs[0].id)
     moved = [(r["fichier"], r["déplacé vers"]) for r in details]  # type: ignore[union-attr]
     assert moved == [(export.name, "laissé dans la boîte de dépôt")]
 
@@ -258,11 +294,13 @@ def test_command_line_nightly_with_prefect_api_url_runs_the_flow_on_that_server(
     export.unlink()
     (inbox / "notes_partenaire.csv").write_text("bonjour;\n1;2\n", encoding="utf-8")  # matches no partner
     sample_warehouse(Settings(warehouse=wh))  # now with the reference
-    result = CliRunner().invoke(app, ["nightly", "--inbox", str(inbox), "-w", str(wh)])
+    with tags(second):
+        result = CliRunner().invoke(app, ["nightly", "--inbox", str(inbox), "-w", str(wh)])
     assert result.exit_code == 1, result.output
     assert "notes_partenaire.csv" in result.stdout and "no partner spec recognises" in " ".join(result.stderr.split())
     with get_client(sync_client=True) as client:
-        [run] = [r for r in client.read_flow_runs(flow_run_filter=top_level) if r.id not in before | {runs[0].id}]
+        [run] = client.read_flow_runs(flow_run_filter=top_level(second))
+        assert client.read_flow(run.flow_id).name == "nightly"
         assert run.state_type is StateType.FAILED and run.state is not None
         assert (run.state.message or "").startswith("notes_partenaire.csv (file ")
 

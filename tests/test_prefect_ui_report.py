@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PREFECT_GROUP, ROOT
+from conftest import ROOT, SERVED_WAREHOUSE
 from prefect_server import PrefectServer
 from test_prefect_ui import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS, _need_browser
 
@@ -30,7 +30,7 @@ from cdv_etl.specs import load_specs
 from flows.artifacts import REPORT_TITLE
 from flows.deployments import NIGHTLY_SLUG
 
-pytestmark = PREFECT_GROUP  # the session's server, reached through request.getfixturevalue
+pytestmark = [SERVED_WAREHOUSE, pytest.mark.prefect_server]  # its night writes the served warehouse
 
 SHOTS = ROOT / "test-artifacts"
 RUN_TIMEOUT_S = 300
