@@ -390,10 +390,11 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 def _migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     lake = is_lake(con)
+    known = migrations()
     done = applied_versions(con)
     applied: list[str] = []
     if lake and not done:
-        baseline = [m for m in migrations() if m.version <= LAKE_BASELINE]
+        baseline = [m for m in known if m.version <= LAKE_BASELINE]
 
         def start(c: duckdb.DuckDBPyConnection) -> None:
             c.execute((sql_dir() / "lake" / f"baseline_{LAKE_BASELINE:03d}.sql").read_text(encoding="utf-8"))
@@ -407,8 +408,8 @@ def _migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
         in_transaction(con, start, what="lake's baseline", tries=1)
         applied.append(f"baseline_{LAKE_BASELINE:03d}")
         done = applied_versions(con)
-    _refuse_newer(con, done)
-    for m in migrations():
+    _refuse_newer(con, done, known)
+    for m in known:
         if m.version in done:
             if done[m.version] != m.checksum:
                 raise CdvError(
@@ -433,18 +434,17 @@ def _migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     return applied
 
 
-def _refuse_newer(con: duckdb.DuckDBPyConnection, done: dict[int, str]) -> None:
-    """Refuse a warehouse that a newer cdv-etl migrated: this code would write it on the old
-    schema's assumptions, and put its older views back over the newer ones. With several
-    machines writing one lake, each must run a cdv-etl at least as new as the warehouse."""
-    ahead = sorted(set(done) - {m.version for m in migrations()})
+def _refuse_newer(con: duckdb.DuckDBPyConnection, done: dict[int, str], known: list[Migration]) -> None:
+    """Refuse a warehouse that a newer cdv-etl migrated (``done`` holds versions ``known`` lacks):
+    this code would write it on the old schema's assumptions, and put its older views back over the
+    newer ones. With several machines writing one lake, each must run a cdv-etl at least as new."""
+    ahead = sorted(set(done) - {m.version for m in known})
     if not ahead:
         return
     names = dict(con.execute("SELECT version, name FROM schema_migrations").fetchall())
-    known = migrations()[-1].name
     raise CdvError(
         f"this warehouse was migrated by a newer cdv-etl: migration(s) "
-        f"{', '.join(str(names.get(v, v)) for v in ahead)} are unknown to this one, which stops at {known}; "
+        f"{', '.join(str(names.get(v, v)) for v in ahead)} are unknown to this one, which stops at {known[-1].name}; "
         "nothing was changed",
         "upgrade cdv-etl on this machine to the version that migrated the warehouse (every machine that "
         "writes it runs that version or newer), then run the command again",
