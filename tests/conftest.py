@@ -226,7 +226,7 @@ def _shared_temp(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Under pytest-xdist, note the run's temporary folder that all its workers share (the parent
     of each worker's own; pytest removes it with the run's other old folders): see ``shared_temp``."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        _SHARED_TEMP.append(tmp_path_factory.getbasetemp().parent)
+        _SHARED_TEMP.append(_shared_folder(tmp_path_factory))
 
 
 def shared_temp() -> Path | None:
